@@ -1,0 +1,17 @@
+"""Stage `prepare`: ImageNet-layout train tree -> 128x128 real-image HDF5 shards + manifest (data/real)."""
+from tinygan import params, prepare
+from tinygan.cli import run_stage
+
+OUT = "data/real"
+
+
+def main(params_file: str = "params.yaml") -> None:
+    """Centre-crop, resize and shard the real training images of the selected classes into data/real."""
+    p = params.load(params_file)
+    q = p["prepare"]
+    prepare.prepare(q["imagenet_train"], OUT, classes=p["classes"], max_per_class=q["max_per_class"],
+                    resolution=q["resolution"], shard_size=q["shard_size"], workers=q["workers"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

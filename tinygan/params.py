@@ -1,0 +1,204 @@
+"""params.yaml: read and validated in one place, before any work starts.
+
+Every key has a spec (type, range, choices). Unknown keys, missing keys, wrong types, out-of-range values and
+unknown choices are rejected with one line naming the key. Numbers written by `dvc exp run -S x=1e-6` arrive
+as strings ("1e-06"); they are accepted as numbers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from tinygan.errors import TinyGANError
+
+PARAMS_FILE = "params.yaml"
+
+
+# ---- value specs ------------------------------------------------------------------------------------------
+
+class Spec:
+    """One param: ``check(key, value)`` returns the normalised value or raises TinyGANError."""
+
+    def __init__(self, check: Callable[[str, Any], Any], doc: str):
+        self.check, self.doc = check, doc
+
+
+def _bad(key: str, value: Any, want: str) -> TinyGANError:
+    return TinyGANError(f"params: '{key}' is {value!r}, expected {want} (edit params.yaml or pass -S {key}=...)")
+
+
+def _number(key: str, value: Any, want: str) -> float:
+    if isinstance(value, bool):
+        raise _bad(key, value, want)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _bad(key, value, want) from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(key, value, want)
+    return value
+
+
+def Float(lo: float | None = None, hi: float | None = None, optional: bool = False) -> Spec:
+    want = "a number" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
+
+    def check(key, v):
+        if v is None and optional:
+            return None
+        v = float(_number(key, v, want))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise _bad(key, v, want)
+        return v
+    return Spec(check, want + (" or null" if optional else ""))
+
+
+def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) -> Spec:
+    want = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
+
+    def check(key, v):
+        if v is None and optional:
+            return None
+        n = _number(key, v, want)
+        if float(n) != int(n):
+            raise _bad(key, v, want)
+        n = int(n)
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise _bad(key, v, want)
+        return n
+    return Spec(check, want + (" or null" if optional else ""))
+
+
+def Bool() -> Spec:
+    def check(key, v):
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        raise _bad(key, v, "true or false")
+    return Spec(check, "true or false")
+
+
+def Str(optional: bool = False) -> Spec:
+    def check(key, v):
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise _bad(key, v, "a non-empty string")
+        return os.path.expandvars(os.path.expanduser(v))
+    return Spec(check, "a string")
+
+
+def Choice(*choices: str) -> Spec:
+    def check(key, v):
+        if v not in choices:
+            raise TinyGANError(f"params: '{key}' is {v!r}, expected one of {', '.join(choices)}")
+        return v
+    return Spec(check, "one of " + ", ".join(choices))
+
+
+def Classes() -> Spec:
+    def check(key, v):
+        from tinygan import classes
+        if isinstance(v, str) and v.startswith("["):  # `-S classes=[1,2]` arrives as a string
+            v = yaml.safe_load(v)
+        try:
+            return classes.resolve(v)
+        except TinyGANError as e:
+            raise TinyGANError(f"params: '{key}': {e}") from None
+    return Spec(check, "'animals', 'all', or a list of class indices / wnids")
+
+
+def Floats(n: int) -> Spec:
+    def check(key, v):
+        if not isinstance(v, list) or len(v) != n:
+            raise _bad(key, v, f"a list of {n} numbers")
+        return [float(_number(f"{key}[{i}]", x, "a number >= 0")) for i, x in enumerate(v)]
+    return Spec(check, f"a list of {n} numbers")
+
+
+# ---- the schema: every key of params.yaml -----------------------------------------------------------------
+
+SCHEMA: dict[str, Any] = {
+    "seed": Int(0),
+    "classes": Classes(),
+    # loss weights (paper Eq. 6-7); top level so `dvc exp run -S lambda_pix=0.1` works verbatim
+    "lambda_pix": Float(0),        # λ1: L_KD_pix, decays per epoch
+    "lambda_pix_decay": Float(0),  # subtracted from λ1 at the end of each epoch (official 0.01), floor 0
+    "lambda_kd_s": Float(0),       # λ2: L_KD_S (student fools D on teacher pairs)
+    "lambda_gan_s": Float(0),      # λ3: L_GAN_S (student fools D with real-image statistics)
+    "lambda_gan_d": Float(0),      # λ4: L_GAN_D (D: real ImageNet vs student)
+    "lambda_feat": Float(0),       # weight of L_KD_feat (1 = paper; 0 = "without L_KD_feat")
+    "lambda_kd_d": Float(0),       # weight of L_KD_D (1 = paper; 0 = "without L_KD_S and L_KD_D")
+    "demo": {
+        "root": Str(),
+        "images_per_class": Int(1, 100000),
+        "min_side": Int(16, 4096),
+        "max_side": Int(16, 4096),
+    },
+    "prepare": {
+        "imagenet_train": Str(),
+        "max_per_class": Int(1, optional=True),
+        "resolution": Int(128, 128),
+        "shard_size": Int(1),
+        "workers": Int(0),
+    },
+    "sample": {
+        "teacher": Str(),
+        "format": Choice("tfhub", "torchscript"),
+        "per_class": Int(1),
+        "truncation": Float(0.02, 1.0),
+        "batch_size": Int(1),
+        "shard_size": Int(1),
+    },
+}
+
+
+def _validate(tree: Any, schema: dict, prefix: str) -> dict:
+    if not isinstance(tree, dict):
+        raise TinyGANError(f"params: '{prefix.rstrip('.') or 'params.yaml'}' must be a mapping of keys")
+    unknown = sorted(set(tree) - set(schema))
+    if unknown:
+        raise TinyGANError(f"params: unknown key '{prefix}{unknown[0]}' (known here: {', '.join(schema)})")
+    out = {}
+    for key, spec in schema.items():
+        if key not in tree:
+            raise TinyGANError(f"params: missing key '{prefix}{key}' ({_doc(spec)}); add it to params.yaml")
+        out[key] = (_validate(tree[key], spec, f"{prefix}{key}.") if isinstance(spec, dict)
+                    else spec.check(f"{prefix}{key}", tree[key]))
+    return out
+
+
+def _doc(spec) -> str:
+    return "a group" if isinstance(spec, dict) else spec.doc
+
+
+def _cross_checks(p: dict) -> None:
+    d = p["demo"]
+    if d["min_side"] > d["max_side"]:
+        raise TinyGANError(f"params: 'demo.min_side' ({d['min_side']}) is larger than 'demo.max_side' ({d['max_side']})")
+
+
+def validate(raw: dict) -> dict:
+    """Validate a params mapping (as read from YAML); return normalised nested dicts."""
+    p = _validate(raw, SCHEMA, "")
+    _cross_checks(p)
+    return p
+
+
+def load(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """Read and validate ``params.yaml``; one clear TinyGANError line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinyGANError(f"params: {path} not found; run from the repo root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise TinyGANError(f"params: {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return validate(raw or {})
