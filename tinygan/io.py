@@ -27,10 +27,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -70,8 +77,9 @@ def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs: M
                     f.create_dataset(key, data=np.asarray(arr, dtype=object),
                                      dtype=h5py.string_dtype("utf-8"), track_times=False)
                 else:
-                    chunks = (min(len(arr), 64),) + arr.shape[1:] if arr.ndim > 1 and len(arr) else None
-                    f.create_dataset(key, data=arr, chunks=chunks, track_times=False)
+                    # Contiguous layout (no chunks, no filters): a row is one byte range in the file,
+                    # so readers can fetch random rows with a single pread each (see tinygan.shards).
+                    f.create_dataset(key, data=np.ascontiguousarray(arr), track_times=False)
             for k in sorted(attrs or {}):
                 f.attrs[k] = attrs[k]
     return sha256_file(path)

@@ -155,6 +155,30 @@ SCHEMA: dict[str, Any] = {
         "batch_size": Int(1),
         "shard_size": Int(1),
     },
+    "train": {                      # see tinygan/train.py::TrainConfig for what each key does
+        "variant": Choice("dw", "std"),
+        "ch": Int(1, 512),
+        "d_ch": Int(1, 512),
+        "batch_size": Int(1),
+        "epochs": Int(1),
+        "holdout_per_class": Int(1),
+        "lr_g": Float(0),
+        "lr_d": Float(0),
+        "beta1": Float(0, 0.9999),
+        "beta2": Float(0, 0.9999),
+        "lr_decay_start": Int(0),
+        "g_every": Int(1),
+        "adv_every": Int(1),
+        "ema": Bool(),
+        "ema_decay": Float(0, 1),
+        "ema_start": Int(0),
+        "checkpoint_every": Int(1),
+        "sample_every": Int(1),
+        "snapshot_every": Int(0),
+        "log_every": Int(1),
+        "workers": Int(0),
+        "device": Choice("auto", "cpu", "cuda"),
+    },
 }
 
 
@@ -178,9 +202,23 @@ def _doc(spec) -> str:
 
 
 def _cross_checks(p: dict) -> None:
-    d = p["demo"]
+    d, t = p["demo"], p["train"]
     if d["min_side"] > d["max_side"]:
         raise TinyGANError(f"params: 'demo.min_side' ({d['min_side']}) is larger than 'demo.max_side' ({d['max_side']})")
+    if t["holdout_per_class"] >= p["sample"]["per_class"]:
+        raise TinyGANError(f"params: 'train.holdout_per_class' ({t['holdout_per_class']}) must be smaller than "
+                           f"'sample.per_class' ({p['sample']['per_class']}): the rest are the training pairs")
+    if max(p["lambda_pix"], p["lambda_feat"], p["lambda_kd_s"], p["lambda_kd_d"],
+           p["lambda_gan_s"], p["lambda_gan_d"]) == 0:
+        raise TinyGANError("params: every loss weight (lambda_*) is 0, so nothing would be trained")
+
+
+def train_config(p: dict):
+    """The TrainConfig for validated params ``p`` (train group + top-level loss weights + seed)."""
+    from tinygan.train import TrainConfig
+
+    lam = {k: v for k, v in p.items() if k.startswith("lambda_")}
+    return TrainConfig(**p["train"], **lam, seed=p["seed"], truncation=p["sample"]["truncation"])
 
 
 def validate(raw: dict) -> dict:

@@ -1,0 +1,166 @@
+"""Benchmark the sample stage: sample() images/s vs a bare loop over the same teacher batches, and peak RSS.
+
+    python benchmarks/bench_sample.py [--classes 4] [--per-class 64] [--batch-size 16] [--shard-size 64]
+
+Prints one JSON object:
+- ``bare_img_s``: the teacher alone, called on exactly the batches sample() uses (z/y drawn beforehand,
+  nothing quantised or written); ``sample_img_s``: sample() end to end (z draws, teacher, quantise, HDF5
+  write, checksums, manifest) into a fresh directory; ``ratio`` = sample / bare (goal >= 0.9). Runs are
+  interleaved (bare, sample, bare, sample, ...) and the best of each is reported.
+- ``memory``: for a fresh process running sample() at N and at 4N images (and one that only loads the teacher
+  and runs one batch): RSS after loading the teacher, peak RSS while sample() ran (sampled every 10 ms), and
+  the process's whole-life peak RSS read for that child with ``os.wait4`` (goal: flat in N). The whole-life
+  peak is usually set by TensorFlow loading the SavedModel, so the during-sample peak is the telling one.
+
+The teacher is the demo teacher (``tinygan.demo.save_teacher``) when available, else the tiny test
+SavedModel from tests/toy_teachers.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def save_teacher(path: Path) -> str:
+    try:
+        from tinygan.demo import save_teacher as save_demo
+    except ImportError:
+        save_demo = None
+    if save_demo is not None:
+        save_demo(path)
+        return "tinygan.demo"
+    sys.path.insert(0, str(REPO / "tests"))
+    from toy_teachers import save_tf_teacher
+
+    save_tf_teacher(path)
+    return "tests/toy_teachers"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(handle: str, out: str, classes: list[int], per_class: int, batch_size: int, shard_size: int,
+          teacher_only: bool) -> None:
+    """Body of a subprocess whose memory the parent measures. Prints (JSON) the RSS once the teacher is loaded
+    and warmed up, and the peak RSS seen while sample() ran (sampled every 10 ms)."""
+    import threading
+
+    import numpy as np
+
+    from tinygan.sample import sample
+    from tinygan.teacher import load_teacher, truncated_z_batch
+
+    t = load_teacher(handle, "tfhub")
+    y = np.asarray(classes * batch_size, dtype=np.int64)[:batch_size]
+    t(truncated_z_batch(0, y, np.arange(batch_size), 0.5), y, 0.5)
+    loaded = _rss_mb()
+    peak, stop = [loaded], threading.Event()
+
+    def watch():
+        while not stop.wait(0.01):
+            peak.append(max(peak[-1], _rss_mb()))
+
+    if not teacher_only:
+        w = threading.Thread(target=watch, daemon=True)
+        w.start()
+        sample(handle, "tfhub", out, classes=classes, per_class=per_class, truncation=0.5, seed=0,
+               batch_size=batch_size, shard_size=shard_size, progress=False, teacher=t)
+        stop.set()
+        w.join()
+    print(json.dumps({"rss_teacher_loaded_mb": round(loaded, 1), "rss_peak_during_sample_mb": round(peak[-1], 1)}))
+
+
+def measure_child(args: list[str]) -> dict:
+    """Run this script as a child with ``args``; return its report plus its whole-life peak RSS, read for
+    that child alone with ``os.wait4`` (ru_maxrss)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"child {args} failed:\n{err.read().decode(errors='replace')[-3000:]}")
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    report["peak_rss_process_mb"] = round(usage.ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classes", type=int, default=4, help="number of classes (the demo's first ones)")
+    ap.add_argument("--per-class", type=int, default=32, help="N = classes * per_class images per timed run")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child", nargs=2, metavar=("HANDLE", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--teacher-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    classes = [1, 9, 130, 207, 281, 291, 323, 388][:a.classes] if a.classes <= 8 else list(range(a.classes))
+    if a.child:
+        child(a.child[0], a.child[1], classes, a.per_class, a.batch_size, a.shard_size, a.teacher_only)
+        return
+
+    import numpy as np
+
+    from tinygan.sample import _Plan, sample
+    from tinygan.teacher import load_teacher, truncated_z_batch
+
+    with tempfile.TemporaryDirectory(prefix="bench_sample_") as tmp:
+        tmp = Path(tmp)
+        handle = str(tmp / "teacher")
+        source = save_teacher(Path(handle))
+        teacher = load_teacher(handle, "tfhub")
+        plan = _Plan(sorted(classes), a.per_class, a.shard_size)
+        batches = []  # exactly the (z, y) batches sample() feeds: shard-aligned, batch_size at most
+        for k in range(plan.n_shards):
+            y, idx = plan.items(k)
+            z = truncated_z_batch(0, y, idx, 0.5)
+            batches += [(z[s:s + a.batch_size], y[s:s + a.batch_size]) for s in range(0, len(y), a.batch_size)]
+        teacher(*batches[0], 0.5)  # warm-up
+
+        bare_s, sample_s = [], []
+        for r in range(a.repeats):
+            t0 = time.perf_counter()
+            for z, y in batches:
+                teacher(z, y, 0.5)
+            bare_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sample(handle, "tfhub", str(tmp / f"out{r}"), classes=classes, per_class=a.per_class, truncation=0.5,
+                   seed=0, batch_size=a.batch_size, shard_size=a.shard_size, progress=False, teacher=teacher)
+            sample_s.append(time.perf_counter() - t0)
+        n = plan.n
+        bare, samp = n / min(bare_s), n / min(sample_s)
+
+        rss = {"teacher_only": measure_child(["--child", handle, str(tmp / "rss0"), "--teacher-only",
+                                            "--classes", str(a.classes), "--batch-size", str(a.batch_size)])}
+        for mult in (1, 4):
+            rss[f"N={n * mult}"] = measure_child(["--child", handle, str(tmp / f"rss{mult}"),
+                                                "--classes", str(a.classes), "--per-class", str(a.per_class * mult),
+                                                "--batch-size", str(a.batch_size),
+                                                "--shard-size", str(a.shard_size)])
+
+    print(json.dumps({
+        "benchmark": "sample", "teacher": source, "n_images": n, "classes": len(classes),
+        "batch_size": a.batch_size, "shard_size": a.shard_size, "repeats": a.repeats,
+        "bare_img_s": round(bare, 2), "sample_img_s": round(samp, 2), "ratio": round(samp / bare, 3),
+        "bare_s": [round(t, 3) for t in bare_s], "sample_s": [round(t, 3) for t in sample_s],
+        "memory": rss, "cpus": os.cpu_count(), "machine": platform.machine(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""TinyGAN generator / discriminator / EMA / summary: oracles from shared/reference/tinygan-facts.md."""
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tinygan.errors import TinyGANError
+from tinygan.models import EMA, ConditionalBatchNorm2d, Discriminator, Generator
+from tinygan.summary import count_macs, count_params, summary
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster and avoids OpenMP spinning on a shared, busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_g(variant="dw", ch=2, n_classes=10):
+    torch.manual_seed(0)
+    return Generator(variant=variant, ch=ch, n_classes=n_classes)
+
+
+def small_d(ch=4, n_classes=10):
+    torch.manual_seed(0)
+    return Discriminator(ch=ch, n_classes=n_classes)
+
+
+def roundtrip(state_dict):
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+# ----------------------------------------------------------------------------- parameter oracles
+
+
+@pytest.mark.parametrize(
+    "variant,ch,expected",
+    [("dw", 32, 3_070_659), ("dw", 16, 1_293_923), ("dw", 64, 8_456_579), ("std", 32, 9_329_283),
+     ("std", 16, 2_852_419)],
+)
+def test_generator_param_oracle(variant, ch, expected):
+    assert count_params(Generator(variant=variant, ch=ch)) == expected
+
+
+def test_discriminator_param_oracle():
+    assert count_params(Discriminator(ch=32)) == 3_300_321
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+@pytest.mark.parametrize("variant", ["dw", "std"])
+def test_generator_output_shape_and_range(variant):
+    G = small_g(variant)
+    z = torch.randn(3, 128)
+    y = torch.tensor([0, 5, 9])
+    x = G(z, y)
+    assert x.shape == (3, 3, 128, 128)
+    assert x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    assert x.abs().max() <= 1.0
+
+
+def test_generator_rejects_bad_config():
+    with pytest.raises(TinyGANError):
+        Generator(variant="wide")
+    with pytest.raises(TinyGANError):
+        Generator(resolution=64)
+    with pytest.raises(TinyGANError):
+        Generator(ch=0)
+
+
+def test_generator_config_rebuilds_same_module():
+    G = small_g("std", ch=2, n_classes=7)
+    assert G.config == dict(variant="std", ch=2, n_classes=7, z_dim=128, emb_dim=128, resolution=128)
+    G2 = Generator(**G.config)
+    G2.load_state_dict(G.state_dict())  # strict: same keys and shapes
+
+
+def test_cbn_is_identity_affine_at_init():
+    G = small_g()
+    cbns = [m for m in G.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(cbns) == 10
+    emb = G.embedding(torch.arange(10))
+    for cbn in cbns:
+        gain, bias = cbn.embed(emb).chunk(2, dim=1)
+        assert torch.equal(gain, torch.ones_like(gain))
+        assert torch.equal(bias, torch.zeros_like(bias))
+    cbn = cbns[1]
+    h = torch.randn(4, cbn.num_features, 8, 8)
+    torch.testing.assert_close(cbn(h, emb[:4]), cbn.bn(h))
+
+
+def test_class_conditioning_changes_output():
+    G = small_g().eval()
+    with torch.no_grad():  # what training does to the zero-initialised CBN linears
+        for m in G.modules():
+            if isinstance(m, ConditionalBatchNorm2d):
+                m.embed.weight.normal_(0, 0.1)
+    z = torch.randn(1, 128).repeat(2, 1)
+    x = G(z, torch.tensor([1, 2]))
+    assert (x[0] - x[1]).abs().max() > 1e-3
+
+
+def test_generator_state_dict_roundtrip_weights_only():
+    G = small_g()
+    G(torch.randn(2, 128), torch.tensor([1, 2]))  # move BN running stats off their init
+    G2 = Generator(**G.config)
+    G2.load_state_dict(roundtrip(G.state_dict()))
+    G.eval()
+    G2.eval()
+    z, y = torch.randn(2, 128), torch.tensor([3, 4])
+    assert torch.equal(G(z, y), G2(z, y))
+
+
+def test_generator_torchscript_script_and_trace():
+    G = small_g().eval()
+    z, y = torch.randn(2, 128), torch.tensor([3, 4])
+    ref = G(z, y)
+    scripted = torch.jit.script(G)
+    torch.testing.assert_close(scripted(z, y), ref)
+    traced = torch.jit.trace(G, (z, y), check_trace=False)
+    z2, y2 = torch.randn(3, 128), torch.tensor([0, 1, 2])  # other batch size through the trace
+    torch.testing.assert_close(traced(z2, y2), G(z2, y2))
+
+
+def test_generator_onnx_export_with_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    G = small_g().eval()
+    z, y = torch.randn(2, 128), torch.tensor([3, 4])
+    path = tmp_path / "g.onnx"
+    torch.onnx.export(G, (z, y), str(path), input_names=["z", "y"], output_names=["img"],
+                      dynamic_axes={"z": {0: "n"}, "y": {0: "n"}, "img": {0: "n"}}, opset_version=17, dynamo=False)
+    z3, y3 = torch.randn(3, 128), torch.tensor([0, 1, 2])
+    out = ort.InferenceSession(str(path)).run(None, {"z": z3.numpy(), "y": y3.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(out), G(z3, y3).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_generator_every_parameter_gets_a_gradient():
+    G = small_g()
+    G(torch.randn(2, 128), torch.tensor([1, 2])).mean().backward()
+    missing = [n for n, p in G.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_generator_bf16_autocast_and_channels_last():
+    G = small_g().to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = G(torch.randn(2, 128), torch.tensor([1, 2]))
+    assert x.shape == (2, 3, 128, 128)
+    assert torch.isfinite(x.float()).all()
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+
+def test_discriminator_outputs_and_feature_shapes():
+    D = small_d(ch=4)
+    x = torch.randn(3, 3, 128, 128)
+    logit, feats = D(x, torch.tensor([0, 1, 9]))
+    assert logit.shape == (3,)
+    assert [tuple(f.shape) for f in feats] == [(3, 4, 64, 64), (3, 8, 32, 32), (3, 16, 16, 16), (3, 32, 8, 8),
+                                               (3, 64, 4, 4)]
+    logit.sum().backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+def test_discriminator_projection_formula():
+    D = small_d(ch=4).eval()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([3, 7])
+    logit, feats = D(x, y)
+    h = feats[-1].sum(dim=(2, 3))
+    expected = D.linear(h).squeeze(1) + (h * D.embedding(y)).sum(1)
+    torch.testing.assert_close(logit, expected)
+
+
+def test_discriminator_weights_are_spectrally_normalised():
+    D = small_d(ch=4).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([3, 7])
+    with torch.no_grad():
+        for _ in range(30):  # power iteration converges over forwards
+            D(x, y)
+    for layer in list(D.convs) + [D.linear, D.embedding]:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert abs(sigma.item() - 1.0) < 1e-2
+
+
+def test_discriminator_state_dict_roundtrip_weights_only():
+    D = small_d()
+    D(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))  # update u, v
+    sd = roundtrip(D.state_dict())
+    assert any(k.endswith("parametrizations.weight.original") for k in sd)
+    D2 = Discriminator(**D.config)
+    D2.load_state_dict(sd)
+    D.eval()
+    D2.eval()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([3, 4])
+    assert torch.equal(D(x, y)[0], D2(x, y)[0])
+
+
+def test_discriminator_bf16_autocast():
+    D = small_d()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logit, feats = D(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
+    assert torch.isfinite(logit.float()).all()
+    logit.float().sum().backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+def test_ema_update_math_and_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    old = {k: v.clone() for k, v in ema.state_dict().items()}
+    assert all(not p.requires_grad for p in ema.module.parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.randn(4, 3))  # changes BN running stats
+    ema.update(model)
+    new = model.state_dict()
+    for name, _ in model.named_parameters():
+        torch.testing.assert_close(ema.state_dict()[name], 0.9 * old[name] + 0.1 * new[name])
+    for name, _ in model.named_buffers():  # buffers are copied, not averaged
+        assert torch.equal(ema.state_dict()[name], new[name])
+    ema.update(model, decay=0.0)  # plain copy
+    for name, _ in model.named_parameters():
+        torch.testing.assert_close(ema.state_dict()[name], new[name])
+
+
+def test_ema_state_dict_and_copy_to():
+    G = small_g()
+    ema = EMA(G, decay=0.999)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(0.5)
+    ema.update(G)
+    sd = roundtrip(ema.state_dict())
+    ema2 = EMA(small_g(), decay=0.999)
+    ema2.load_state_dict(sd)
+    target = small_g()
+    ema2.copy_to(target)
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, ema.state_dict()[k])
+    with pytest.raises(TinyGANError):
+        EMA(G, decay=1.5)
+
+
+# ----------------------------------------------------------------------------- params / MACs
+
+
+def test_mac_counter_matches_hand_count():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),  # 4*8*8 outputs * 3*3*3 = 6912
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),  # 256 outputs * 1*3*3 = 2304
+        nn.Flatten(),
+        nn.Linear(256, 10),  # 10 * 256 = 2560
+    )
+    assert count_macs(model, torch.randn(2, 3, 8, 8)) == 6912 + 2304 + 2560  # per image, batch of 2
+    assert count_params(model) == (3 * 4 * 9 + 4) + (4 * 9 + 4) + (256 * 10 + 10)
+
+
+def test_generator_macs_match_paper():
+    z, y = torch.randn(1, 128), torch.tensor([0])
+    info = summary(Generator("dw", 32), (z, y))
+    assert 0.40e9 <= info["macs_per_image"] <= 0.46e9  # paper: 0.44 B
+    assert info["params"] == 3_070_659
+    assert sum(r["params"] for r in info["layers"]) == info["params"]
+    assert "to_rgb" in info["table"]
+    macs_std16 = count_macs(Generator("std", 16), z, y)
+    assert abs(macs_std16 / 0.58e9 - 1) < 0.02  # paper: 0.58 B
+
+
+def test_mac_counter_restores_training_mode():
+    G = small_g().train()
+    count_macs(G, torch.randn(1, 128), torch.tensor([0]))
+    assert all(m.training for m in G.modules())

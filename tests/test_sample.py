@@ -1,0 +1,193 @@
+"""sample(): teacher -> (z, y, image) shards + manifest: counts, determinism, work split, resume after kill -9."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tinygan import shards
+from tinygan.errors import TinyGANError
+from tinygan.sample import fingerprint, sample
+from tinygan.teacher import load_teacher, quantize, truncated_z_batch
+from toy_teachers import save_tf_teacher, save_torchscript_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [7, 1, 3]  # unsorted on purpose: the order is sorted classes
+ARGS = dict(classes=CLASSES, per_class=5, truncation=0.5, seed=0, shard_size=4, progress=False)  # 15 items, 4 shards
+
+
+@pytest.fixture(scope="module")
+def ts_path(tmp_path_factory):
+    return save_torchscript_teacher(tmp_path_factory.mktemp("ts") / "teacher.pt")
+
+
+@pytest.fixture(scope="module")
+def clean(ts_path, tmp_path_factory):
+    """An uninterrupted reference run (batch 3, one process)."""
+    out = tmp_path_factory.mktemp("clean")
+    manifest = sample(ts_path, "torchscript", str(out), batch_size=3, **ARGS)
+    return out, manifest
+
+
+def files(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(Path(d).iterdir())}
+
+
+class Counting:
+    """Wraps a teacher: counts calls and optionally sleeps in each (to widen the kill window)."""
+
+    def __init__(self, teacher, delay=0.0):
+        self.t, self.delay, self.calls = teacher, delay, 0
+        self.handle, self.z_dim, self.n_classes, self.resolution = (teacher.handle, teacher.z_dim,
+                                                                    teacher.n_classes, teacher.resolution)
+
+    def __call__(self, z, y, truncation):
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.t(z, y, truncation)
+
+
+def test_counts_content_and_manifest(clean, ts_path):
+    out, m = clean
+    assert sorted(files(out)) == ["manifest.json"] + [f"teacher-0000{k}.h5{s}" for k in range(4) for s in ("", ".sha256")]
+    assert json.loads((out / "manifest.json").read_text()) == m == shards.verify(out, "teacher")
+    assert m["kind"] == "teacher" and m["n"] == 15 and m["resolution"] == 128
+    assert m["classes"] == [1, 3, 7] and m["class_counts"] == {"1": 5, "3": 5, "7": 5}
+    assert [s["n"] for s in m["shards"]] == [4, 4, 4, 3]
+    assert (m["teacher"], m["truncation"], m["seed"], m["per_class"]) == (ts_path, 0.5, 0, 5)
+    assert m["fingerprint"] == fingerprint(ts_path, "torchscript", CLASSES, 5, 0.5, 0, 4)
+    z, y, images = [], [], []
+    for k, s in enumerate(m["shards"]):
+        with h5py.File(out / s["file"], "r") as f:
+            assert (f.attrs["kind"], f.attrs["fingerprint"], int(f.attrs["shard"])) == ("teacher", m["fingerprint"], k)
+            assert f["z"].dtype == np.float32 and f["y"].dtype == np.int64 and f["images"].dtype == np.uint8
+            z.append(f["z"][:]), y.append(f["y"][:]), images.append(f["images"][:])
+    z, y, images = np.concatenate(z), np.concatenate(y), np.concatenate(images)
+    np.testing.assert_array_equal(y, np.repeat([1, 3, 7], 5))  # class-major, exactly per_class each
+    np.testing.assert_array_equal(z, truncated_z_batch(0, y, np.tile(np.arange(5), 3), 0.5))  # the z fed
+    assert images.shape == (15, 128, 128, 3)
+    np.testing.assert_array_equal(images, quantize(load_teacher(ts_path, "torchscript")(z, y, 0.5)))
+
+
+def test_batch_size_does_not_change_bytes(clean, ts_path, tmp_path):
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=8, **ARGS)
+    assert files(tmp_path) == files(clean[0])
+
+
+def test_world_size_2_same_bytes(clean, ts_path, tmp_path):
+    assert sample(ts_path, "torchscript", str(tmp_path), batch_size=3, rank=0, world_size=2, **ARGS) is None
+    assert sorted(files(tmp_path)) == ["teacher-00000.h5", "teacher-00000.h5.sha256",
+                                       "teacher-00002.h5", "teacher-00002.h5.sha256"]  # no manifest yet
+    m = sample(ts_path, "torchscript", str(tmp_path), batch_size=3, rank=1, world_size=2, **ARGS)
+    assert m == clean[1]
+    assert files(tmp_path) == files(clean[0])
+
+
+def test_resume_skips_done_shards_and_removes_stale(clean, ts_path, tmp_path):
+    # A run with another seed leaves shards with another fingerprint, a manifest, a temp file, an extra shard.
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=3, **{**ARGS, "seed": 1})
+    (tmp_path / ".teacher-00001.h5.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "teacher-00009.h5").write_bytes(b"leftover of a bigger run")
+    teacher = Counting(load_teacher(ts_path, "torchscript"))
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=3, teacher=teacher, **ARGS)
+    assert files(tmp_path) == files(clean[0])  # all stale files replaced or removed
+    assert teacher.calls == 7  # batches of 3 in shards of 4, 4, 4, 3: every stale shard regenerated
+    # Rerun with everything done: nothing is recomputed and nothing changes.
+    teacher.calls = 0
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=3, teacher=teacher, **ARGS)
+    assert teacher.calls == 0 and files(tmp_path) == files(clean[0])
+    # A missing shard, a missing sidecar (killed between the two writes): only those shards are redone.
+    os.remove(tmp_path / "teacher-00002.h5")
+    os.remove(tmp_path / "teacher-00003.h5.sha256")
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=3, teacher=teacher, **ARGS)
+    assert teacher.calls == 3 and files(tmp_path) == files(clean[0])
+
+
+def test_kill_9_then_resume_is_bit_identical(clean, ts_path, tmp_path):
+    code = (
+        "import time, sys\n"
+        "from tinygan.sample import sample\n"
+        "from tinygan.teacher import load_teacher\n"
+        f"t = load_teacher({ts_path!r}, 'torchscript')\n"
+        "f = t.__call__\n"
+        "class Slow:\n"
+        "    handle, z_dim, n_classes, resolution = t.handle, 128, 1000, 128\n"
+        "    def __call__(self, *a):\n"
+        "        time.sleep(0.4)\n"
+        "        return f(*a)\n"
+        f"sample({ts_path!r}, 'torchscript', {str(tmp_path)!r}, batch_size=2, teacher=Slow(), **{ARGS!r})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while not (tmp_path / "teacher-00000.h5").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no shard landed in time"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    left = sorted(files(tmp_path))
+    assert "manifest.json" not in left and "teacher-00003.h5" not in left  # really interrupted
+    m = sample(ts_path, "torchscript", str(tmp_path), batch_size=3, **ARGS)
+    assert m == clean[1] and files(tmp_path) == files(clean[0])
+
+
+def test_tfhub_teacher_same_shards(clean, tmp_path):
+    # The TF SavedModel computes the same formula: the adapter feeds the same z/y and shards have the same layout.
+    tf_path = save_tf_teacher(tmp_path / "tf")
+    m = sample(tf_path, "tfhub", str(tmp_path / "out"), batch_size=4, **ARGS)
+    assert m["n"] == 15 and m["teacher"] == tf_path and m["fingerprint"] != clean[1]["fingerprint"]
+    for s in m["shards"]:
+        with h5py.File(tmp_path / "out" / s["file"], "r") as a, h5py.File(clean[0] / s["file"], "r") as b:
+            np.testing.assert_array_equal(a["z"][:], b["z"][:])
+            np.testing.assert_array_equal(a["y"][:], b["y"][:])
+            assert np.abs(a["images"][:].astype(int) - b["images"][:]).max() <= 1
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"classes": []}, "class list is empty"),
+    ({"classes": [1, 1000]}, "out of range"),
+    ({"classes": [2, 2]}, "listed twice"),
+    ({"per_class": 0}, "per_class"),
+    ({"truncation": 0.0}, "truncation"),
+    ({"rank": 2, "world_size": 2}, "rank 2"),
+])
+def test_bad_args(ts_path, tmp_path, bad, words):
+    with pytest.raises(TinyGANError, match=words):
+        sample(ts_path, "torchscript", str(tmp_path), **{**ARGS, **bad})
+
+
+def test_nan_teacher_is_a_clear_error_and_keeps_finished_shards(ts_path, tmp_path):
+    inner = load_teacher(ts_path, "torchscript")
+
+    class NaNAfterFirstShard(Counting):
+        def __call__(self, z, y, truncation):
+            x = super().__call__(z, y, truncation)
+            return x if self.calls <= 2 else x * np.nan
+
+    with pytest.raises(TinyGANError, match="NaN/inf in shard 1"):
+        sample(ts_path, "torchscript", str(tmp_path), batch_size=3, teacher=NaNAfterFirstShard(inner), **ARGS)
+    assert sorted(files(tmp_path)) == ["teacher-00000.h5", "teacher-00000.h5.sha256"]
+
+
+def test_shard_file_names():
+    from tinygan.sample import _shard_index
+    assert _shard_index("teacher-00012.h5") == 12
+    assert _shard_index("teacher-00012.h5.sha256") == 12
+    assert _shard_index(".teacher-00012.h5.k3_x9q.tmp") == 12
+    assert _shard_index(".teacher-00012.h5.sha256.abc.tmp") == 12
+    for other in ("manifest.json", "teacher-00012.h5.tmp", ".teacher-00012.h5", "real-00001.h5", "teacher-1.h5"):
+        assert _shard_index(other) is None

@@ -1,0 +1,248 @@
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tinygan import shards
+from tinygan.errors import TinyGANError
+from tinygan.io import sha256_file
+
+RES = 8
+
+
+def make_teacher(d: Path, sizes=(5, 7, 4), seed=0) -> dict:
+    """Teacher shards whose z[:, 0] is the global sample number (to track samples through readers)."""
+    rng = np.random.default_rng(seed)
+    entries, counts, start = [], {}, 0
+    for k, n in enumerate(sizes):
+        z = rng.standard_normal((n, 128)).astype(np.float32)
+        z[:, 0] = np.arange(start, start + n)
+        y = rng.integers(0, 5, n)
+        images = rng.integers(0, 256, (n, RES, RES, 3), dtype=np.uint8)
+        entries.append(shards.write_shard(d / shards.shard_name("teacher", k), {"z": z, "y": y, "images": images},
+                                          {"kind": "teacher", "fingerprint": f"fp{k}"}))
+        for c in y.tolist():
+            counts[c] = counts.get(c, 0) + 1
+        start += n
+    return shards.write_manifest(d, "teacher", entries, counts, {"truncation": 0.5, "seed": seed},
+                                 fingerprint="run", resolution=RES)
+
+
+def all_raw(d: Path) -> dict:
+    out = {k: [] for k in ("z", "y", "images")}
+    for e in shards.read_manifest(d)["shards"]:
+        with h5py.File(d / e["file"], "r") as f:
+            for k in out:
+                out[k].append(f[k][:])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def test_roundtrip_and_manifest(tmp_path):
+    m = make_teacher(tmp_path)
+    assert m["kind"] == "teacher" and m["n"] == 16 and m["resolution"] == RES and m["truncation"] == 0.5
+    assert sum(m["class_counts"].values()) == 16 and m["classes"] == sorted(int(c) for c in m["class_counts"])
+    assert [e["file"] for e in m["shards"]] == ["teacher-00000.h5", "teacher-00001.h5", "teacher-00002.h5"]
+    assert shards.read_manifest(tmp_path) == m
+    assert shards.verify(tmp_path, kind="teacher") == m
+    ref = all_raw(tmp_path)
+
+    ds = shards.ShardDataset(tmp_path)
+    assert len(ds) == 16 and ds.fields == ("z", "y", "images")
+    idx = [15, 0, 7, 3, 3, 11, 5]  # any order, across shards, with a repeat
+    raw = ds.read(idx, raw=True)
+    for k in ("z", "y", "images"):
+        np.testing.assert_array_equal(raw[k], ref[k][idx])
+    t = ds.__getitems__(idx)
+    assert t["images"].dtype == torch.float32 and t["images"].shape == (7, 3, RES, RES)
+    expect = torch.from_numpy(ref["images"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.equal(t["images"], expect)
+    assert t["images"].min() >= -1 and t["images"].max() <= 1
+    assert t["z"].dtype == torch.float32 and torch.equal(t["z"], torch.from_numpy(ref["z"][idx]))
+    assert t["y"].dtype == torch.int64 and t["y"].tolist() == ref["y"][idx].tolist()
+    one = ds[7]
+    assert one["images"].shape == (3, RES, RES) and int(one["y"]) == ref["y"][7]
+    np.testing.assert_array_equal(ds.labels(), ref["y"])
+    assert ds.class_counts() == {int(c): n for c, n in m["class_counts"].items() if n}
+    c = int(ref["y"][0])
+    np.testing.assert_array_equal(ds.class_indices(c), np.flatnonzero(ref["y"] == c))
+    got = np.concatenate([b["y"] for b in ds.iter_read(ds.class_indices(c), batch_size=2)])
+    assert (got == c).all()
+    with pytest.raises(IndexError):
+        ds.read([16])
+
+
+def test_write_is_deterministic(tmp_path):
+    make_teacher(tmp_path / "a")
+    make_teacher(tmp_path / "b")
+    for name in sorted(os.listdir(tmp_path / "a")):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_real_shards_with_names(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, RES, RES, 3), dtype=np.uint8)
+    names = np.array(["a.JPEG", "b.JPEG", "ü.JPEG"], dtype=object)
+    e = shards.write_shard(tmp_path / "real-00000.h5", {"images": images, "y": np.array([4, 4, 9]), "names": names},
+                           {"kind": "real", "fingerprint": "x"})
+    shards.write_manifest(tmp_path, "real", [e], {4: 2, 9: 1, 10: 0}, {"skipped": {}})
+    ds = shards.ShardDataset(tmp_path, fields=("images", "y", "names"))
+    b = ds.read([2, 0], raw=True)
+    assert b["names"] == ["ü.JPEG", "a.JPEG"] and b["y"].tolist() == [9, 4]
+    np.testing.assert_array_equal(b["images"], images[[2, 0]])
+    assert shards.read_manifest(tmp_path)["classes"] == [4, 9, 10]
+    with pytest.raises(TinyGANError, match="no field 'z'"):
+        shards.ShardDataset(tmp_path, fields=("z",))
+    with pytest.raises(TinyGANError, match="'real'.*expected 'teacher'"):
+        shards.ShardDataset(tmp_path, kind="teacher")
+
+
+def test_verify_catches_checksum_mismatch(tmp_path):
+    make_teacher(tmp_path)
+    p = tmp_path / "teacher-00001.h5"
+    with h5py.File(p, "r") as f:
+        pixel = f["images"].id.get_offset() + 10
+    data = bytearray(p.read_bytes())
+    data[pixel] ^= 0xFF  # a pixel byte: same size, different content
+    p.write_bytes(bytes(data))
+    with pytest.raises(TinyGANError, match="checksum") as e:
+        shards.verify(tmp_path)
+    assert str(p) in str(e.value)
+    with pytest.raises(TinyGANError, match="teacher-00001.h5"):
+        shards.ShardDataset(tmp_path)
+    assert shards.verify(tmp_path, checksums=False)["n"] == 16  # opt-out of hashing: layout still checked
+
+
+def test_write_shard_checks_arrays(tmp_path):
+    good = {"z": np.zeros((2, 128), np.float32), "y": [1, 2], "images": np.zeros((2, 8, 8, 3), np.uint8)}
+    with pytest.raises(ValueError, match="images has dtype float32"):
+        shards.write_shard(tmp_path / "t-00000.h5", {**good, "images": np.zeros((2, 8, 8, 3), np.float32)},
+                           {"kind": "teacher", "fingerprint": "x"})
+    with pytest.raises(ValueError, match="z has shape"):
+        shards.write_shard(tmp_path / "t-00000.h5", {**good, "z": np.zeros((3, 128))},
+                           {"kind": "teacher", "fingerprint": "x"})
+    with pytest.raises(ValueError, match="missing array 'names'"):
+        shards.write_shard(tmp_path / "r-00000.h5", good, {"kind": "real", "fingerprint": "x"})
+    assert not list(tmp_path.iterdir())
+
+
+def test_verify_catches_truncated_shard(tmp_path):
+    make_teacher(tmp_path)
+    p = tmp_path / "teacher-00002.h5"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(TinyGANError, match="truncated") as e:
+        shards.verify(tmp_path)
+    assert str(p) in str(e.value)
+    assert shards.existing_shard(p, "fp2") is None
+
+
+def test_truncated_shard_without_size_in_manifest(tmp_path):
+    make_teacher(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    for e in m["shards"]:
+        del e["bytes"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    p = tmp_path / "teacher-00000.h5"
+    p.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(TinyGANError) as e:
+        shards.verify(tmp_path)
+    assert str(p) in str(e.value)
+
+
+def test_verify_missing_shard_and_manifest(tmp_path):
+    make_teacher(tmp_path)
+    (tmp_path / "teacher-00001.h5").unlink()
+    with pytest.raises(TinyGANError, match="teacher-00001.h5 is missing"):
+        shards.verify(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(TinyGANError, match="manifest.json is missing"):
+        shards.verify(tmp_path)
+    with pytest.raises(TinyGANError, match="does not exist"):
+        shards.verify(tmp_path / "nope")
+
+
+def test_verify_catches_wrong_layout(tmp_path):
+    e = shards.write_shard(tmp_path / "teacher-00000.h5",
+                           {"z": np.zeros((2, 128), np.float32), "y": np.zeros(2),
+                            "images": np.zeros((2, 8, 8, 3), np.uint8)},
+                           {"kind": "teacher", "fingerprint": "x"})
+    shards.write_manifest(tmp_path, "teacher", [e], {0: 2}, resolution=16)  # manifest claims 16 px
+    with pytest.raises(TinyGANError, match="teacher-00000.h5: dataset 'images'"):
+        shards.verify(tmp_path)
+
+
+def _ids(batch) -> list[int]:
+    return batch["z"][:, 0].long().tolist()
+
+
+def test_every_sample_once_per_epoch_and_deterministic(tmp_path):
+    make_teacher(tmp_path)
+    ds = shards.ShardDataset(tmp_path)
+    epoch0 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
+    assert sorted(sum(epoch0, [])) == list(range(16))
+    assert [len(b) for b in epoch0] == [5, 5, 5, 1]
+    again = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
+    assert again == epoch0
+    epoch1 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=1, drop_last=False)]
+    assert sorted(sum(epoch1, [])) == list(range(16)) and epoch1 != epoch0
+    other_seed = [_ids(b) for b in shards.batches(ds, 5, seed=4, epoch=0, drop_last=False)]
+    assert other_seed != epoch0
+    dropped = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=True)]
+    assert dropped == epoch0[:3]
+    # batch content matches the stored samples
+    ref = all_raw(tmp_path)
+    b = next(shards.batches(tmp_path, 4, seed=0, epoch=0))
+    ids = _ids(b)
+    assert b["y"].tolist() == ref["y"][ids].tolist()
+
+
+def test_dataloader_with_two_workers(tmp_path):
+    make_teacher(tmp_path)
+    ds = shards.ShardDataset(tmp_path)
+    serial = list(shards.batches(ds, 3, seed=1, epoch=2, drop_last=False, num_workers=0))
+    parallel = list(shards.batches(tmp_path, 3, seed=1, epoch=2, drop_last=False, num_workers=2))
+    assert len(serial) == len(parallel) == 6
+    for a, b in zip(serial, parallel):
+        for k in ("z", "y", "images"):
+            assert torch.equal(a[k], b[k])
+
+
+def test_reader_handles_chunked_compressed_shards(tmp_path):
+    """Shards written by other tools (chunked, gzip) are read through h5py instead of pread."""
+    make_teacher(tmp_path / "ref")
+    ref = all_raw(tmp_path / "ref")
+    m = shards.read_manifest(tmp_path / "ref")
+    entries = []
+    for e in m["shards"]:
+        src, dst = tmp_path / "ref" / e["file"], tmp_path / "gz" / e["file"]
+        dst.parent.mkdir(exist_ok=True)
+        with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+            for k in f:
+                g.create_dataset(k, data=f[k][:], chunks=True, compression="gzip")
+            g.attrs.update(dict(f.attrs))
+        entries.append({"file": e["file"], "n": e["n"], "sha256": sha256_file(dst)})
+    shards.write_manifest(tmp_path / "gz", "teacher", entries, {int(c): n for c, n in m["class_counts"].items()},
+                          fingerprint="run", resolution=RES)
+    ds = shards.ShardDataset(tmp_path / "gz")
+    idx = [14, 2, 3, 4, 9]
+    b = ds.read(idx, raw=True)
+    for k in ("z", "y", "images"):
+        np.testing.assert_array_equal(b[k], ref[k][idx])
+
+
+def test_existing_shard_and_remove_stale(tmp_path):
+    make_teacher(tmp_path)
+    p = tmp_path / "teacher-00000.h5"
+    e = shards.existing_shard(p, "fp0")
+    assert e == shards.read_manifest(tmp_path)["shards"][0]
+    assert shards.existing_shard(p, "other") is None
+    (tmp_path / "teacher-00000.h5.sha256").unlink()
+    assert shards.existing_shard(p, "fp0") is None  # no sidecar: a write may not have finished
+    (tmp_path / ".teacher-00003.h5.abc.tmp").write_bytes(b"partial")
+    (tmp_path / "unrelated.txt").write_text("keep me")
+    removed = shards.remove_stale(tmp_path, "teacher", keep=["teacher-00000.h5", "teacher-00001.h5"])
+    assert sorted(removed) == [".teacher-00003.h5.abc.tmp", "teacher-00002.h5", "teacher-00002.h5.sha256"]
+    assert (tmp_path / "unrelated.txt").exists() and (tmp_path / "teacher-00001.h5").exists()

@@ -1,0 +1,139 @@
+"""Teacher adapters (TF-Hub/SavedModel, TorchScript), truncated noise and quantisation."""
+import hashlib
+import shutil
+import socket
+
+import numpy as np
+import pytest
+
+from tinygan.errors import TinyGANError
+from tinygan.teacher import load_teacher, quantize, truncated_z, truncated_z_batch
+from toy_teachers import reference_images, save_tf1_hub_teacher, save_tf_teacher, save_torchscript_teacher
+
+
+@pytest.fixture(scope="module")
+def tf_teacher(tmp_path_factory):
+    return save_tf_teacher(tmp_path_factory.mktemp("tf") / "teacher")
+
+
+@pytest.fixture(scope="module")
+def ts_teacher(tmp_path_factory):
+    return save_torchscript_teacher(tmp_path_factory.mktemp("ts") / "teacher.pt")
+
+
+def _inputs(n=5, seed=1):
+    y = np.arange(n, dtype=np.int64) * 97 % 1000
+    return truncated_z_batch(seed, y, np.arange(n), 0.5), y
+
+
+# ---- truncated noise / quantisation ----
+
+def test_truncated_z_range_and_determinism():
+    z = truncated_z_batch(0, np.repeat(np.arange(4), 50), np.tile(np.arange(50), 4), 0.5)
+    assert z.dtype == np.float32 and z.shape == (200, 128)
+    assert np.abs(z).max() <= 2 * 0.5
+    assert np.abs(z).max() > 0.9  # truncated at 2 std, not squeezed
+    assert 0.35 < z.std() / 0.5 < 0.95  # std of N(0,1) truncated at +-2 is 0.88
+    np.testing.assert_array_equal(truncated_z(0, 3, 7, 0.5), z[3 * 50 + 7])
+    np.testing.assert_array_equal(truncated_z(0, 3, 7, 0.5), truncated_z(0, 3, 7, 0.5))
+    assert not np.array_equal(truncated_z(0, 3, 7, 0.5), truncated_z(1, 3, 7, 0.5))
+    assert not np.array_equal(truncated_z(0, 3, 7, 0.5), truncated_z(0, 4, 7, 0.5))
+    assert not np.array_equal(truncated_z(0, 3, 7, 0.5), truncated_z(0, 3, 8, 0.5))
+    np.testing.assert_allclose(truncated_z(0, 3, 7, 1.0) * 0.5, truncated_z(0, 3, 7, 0.5), rtol=1e-6)
+
+
+def test_quantize_edges():
+    # floor((x + 1) * 127.5 + 0.5): round half up, so 0 -> 127.5 -> 128.
+    x = np.array([-1.0, 1.0, 0.0, -2.0, 2.0, np.nan, -1 + 0.5 / 127.5, -1 + 0.49 / 127.5], np.float32)
+    np.testing.assert_array_equal(quantize(x), [0, 255, 128, 0, 255, 0, 1, 0])
+    assert quantize(x).dtype == np.uint8
+
+
+# ---- TF-Hub / SavedModel adapter ----
+
+def test_tfhub_savedmodel_roundtrip(tf_teacher):
+    t = load_teacher(tf_teacher, "tfhub")
+    assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (tf_teacher, 128, 1000, 128)
+    z, y = _inputs()
+    out = t(z, y, 0.5)
+    assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)
+    np.testing.assert_allclose(out, reference_images(z, y, 0.5), atol=1e-5)
+    t.max_batch = 2  # chunked calls give the same result
+    np.testing.assert_array_equal(t(z, y, 0.5), out)
+
+
+def test_tf1_hub_format_module(tmp_path):
+    # BigGAN-deep-128 on TF-Hub is a TF1 Hub module: placeholders z, y, truncation; signature "default".
+    t = load_teacher(save_tf1_hub_teacher(tmp_path / "hub1"), "tfhub")
+    z, y = _inputs(3)
+    np.testing.assert_allclose(t(z, y, 0.5), reference_images(z, y, 0.5), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"y_width": 10}, "input 'y' has shape [None, 10], expected [None, 1000]"),
+    ({"truncation_input": False}, "has no input 'truncation'"),
+    ({"out_key": "images"}, "has no output 'default'"),
+])
+def test_tfhub_wrong_signature(tmp_path, kwargs, words):
+    path = save_tf_teacher(tmp_path / "bad", **kwargs)
+    with pytest.raises(TinyGANError) as e:
+        load_teacher(path, "tfhub")
+    msg = str(e.value)
+    assert words in msg and path in msg and "signature 'default'" in msg and "\n" not in msg
+
+
+def test_tfhub_missing_path_and_not_a_savedmodel(tmp_path):
+    with pytest.raises(TinyGANError, match="does not exist"):
+        load_teacher(str(tmp_path / "nope"), "tfhub")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TinyGANError, match="cannot load as a SavedModel"):
+        load_teacher(str(tmp_path / "empty"), "tfhub")
+    with pytest.raises(TinyGANError, match="unknown teacher kind"):
+        load_teacher(str(tmp_path), "onnx")
+
+
+def _refused_url() -> str:
+    """An http URL on a localhost port that refuses connections at once (bound, never listening)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _refused_url.sock = sock  # keep the port reserved for the test's lifetime
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/deepmind/biggan-deep-128/1"
+
+
+def test_tfhub_offline_url_message_and_cache(tmp_path, monkeypatch, tf_teacher):
+    cache = tmp_path / "hubcache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    url = _refused_url()
+    sha1 = hashlib.sha1(url.encode()).hexdigest()
+    with pytest.raises(TinyGANError) as e:
+        load_teacher(url, "tfhub")
+    msg = str(e.value)
+    assert "\n" not in msg and url in msg and "cannot fetch" in msg
+    assert "TFHUB_CACHE_DIR" in msg and str(cache / sha1) in msg and "local SavedModel dir" in msg
+    # The fix the message names works: pre-placing the module in <cache>/<sha1>/ loads it with no network.
+    shutil.copytree(tf_teacher, cache / sha1)
+    t = load_teacher(url, "tfhub")
+    assert t.handle == url and t(*_inputs(2), 0.5).shape == (2, 128, 128, 3)
+
+
+# ---- TorchScript adapter ----
+
+def test_torchscript_roundtrip(ts_teacher, tf_teacher):
+    t = load_teacher(ts_teacher, "torchscript", device="cpu")
+    assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (ts_teacher, 128, 1000, 128)
+    z, y = _inputs()
+    out = t(z, y, 0.5)
+    assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)  # NCHW -> NHWC
+    np.testing.assert_allclose(out, reference_images(z, y, 0.5), atol=1e-5)
+    np.testing.assert_allclose(out, load_teacher(tf_teacher)(z, y, 0.5), atol=1e-5)
+
+
+def test_torchscript_bad_output_and_missing(tmp_path):
+    path = save_torchscript_teacher(tmp_path / "small.pt", resolution=64)
+    with pytest.raises(TinyGANError, match=r"forward returned \[1, 3, 64, 64\], expected .*\[1, 3, 128, 128\]"):
+        load_teacher(path, "torchscript")
+    with pytest.raises(TinyGANError, match="does not exist"):
+        load_teacher(str(tmp_path / "nope.pt"), "torchscript")
+    (tmp_path / "junk.pt").write_bytes(b"not a torchscript file")
+    with pytest.raises(TinyGANError, match="cannot load as TorchScript"):
+        load_teacher(str(tmp_path / "junk.pt"), "torchscript")

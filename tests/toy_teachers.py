@@ -1,0 +1,86 @@
+"""Tiny teachers with BigGAN-deep-128's interface, for the teacher/sample tests (not collected by pytest).
+
+The image depends on z, y and truncation, per sample and with elementwise ops only, so the output of one sample
+does not depend on the batch it is computed in:
+    img[n, h, w, c] = tanh(z[n, c] * u[h] + z[n, 3 + c] * u[w] + class[n] / 1000 + 0.1 * truncation),
+with u = linspace(-1, 1, 128).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_tf_teacher(path, y_width: int = 1000, truncation_input: bool = True, out_key: str = "default") -> str:
+    """A TF2 SavedModel with a ``default`` signature (optionally broken in one way)."""
+    import tensorflow as tf
+
+    def images(z, y, t):
+        u = tf.linspace(-1.0, 1.0, 128)
+        cls = tf.cast(tf.argmax(y, axis=1), tf.float32)[:, None, None, None] / 1000.0
+        a, b = z[:, None, None, 0:3], z[:, None, None, 3:6]
+        return {out_key: tf.tanh(a * u[:, None, None] + b * u[None, :, None] + cls + 0.1 * t)}
+
+    z_spec = tf.TensorSpec([None, 128], tf.float32)
+    y_spec = tf.TensorSpec([None, y_width], tf.float32)
+    module = tf.Module()
+    if truncation_input:
+        fn = tf.function(lambda z, y, truncation: images(z, y, truncation),
+                         input_signature=[z_spec, y_spec, tf.TensorSpec([], tf.float32)])
+    else:
+        fn = tf.function(lambda z, y: images(z, y, 0.5), input_signature=[z_spec, y_spec])
+    module.fn = fn
+    tf.saved_model.save(module, str(path), signatures={"default": fn.get_concrete_function()})
+    return str(path)
+
+
+def save_torchscript_teacher(path, resolution: int = 128) -> str:
+    """A TorchScript teacher: forward(z, y one-hot, truncation) -> [N, 3, res, res] (same formula, NCHW)."""
+    import torch
+
+    class Toy(torch.nn.Module):
+        def __init__(self, res: int):
+            super().__init__()
+            self.register_buffer("u", torch.linspace(-1.0, 1.0, res))
+
+        def forward(self, z: torch.Tensor, y: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
+            cls = y.argmax(dim=1).float()[:, None, None, None] / 1000.0
+            a, b = z[:, 0:3, None, None], z[:, 3:6, None, None]
+            return torch.tanh(a * self.u[:, None] + b * self.u[None, :] + cls + 0.1 * truncation)
+
+    torch.jit.save(torch.jit.script(Toy(resolution)), str(path))
+    return str(path)
+
+
+def reference_images(z, y, truncation):
+    """The toy formula in numpy float64 (NHWC), for checking adapters."""
+    import numpy as np
+
+    u = np.linspace(-1.0, 1.0, 128)
+    cls = np.asarray(y, dtype=np.float64)[:, None, None, None] / 1000.0
+    a, b = np.asarray(z, np.float64)[:, None, None, 0:3], np.asarray(z, np.float64)[:, None, None, 3:6]
+    return np.tanh(a * u[:, None, None] + b * u[None, :, None] + cls + 0.1 * truncation)
+
+
+def save_tf1_hub_teacher(path) -> str:
+    """A TF1 Hub-format module (like BigGAN-deep-128 on TF-Hub): a TF1 SavedModel with the empty tag set,
+    signature "default" over placeholders z, y, truncation, and a ``tfhub_module.pb`` marker file."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        z = v1.placeholder(tf.float32, [None, 128], name="z")
+        y = v1.placeholder(tf.float32, [None, 1000], name="y")
+        t = v1.placeholder(tf.float32, [], name="truncation")
+        u = tf.linspace(-1.0, 1.0, 128)
+        cls = tf.cast(tf.argmax(y, axis=1), tf.float32)[:, None, None, None] / 1000.0
+        a, b = z[:, None, None, 0:3], z[:, None, None, 3:6]
+        out = tf.tanh(a * u[:, None, None] + b * u[None, :, None] + cls + 0.1 * t)
+        with v1.Session(graph=graph) as sess:
+            builder = v1.saved_model.Builder(str(path))
+            sig = v1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"z": z, "y": y, "truncation": t}, outputs={"default": out})
+            builder.add_meta_graph_and_variables(sess, tags=[], signature_def_map={"default": sig})
+            builder.save()
+    (Path(path) / "tfhub_module.pb").write_bytes(b"")
+    return str(path)

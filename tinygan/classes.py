@@ -1,0 +1,106 @@
+"""ImageNet-1k class table (ILSVRC-2012 wnids) and class selections.
+
+The class index of a wnid is its rank in the sorted list of the 1000 ILSVRC-2012 wnids. This is the
+label order of the ImageNet train set and of BigGAN's one-hot ``y``. Indices 0-397 are the animal
+classes on which TinyGAN reports its metrics.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from pathlib import Path
+from typing import Iterable
+
+from tinygan.errors import TinyGANError
+
+N_CLASSES = 1000
+ANIMALS = range(398)
+
+_TABLE = Path(__file__).with_name("imagenet_wnids.txt")
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    wnids, names = [], []
+    for line in _TABLE.read_text(encoding="utf-8").splitlines():
+        wnid, name = line.split("\t", 1)
+        wnids.append(wnid)
+        names.append(name)
+    if len(wnids) != N_CLASSES or wnids != sorted(wnids):  # pragma: no cover - packaging error
+        raise RuntimeError(f"{_TABLE} must hold the {N_CLASSES} ILSVRC-2012 wnids in sorted order")
+    return tuple(wnids), tuple(names), {w: i for i, w in enumerate(wnids)}
+
+
+def wnids() -> list[str]:
+    """The 1000 ILSVRC-2012 wnids in sorted order (position = class index)."""
+    return list(_table()[0])
+
+
+def is_wnid(s: str) -> bool:
+    """True if ``s`` is one of the 1000 ILSVRC-2012 wnids."""
+    return s in _table()[2]
+
+
+def index_of(wnid: str) -> int:
+    """Class index (0-999) of an ILSVRC-2012 wnid such as ``"n01443537"``."""
+    try:
+        return _table()[2][wnid]
+    except KeyError:
+        raise TinyGANError(f"{wnid!r} is not one of the 1000 ILSVRC-2012 wnids (e.g. 'n01443537'); "
+                           f"check the class list") from None
+
+
+def _check_index(i: int) -> int:
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < N_CLASSES:
+        raise TinyGANError(f"class index {i!r} is out of range: use an integer 0-{N_CLASSES - 1}")
+    return int(i)
+
+
+def wnid_of(i: int) -> str:
+    """The wnid of class index ``i``."""
+    return _table()[0][_check_index(i)]
+
+
+def name_of(i: int) -> str:
+    """The first human-readable name of class index ``i`` (e.g. 1 -> ``"goldfish"``)."""
+    return _table()[1][_check_index(i)]
+
+
+def resolve(selection: str | Iterable[int | str]) -> list[int]:
+    """Turn a class selection into a sorted list of unique class indices.
+
+    ``selection`` is ``"animals"`` (indices 0-397), ``"all"`` (0-999), or a list whose entries are
+    class indices (ints 0-999) or wnid strings. A bad entry raises TinyGANError naming it.
+    """
+    if isinstance(selection, str):
+        if selection == "animals":
+            return list(ANIMALS)
+        if selection == "all":
+            return list(range(N_CLASSES))
+        raise TinyGANError(f"class selection {selection!r} is not understood: use 'animals', 'all', or a list "
+                           f"of class indices (0-{N_CLASSES - 1}) / wnids")
+    try:
+        entries = list(selection)
+    except TypeError:
+        raise TinyGANError(f"class selection {selection!r} is not understood: use 'animals', 'all', or a list "
+                           f"of class indices / wnids") from None
+    if not entries:
+        raise TinyGANError("class selection is empty: give at least one class index or wnid")
+    out = set()
+    for e in entries:
+        if isinstance(e, str):
+            s = e.strip()
+            if s.isdigit():
+                out.add(_check_index(int(s)))
+            elif s in _table()[2]:
+                out.add(_table()[2][s])
+            else:
+                raise TinyGANError(f"class {e!r} in the class selection is neither a class index (0-999) nor an "
+                                   f"ILSVRC-2012 wnid (e.g. 'n01443537')")
+        else:
+            try:
+                out.add(_check_index(e))
+            except TinyGANError:
+                raise TinyGANError(f"class {e!r} in the class selection is out of range: use an integer "
+                                   f"0-{N_CLASSES - 1} or a wnid") from None
+    return sorted(out)

@@ -1,0 +1,266 @@
+"""TinyGAN student generator, projection discriminator and an EMA helper.
+
+Architecture (Chang & Lu, ACCV 2020; see shared/reference/tinygan-facts.md):
+
+Generator (variant "dw", ch=32 -> 3,070,659 parameters)
+    z [N,128] -> fc -> [N,16ch,4,4]
+    5 residual up-blocks 16ch -> 16ch -> 8ch -> 4ch -> 2ch -> ch   (4 -> 128 px)
+        main:     CBN -> ReLU -> up x2 -> dw3x3 -> pw1x1 -> CBN -> ReLU -> dw3x3 -> pw1x1
+        shortcut: up x2 -> 1x1 conv
+    head: BN(ch) -> ReLU -> conv3x3(ch -> 3) -> tanh
+    Every CBN gets its gain/bias from one shared class embedding (n_classes x emb_dim).
+    Variant "std" replaces each depthwise+pointwise pair by one 3x3 conv.
+
+Discriminator (ch=32 -> 3,300,321 parameters)
+    5 x [SN-conv4x4 s2 p1 -> LeakyReLU(0.01)], 3 -> ch -> 2ch -> 4ch -> 8ch -> 16ch
+    h = sum over H,W;  logit = SN-Linear(h) + <h, SN-Embedding(y)>  (projection D)
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from tinygan.errors import TinyGANError
+
+GENERATOR_VARIANTS = ("dw", "std")
+# channel multipliers of the generator at 128 px: fc output, then the output of each up-block
+G_CHANNEL_MULTS = (16, 16, 8, 4, 2, 1)
+# channel multipliers of the five discriminator convs
+D_CHANNEL_MULTS = (1, 2, 4, 8, 16)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling (align_corners=False, as F.interpolate's default)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm2d without affine parameters, then a per-sample gain and bias from the class embedding.
+
+    out = gain * BN(h) + bias, with [gain, bias] = Linear(emb_dim -> 2C)(emb).
+    The linear starts with zero weight and bias [1,...,1, 0,...,0], so gain = 1 and bias = 0 at init
+    for every class (identity affine). Same parametrisation as the official TinyGAN code.
+    """
+
+    def __init__(self, num_features: int, emb_dim: int):
+        super().__init__()
+        self.num_features = num_features
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.embed = nn.Linear(emb_dim, 2 * num_features)
+        nn.init.zeros_(self.embed.weight)
+        with torch.no_grad():
+            self.embed.bias[:num_features].fill_(1.0)
+            self.embed.bias[num_features:].fill_(0.0)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        gain, bias = self.embed(emb).chunk(2, dim=1)
+        return gain[:, :, None, None] * self.bn(h) + bias[:, :, None, None]
+
+
+def sep_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Depthwise 3x3 (in_ch groups) followed by pointwise 1x1 (in_ch -> out_ch); both with bias."""
+    dw = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
+    pw = nn.Conv2d(in_ch, out_ch, 1)
+    # official TinyGAN init
+    nn.init.xavier_uniform_(dw.weight, gain=math.sqrt(2))
+    nn.init.xavier_uniform_(pw.weight, gain=1.0)
+    return nn.Sequential(dw, pw)
+
+
+def std_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
+    """Standard 3x3 conv with bias (the TinyGAN-std replacement of a depthwise+pointwise pair)."""
+    conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+    nn.init.xavier_uniform_(conv.weight, gain=1.0)
+    return conv
+
+
+class GBlock(nn.Module):
+    """Residual up-block: CBN-ReLU-up-conv-CBN-ReLU-conv, plus up-1x1conv shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, variant: str):
+        super().__init__()
+        make_conv = sep_conv if variant == "dw" else std_conv
+        self.cbn0 = ConditionalBatchNorm2d(in_ch, emb_dim)
+        self.conv0 = make_conv(in_ch, out_ch)
+        self.cbn1 = ConditionalBatchNorm2d(out_ch, emb_dim)
+        self.conv1 = make_conv(out_ch, out_ch)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1)
+        nn.init.xavier_uniform_(self.shortcut.weight, gain=1.0)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.cbn0(x, emb))
+        h = self.conv0(upsample2x(h))
+        h = F.relu(self.cbn1(h, emb))
+        h = self.conv1(h)
+        return h + self.shortcut(upsample2x(x))
+
+
+class Generator(nn.Module):
+    """TinyGAN student: forward(z [N,z_dim] float, y [N] int64) -> image [N,3,128,128] in (-1, 1)."""
+
+    def __init__(
+        self,
+        variant: str = "dw",
+        ch: int = 32,
+        n_classes: int = 1000,
+        z_dim: int = 128,
+        emb_dim: int = 128,
+        resolution: int = 128,
+    ):
+        super().__init__()
+        if variant not in GENERATOR_VARIANTS:
+            raise TinyGANError(
+                f"unknown generator variant {variant!r}; use one of {list(GENERATOR_VARIANTS)}"
+            )
+        if resolution != 128:
+            raise TinyGANError(f"generator resolution {resolution} is not supported; use 128")
+        for name, value in (("ch", ch), ("n_classes", n_classes), ("z_dim", z_dim), ("emb_dim", emb_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TinyGANError(f"generator {name} must be a positive integer, got {value!r}")
+        # everything needed to rebuild this module (export, checkpoints)
+        self.config = dict(variant=variant, ch=ch, n_classes=n_classes, z_dim=z_dim, emb_dim=emb_dim,
+                           resolution=resolution)
+        channels = [m * ch for m in G_CHANNEL_MULTS]
+        self.c0 = channels[0]
+        self.s0 = 4  # spatial size after fc
+
+        self.embedding = nn.Embedding(n_classes, emb_dim)
+        self.fc = nn.Linear(z_dim, self.c0 * self.s0 * self.s0)
+        self.blocks = nn.ModuleList(
+            [GBlock(channels[i], channels[i + 1], emb_dim, variant) for i in range(len(channels) - 1)]
+        )
+        self.bn = nn.BatchNorm2d(channels[-1])
+        self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        emb = self.embedding(y)
+        h = self.fc(z).unflatten(1, (self.c0, self.s0, self.s0))
+        for block in self.blocks:
+            h = block(h, emb)
+        h = F.relu(self.bn(h))
+        return torch.tanh(self.to_rgb(h))
+
+
+class SpectralNorm(nn.Module):
+    """Weight parametrization W -> W / sigma(W) (Miyato et al. 2018), for parametrize.register_parametrization.
+
+    sigma is the largest singular value of W viewed as [out, -1], estimated by power iteration: one step
+    per forward in training mode, none in eval mode; u and v are buffers (saved in the state dict).
+    Unlike torch.nn.utils.parametrizations.spectral_norm, sigma is computed in float32 with autocast
+    off, so bf16/fp16 autocast neither fails on mixed dtypes (torch.vdot) nor rounds sigma.
+    """
+
+    def __init__(self, weight: torch.Tensor, n_power_iterations: int = 1, eps: float = 1e-12):
+        super().__init__()
+        self.n_power_iterations = n_power_iterations
+        self.eps = eps
+        w = weight.detach().float().flatten(1)
+        self.register_buffer("u", F.normalize(torch.randn(w.shape[0], device=w.device), dim=0, eps=eps))
+        self.register_buffer("v", F.normalize(torch.randn(w.shape[1], device=w.device), dim=0, eps=eps))
+        self._power_iteration(w, 15)  # start from a good estimate, as torch does
+
+    @torch.no_grad()
+    def _power_iteration(self, w: torch.Tensor, n: int) -> None:
+        # in-place updates so DDP's buffer broadcast and state_dict see the new vectors
+        for _ in range(n):
+            self.u.copy_(F.normalize(torch.mv(w, self.v), dim=0, eps=self.eps))
+            self.v.copy_(F.normalize(torch.mv(w.t(), self.u), dim=0, eps=self.eps))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            w = weight.float().flatten(1)
+            if self.training:
+                self._power_iteration(w, self.n_power_iterations)
+            # clone: u/v change in place on the next forward, while this graph may still need them
+            u, v = self.u.clone(), self.v.clone()
+            sigma = torch.dot(u, torch.mv(w, v))
+            return weight / sigma
+
+
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """Register SpectralNorm on ``module.weight`` (stored as ``parametrizations.weight.original``)."""
+    parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight))
+    return module
+
+
+class Discriminator(nn.Module):
+    """Projection discriminator with spectral norm.
+
+    forward(x [N,3,H,W], y [N] int64) -> (logit [N], feats: list of the 5 post-LeakyReLU maps).
+    Spectral norm is the SpectralNorm parametrization above: the raw weight is stored as
+    ``<layer>.parametrizations.weight.original`` and the power-iteration vectors ``u``/``v`` are buffers.
+    """
+
+    def __init__(self, ch: int = 32, n_classes: int = 1000):
+        super().__init__()
+        for name, value in (("ch", ch), ("n_classes", n_classes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TinyGANError(f"discriminator {name} must be a positive integer, got {value!r}")
+        self.config = dict(ch=ch, n_classes=n_classes)
+        channels = [3] + [m * ch for m in D_CHANNEL_MULTS]
+        self.convs = nn.ModuleList(
+            [spectral_norm(nn.Conv2d(channels[i], channels[i + 1], 4, stride=2, padding=1))
+             for i in range(len(channels) - 1)]
+        )
+        self.linear = spectral_norm(nn.Linear(channels[-1], 1))
+        self.embedding = spectral_norm(nn.Embedding(n_classes, channels[-1]))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = []
+        h = x
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.01)
+            feats.append(h)
+        h = h.sum(dim=(2, 3))
+        logit = self.linear(h).squeeze(1) + (h * self.embedding(y)).sum(dim=1)
+        return logit, feats
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers such as BN running stats are copied).
+
+    shadow = decay * shadow + (1 - decay) * param, after each optimiser step via ``update(model)``.
+    ``ema.module`` is an eval-mode copy for sampling; ``state_dict()`` is that copy's state dict, so it
+    loads straight into a fresh model of the same config.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 <= decay <= 1.0:
+            raise TinyGANError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = float(decay)
+        self.module = copy.deepcopy(_unwrap(model)).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        """Move the shadow towards ``model``. ``decay=0.0`` copies the weights (e.g. before EMA start)."""
+        d = self.decay if decay is None else float(decay)
+        model = _unwrap(model)
+        params = dict(model.named_parameters())
+        for name, p_ema in self.module.named_parameters():
+            p_ema.lerp_(params[name].detach().to(p_ema.dtype), 1.0 - d)
+        buffers = dict(model.named_buffers())
+        for name, b_ema in self.module.named_buffers():
+            b_ema.copy_(buffers[name])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state_dict)
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights and buffers into ``model``."""
+        _unwrap(model).load_state_dict(self.module.state_dict())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Return the plain module inside a DistributedDataParallel / torch.compile wrapper."""
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile

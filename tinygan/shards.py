@@ -1,0 +1,580 @@
+"""The shard format shared by real ImageNet images and teacher samples, its checker and a torch reader.
+
+A shard directory holds ``<prefix>-00000.h5``, ``<prefix>-00001.h5``, ... (each with a sidecar
+``<shard>.sha256`` in ``sha256sum`` format) and ``manifest.json``:
+
+    real shards     images uint8 [N,R,R,3], y int64 [N], names utf-8 str [N] (source file name)
+    teacher shards  z float32 [N,128],      y int64 [N], images uint8 [N,R,R,3]
+
+Shard attrs: ``kind`` ("real" | "teacher"), ``fingerprint`` (hash of the arguments that produced the
+shard; a rerun reuses a shard whose fingerprint and checksum still match), ``format_version``, ``n``.
+Datasets are stored contiguously and uncompressed (see ``tinygan.io.write_h5``), so row ``i`` of a
+dataset is one byte range of the file: the reader memory-maps each shard (read-only, lazily, per
+process) and gathers random rows with numpy indexing, as fast as a sequential h5py read.
+
+Manifest: ``{kind, fingerprint, n, resolution, classes, class_counts {str(idx): n}, shards [{file, n,
+sha256, bytes}], format_version, ...extra}``.
+
+Randomness of ``batches``: each epoch is a uniformly random permutation of all samples drawn from
+``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no block or
+buffer shuffling: random rows cost about as much as sequential ones with this layout).
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import hashlib
+import json
+import mmap
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from tinygan.errors import TinyGANError
+from tinygan.io import sha256_file, write_h5, write_json, write_text
+
+FORMAT_VERSION = 1
+Z_DIM = 128
+MANIFEST = "manifest.json"
+_STR = "str"  # marker for variable-length utf-8 string datasets
+_REQUIRED_KEYS = ("kind", "fingerprint", "n", "resolution", "classes", "class_counts", "shards")
+
+
+def layout(kind: str, resolution: int) -> dict[str, tuple]:
+    """Dataset name -> (dtype, per-row shape) of a shard of ``kind`` at ``resolution``."""
+    image = (np.dtype(np.uint8), (resolution, resolution, 3))
+    if kind == "real":
+        return {"images": image, "y": (np.dtype(np.int64), ()), "names": (_STR, ())}
+    if kind == "teacher":
+        return {"z": (np.dtype(np.float32), (Z_DIM,)), "y": (np.dtype(np.int64), ()), "images": image}
+    raise TinyGANError(f"unknown shard kind {kind!r}: expected 'real' or 'teacher'")
+
+
+def default_fields(kind: str) -> tuple[str, ...]:
+    """Fields a reader returns by default: (z, y, images) for teacher, (images, y) for real."""
+    return ("z", "y", "images") if kind == "teacher" else ("images", "y")
+
+
+def shard_name(prefix: str, i: int) -> str:
+    """File name of shard ``i``: ``<prefix>-00000.h5``."""
+    return f"{prefix}-{i:05d}.h5"
+
+
+def fingerprint(obj) -> str:
+    """sha256 (hex) of a JSON-serialisable description of the producing arguments."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---- checksums, cached per (path, inode, size, mtime): re-opens and forked workers do not re-hash -------------
+
+_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+def _sha256_cached(path: Path, st: os.stat_result | None = None) -> str:
+    st = st or path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+# ---- writing --------------------------------------------------------------------------------------------
+
+def write_shard(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs: Mapping) -> dict:
+    """Write one shard atomically (plus its ``.sha256`` sidecar); return ``{file, n, sha256, bytes}``.
+
+    ``attrs`` must hold ``kind`` and ``fingerprint``; ``format_version`` and ``n`` are added. The arrays
+    are checked against the layout of ``kind`` (y is cast to int64 and z to float32).
+    """
+    path = Path(path)
+    kind = attrs["kind"]
+    if "fingerprint" not in attrs:
+        raise ValueError("write_shard: attrs must include 'fingerprint'")
+    arrays = dict(arrays)
+    n = len(arrays["y"])
+    resolution = int(arrays["images"].shape[1]) if arrays["images"].ndim == 4 else -1
+    for name, (dtype, row) in layout(kind, resolution).items():
+        if name not in arrays:
+            raise ValueError(f"write_shard {path}: missing array {name!r}")
+        arr = np.asarray(arrays[name])
+        if name in ("y", "z"):
+            arr = arr.astype(dtype, copy=False)
+        if dtype is not _STR and arr.dtype != dtype:
+            raise ValueError(f"write_shard {path}: {name} has dtype {arr.dtype}, expected {dtype}")
+        if arr.shape != (n,) + row:
+            raise ValueError(f"write_shard {path}: {name} has shape {arr.shape}, expected {(n,) + row}")
+        arrays[name] = arr
+    extra = set(arrays) - set(layout(kind, resolution))
+    if extra:
+        raise ValueError(f"write_shard {path}: unexpected arrays {sorted(extra)}")
+    sha = write_h5(path, arrays, {**attrs, "format_version": FORMAT_VERSION, "n": n})
+    write_text(_sidecar(path), f"{sha}  {path.name}\n")
+    return {"file": path.name, "n": n, "sha256": sha, "bytes": path.stat().st_size}
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def existing_shard(path: str | os.PathLike, fingerprint: str) -> dict | None:
+    """The ``{file, n, sha256, bytes}`` entry of a finished shard that can be reused, else None.
+
+    Reusable means: the shard and its ``.sha256`` sidecar exist, the file's sha256 matches the sidecar,
+    and its ``fingerprint`` attr equals ``fingerprint``. Anything else (missing, partial, stale,
+    unreadable) returns None so the caller rewrites the shard.
+    """
+    import h5py
+
+    path = Path(path)
+    side = _sidecar(path)
+    if not path.is_file() or not side.is_file():
+        return None
+    try:
+        recorded = side.read_text(encoding="utf-8").split()[0]
+        st = path.stat()
+        sha = _sha256_cached(path, st)
+        if sha != recorded:
+            return None
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("fingerprint") != fingerprint:
+                return None
+            n = int(f["y"].shape[0])
+    except Exception:  # noqa: BLE001 - any problem means "rebuild this shard"
+        return None
+    return {"file": path.name, "n": n, "sha256": sha, "bytes": st.st_size}
+
+
+def remove_stale(out_dir: str | os.PathLike, prefix: str, keep: Iterable[str]) -> list[str]:
+    """Delete ``<prefix>-*.h5`` shards (and sidecars) not named in ``keep``, and leftover temp files of
+    interrupted writes (``.<prefix>-*.tmp``, ``.manifest.json.*.tmp``). Returns the removed names."""
+    out_dir = Path(out_dir)
+    keep = set(keep)
+    removed = []
+    candidates = glob.glob(glob.escape(str(out_dir)) + f"/{glob.escape(prefix)}-*.h5")
+    candidates += glob.glob(glob.escape(str(out_dir)) + f"/{glob.escape(prefix)}-*.h5.sha256")
+    for p in sorted(candidates):
+        name = os.path.basename(p)
+        if name.removesuffix(".sha256") not in keep:
+            os.unlink(p)
+            removed.append(name)
+    for pattern in (f".{glob.escape(prefix)}-*.tmp", f".{MANIFEST}.*.tmp"):
+        for p in sorted(glob.glob(glob.escape(str(out_dir)) + "/" + pattern)):
+            os.unlink(p)
+            removed.append(os.path.basename(p))
+    return removed
+
+
+def write_manifest(out_dir: str | os.PathLike, kind: str, shards: Sequence[Mapping],
+                   class_counts: Mapping[int, int], extra: Mapping | None = None, *,
+                   fingerprint: str | None = None, resolution: int | None = None) -> dict:
+    """Write ``<out_dir>/manifest.json`` (atomically) and return it.
+
+    ``shards`` are the dicts returned by ``write_shard`` / ``existing_shard`` in order. ``fingerprint``
+    and ``resolution`` default to ``extra`` entries of that name, else to the first shard's attr/shape.
+    ``class_counts`` maps class index -> number of samples (include zeros for selected but empty classes).
+    """
+    import h5py
+
+    out_dir = Path(out_dir)
+    extra = dict(extra or {})
+    fingerprint = fingerprint if fingerprint is not None else extra.pop("fingerprint", None)
+    resolution = resolution if resolution is not None else extra.pop("resolution", None)
+    if (fingerprint is None or resolution is None) and shards:
+        with h5py.File(out_dir / shards[0]["file"], "r") as f:
+            fingerprint = fingerprint if fingerprint is not None else str(f.attrs.get("fingerprint", ""))
+            resolution = resolution if resolution is not None else int(f["images"].shape[1])
+    if resolution is None:
+        raise ValueError("write_manifest: resolution is unknown (no shards); pass resolution=")
+    clash = set(extra) & (set(_REQUIRED_KEYS) | {"format_version"})
+    if clash:
+        raise ValueError(f"write_manifest: extra keys {sorted(clash)} clash with manifest keys")
+    counts = {int(c): int(k) for c, k in class_counts.items()}
+    entries = [{k: (int(s[k]) if k in ("n", "bytes") else str(s[k])) for k in ("file", "n", "sha256", "bytes")
+                if k in s} for s in shards]
+    n = sum(e["n"] for e in entries)
+    if sum(counts.values()) != n:
+        raise ValueError(f"write_manifest: class_counts sum to {sum(counts.values())} but shards hold {n}")
+    manifest = {
+        "kind": kind, "fingerprint": fingerprint or "", "n": n, "resolution": int(resolution),
+        "classes": sorted(counts), "class_counts": {str(c): counts[c] for c in sorted(counts)},
+        "shards": entries, "format_version": FORMAT_VERSION, **extra,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+# ---- reading the manifest and verifying ------------------------------------------------------------------
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """Load ``<directory>/manifest.json``; a missing or malformed manifest raises TinyGANError."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise TinyGANError(f"shard directory {directory} does not exist: run the stage that writes it "
+                           f"(e.g. `dvc repro`) or fix the path")
+    if not path.is_file():
+        raise TinyGANError(f"{path} is missing: {directory} is incomplete (interrupted run?); rerun the stage "
+                           f"that writes it (it resumes from the finished shards)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TinyGANError(f"{path} is not valid JSON ({e}); delete {directory} and rerun the stage that "
+                           f"writes it") from None
+    missing = [k for k in _REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise TinyGANError(f"{path} lacks the keys {missing}; delete {directory} and rerun the stage that "
+                           f"writes it")
+    return manifest
+
+
+class _ShardInfo:
+    """What a reader needs to know about one verified shard: labels and where each dataset's rows are."""
+
+    def __init__(self, path: str, n: int, y: np.ndarray, rows: dict[str, tuple]):
+        self.path, self.n, self.y, self.rows = path, n, y, rows  # rows: name -> (offset|None, dtype, shape)
+
+
+_INFOS: dict[tuple, _ShardInfo] = {}
+
+
+def _inspect(path: Path, st: os.stat_result, kind: str, resolution: int, n: int) -> _ShardInfo:
+    """Open a shard with h5py and check its datasets against the layout (cached like checksums)."""
+    import h5py
+
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, kind, resolution, n)
+    if key in _INFOS:
+        return _INFOS[key]
+    fix = "delete it and rerun the stage that writes this directory"
+    try:
+        f = h5py.File(path, "r")
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError/others with long messages
+        raise TinyGANError(f"shard {path} cannot be opened as HDF5 ({type(e).__name__}); it is truncated or "
+                           f"corrupt: {fix}") from None
+    rows = {}
+    try:
+        with f:
+            if f.attrs.get("kind") != kind:
+                raise TinyGANError(f"shard {path} has kind {f.attrs.get('kind')!r}, the manifest says {kind!r}: {fix}")
+            for name, (dtype, row) in layout(kind, resolution).items():
+                if name not in f:
+                    raise TinyGANError(f"shard {path} has no dataset {name!r}: {fix}")
+                ds = f[name]
+                if dtype is _STR:
+                    ok = h5py.check_string_dtype(ds.dtype) is not None
+                else:
+                    ok = ds.dtype == dtype
+                if not ok or ds.shape != (n,) + row:
+                    want = "str" if dtype is _STR else dtype
+                    raise TinyGANError(f"shard {path}: dataset {name!r} is {ds.dtype} {ds.shape}, expected "
+                                       f"{want} {(n,) + row}: {fix}")
+                offset = None
+                if dtype is not _STR and ds.chunks is None and ds.compression is None and ds.dtype.isnative:
+                    offset = ds.id.get_offset()
+                rows[name] = (offset, ds.dtype if dtype is not _STR else None, row)
+            y = np.asarray(f["y"][:], dtype=np.int64)
+    except TinyGANError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TinyGANError(f"shard {path} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt: "
+                           f"{fix}") from None
+    if n and (y.min() < 0 or y.max() >= 1000):
+        raise TinyGANError(f"shard {path}: class labels y outside 0-999: {fix}")
+    y.setflags(write=False)
+    _INFOS[key] = info = _ShardInfo(str(path), n, y, rows)
+    return info
+
+
+def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[dict, list[_ShardInfo]]:
+    manifest = read_manifest(directory)
+    mpath = directory / MANIFEST
+    if kind is not None and manifest["kind"] != kind:
+        raise TinyGANError(f"{directory} holds {manifest['kind']!r} shards, expected {kind!r}: check the path")
+    layout(manifest["kind"], int(manifest["resolution"]))  # unknown kind -> error
+    fix = "rerun the stage that writes this directory (finished shards are reused)"
+    infos, total = [], 0
+    counts = np.zeros(1000, dtype=np.int64)
+    for entry in manifest["shards"]:
+        path = directory / entry["file"]
+        if not path.is_file():
+            raise TinyGANError(f"shard {path} is missing (listed in {mpath}): {fix}")
+        st = path.stat()
+        if "bytes" in entry and st.st_size != entry["bytes"]:
+            what = "truncated" if st.st_size < entry["bytes"] else "changed"
+            raise TinyGANError(f"shard {path} is {what}: {st.st_size} bytes on disk, {entry['bytes']} in {mpath}; "
+                               f"delete it and {fix}")
+        sha = _sha256_cached(path, st) if checksums else entry["sha256"]
+        if sha != entry["sha256"]:
+            raise TinyGANError(f"shard {path} fails its checksum: sha256 {sha[:16]}... on disk, "
+                               f"{entry['sha256'][:16]}... in {mpath}; delete it and {fix}")
+        info = _inspect(path, st, manifest["kind"], int(manifest["resolution"]), int(entry["n"]))
+        counts += np.bincount(info.y, minlength=1000)
+        infos.append(info)
+        total += info.n
+    if total != manifest["n"]:
+        raise TinyGANError(f"{mpath} says n={manifest['n']} but its shards hold {total} samples: {fix}")
+    listed = np.zeros(1000, dtype=np.int64)
+    for c, k in manifest["class_counts"].items():
+        listed[int(c)] = int(k)
+    if not np.array_equal(counts, listed):
+        bad = np.flatnonzero(counts != listed)[:5].tolist()
+        raise TinyGANError(f"{mpath}: class_counts disagree with the labels in the shards (classes {bad}): {fix}")
+    return manifest, infos
+
+
+def verify(directory: str | os.PathLike, kind: str | None = None, checksums: bool = True) -> dict:
+    """Check a shard directory against its manifest and return the manifest.
+
+    Every shard must exist, have the recorded size and sha256, the datasets of its kind with the right
+    dtypes and shapes, and labels that match ``class_counts``. Any problem raises TinyGANError naming
+    the shard path and what differs. Checksums are cached per (path, inode, size, mtime) in this
+    process; ``checksums=False`` skips hashing (sizes, layout and labels are still checked).
+    """
+    return _verify(Path(directory), kind, checksums)[0]
+
+
+# ---- reading samples ------------------------------------------------------------------------------------
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Random access to the samples of a shard directory (verified on open, see ``verify``).
+
+    ``ds[i]`` returns one sample; ``ds.__getitems__(indices)`` (used by DataLoader with a batch sampler)
+    returns a batch as a dict of tensors: ``images`` float32 NCHW in [-1, 1] (x / 127.5 - 1), ``z``
+    float32, ``y`` int64, ``names`` list[str]. ``read(indices, raw=True)`` gives the stored numpy arrays
+    (images uint8 NHWC). Samples are numbered in storage order (shard by shard).
+
+    Memory maps / h5py handles are opened lazily in each process (never shared across fork), so the
+    dataset can be used with DataLoader workers. Mapped pages are page cache: a worker's RSS grows with
+    the shard pages it touched, but that memory is shared and reclaimable.
+    """
+
+    MAX_OPEN = 128  # open files kept per process (LRU)
+
+    def __init__(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
+                 kind: str | None = None, checksums: bool = True):
+        self.directory = Path(directory)
+        self.manifest, infos = _verify(self.directory, kind, checksums)
+        self.kind = self.manifest["kind"]
+        known = self._layout = layout(self.kind, int(self.manifest["resolution"]))
+        self.fields = tuple(fields) if fields is not None else default_fields(self.kind)
+        for name in self.fields:
+            if name not in known:
+                raise TinyGANError(f"{self.directory} ({self.kind} shards) has no field {name!r}; "
+                                   f"available: {sorted(known)}")
+        self._paths = [i.path for i in infos]
+        self._rows = [i.rows for i in infos]
+        self._starts = np.cumsum([0] + [i.n for i in infos]).astype(np.int64)
+        self._labels = np.concatenate([i.y for i in infos]) if infos else np.zeros(0, np.int64)
+        self._labels.setflags(write=False)
+        self._open: collections.OrderedDict = collections.OrderedDict()
+        self._pid = os.getpid()
+
+    # -- pickling / per-process handles --
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_open"] = collections.OrderedDict()
+        return state
+
+    def _handle(self, s: int, h5: bool):
+        """Per-process LRU of open shards: h5py.File (h5=True) or a dict of memory-mapped dataset views.
+
+        Contiguous datasets are read through a read-only mmap of the shard (views made with
+        np.frombuffer at the dataset's file offset); strings and chunked/compressed datasets use h5py.
+        """
+        key = (s, h5)
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
+        if h5:
+            import h5py
+            handle = h5py.File(self._paths[s], "r")
+        else:
+            handle = self._map(s)
+        self._open[key] = handle
+        while len(self._open) > self.MAX_OPEN:
+            (_, was_h5), old = self._open.popitem(last=False)
+            if was_h5:
+                old.close()  # mmaps are released when the last view goes away
+        return handle
+
+    def _map(self, s: int) -> dict[str, np.ndarray]:
+        path, n = self._paths[s], int(self._starts[s + 1] - self._starts[s])
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        views = {}
+        for name, (offset, dtype, row) in self._rows[s].items():
+            if offset is None or n == 0:
+                continue
+            count = n * int(np.prod(row, dtype=np.int64))
+            if offset + count * dtype.itemsize > size:  # would be SIGBUS on access: fail cleanly instead
+                raise TinyGANError(f"shard {path} is shorter than its manifest says ({size} bytes): it changed "
+                                   f"after verification; rerun the stage that writes {self.directory}")
+            views[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape((n,) + row)
+        return views
+
+    def close(self) -> None:
+        """Close the files this process has open (they reopen on demand)."""
+        if self._pid == os.getpid():
+            for (_, h5), handle in self._open.items():
+                if h5:
+                    handle.close()
+        self._open = collections.OrderedDict()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # -- metadata --
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def labels(self) -> np.ndarray:
+        """Class label of every sample, in sample order (read-only int64 array)."""
+        return self._labels
+
+    def class_counts(self) -> dict[int, int]:
+        """Number of samples per class (classes with samples only)."""
+        cls, cnt = np.unique(self._labels, return_counts=True)
+        return {int(c): int(k) for c, k in zip(cls, cnt)}
+
+    def class_indices(self, c: int) -> np.ndarray:
+        """Sample indices (ascending) of class ``c``; read them with ``read`` / ``iter_read``."""
+        return np.flatnonzero(self._labels == c)
+
+    # -- reading --
+    def read(self, indices: Sequence[int] | np.ndarray, raw: bool = False,
+             fields: Sequence[str] | None = None) -> dict:
+        """Read samples ``indices`` (any order, repeats allowed) of ``fields`` (default: self.fields).
+
+        ``raw=True``: numpy arrays as stored (images uint8 NHWC); else tensors (see class docstring).
+        Rows are gathered shard by shard in ascending order from the memory-mapped shards straight into
+        the output; indices that are not ascending cost one extra copy to put the rows in their order.
+        """
+        fields = self.fields if fields is None else tuple(fields)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"sample index out of range for {self.directory} ({len(self)} samples)")
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._open, self._pid = collections.OrderedDict(), os.getpid()
+        ascending = len(idx) < 2 or bool((idx[1:] >= idx[:-1]).all())
+        order = None if ascending else np.argsort(idx, kind="stable")
+        sidx = idx if ascending else idx[order]
+        # groups of rows from the same shard: (shard, shard-local rows, first, end position in sidx)
+        shard_of = np.searchsorted(self._starts, sidx, side="right") - 1
+        cuts = (np.flatnonzero(shard_of[1:] != shard_of[:-1]) + 1).tolist() + [len(sidx)]
+        groups, lo = [], 0
+        for hi in cuts if len(sidx) else []:
+            s = int(shard_of[lo])
+            groups.append((s, sidx[lo:hi] - self._starts[s], lo, hi))
+            lo = hi
+        out = {}
+        for name in fields:
+            if name == "y":
+                out[name] = self._labels[idx]
+                continue
+            rows = self._read_strings(groups, len(idx)) if name == "names" else self._read_rows(name, groups, len(idx))
+            if order is not None:
+                if name == "names":
+                    unsorted = [""] * len(idx)
+                    for j, v in zip(order.tolist(), rows):
+                        unsorted[j] = v
+                else:
+                    unsorted = np.empty_like(rows)
+                    unsorted[order] = rows
+                rows = unsorted
+            out[name] = rows
+        return out if raw else _to_tensors(out)
+
+    def _read_rows(self, name: str, groups, count: int) -> np.ndarray:
+        """Rows of dataset ``name`` for ``groups`` (see ``read``), in ascending sample order."""
+        dtype, row = self._layout[name]
+        out = np.empty((count,) + row, dtype=dtype)
+        for s, local, a, b in groups:
+            view = self._handle(s, h5=False).get(name)
+            if view is not None:  # one copy, page cache -> out (mode="clip": no temporary buffer)
+                view.take(local, axis=0, out=out[a:b], mode="clip")
+            else:  # chunked/compressed dataset written by other tools: slices through h5py
+                ds = self._handle(s, h5=True)[name]
+                for first, end, at in _runs(local, a):
+                    out[at:at + end - first] = ds[first:end]
+        return out
+
+    def _read_strings(self, groups, count: int) -> list[str]:
+        out = [""] * count
+        for s, local, a, b in groups:
+            ds = self._handle(s, h5=True)["names"].asstr()
+            for first, end, at in _runs(local, a):
+                out[at:at + end - first] = list(ds[first:end])
+        return out
+
+    def __getitems__(self, indices) -> dict:
+        return self.read(indices)
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.read([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def iter_read(self, indices: Sequence[int] | np.ndarray, batch_size: int = 256, raw: bool = True,
+                  fields: Sequence[str] | None = None) -> Iterator[dict]:
+        """Read ``indices`` in order, ``batch_size`` at a time (e.g. all images of one class for FID)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        for a in range(0, len(indices), batch_size):
+            yield self.read(indices[a:a + batch_size], raw=raw, fields=fields)
+
+
+def _runs(local: np.ndarray, at: int):
+    """Split ascending shard-local rows into runs of consecutive rows: (first row, end row, output position)."""
+    breaks = (np.flatnonzero(np.diff(local) != 1) + 1).tolist()
+    for s, e in zip([0] + breaks, breaks + [len(local)]):
+        yield int(local[s]), int(local[s]) + (e - s), at + s
+
+
+def _to_tensors(batch: dict) -> dict:
+    out = {}
+    for name, v in batch.items():
+        if name == "images":  # uint8 NHWC -> float32 NCHW in [-1, 1]
+            x = torch.from_numpy(np.ascontiguousarray(v.transpose(0, 3, 1, 2)))
+            out[name] = x.to(torch.float32).div_(127.5).sub_(1.0)
+        elif name == "names":
+            out[name] = v
+        else:
+            out[name] = torch.from_numpy(v)
+    return out
+
+
+def _identity(batch):
+    return batch
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+    """Index batches of one epoch: a random permutation of range(n) from (seed, epoch), cut in order
+    (each batch sorted ascending, which makes reads a single gather; the order inside a batch is moot).
+
+    With ``drop_last=False`` every sample appears exactly once; with ``drop_last=True`` the final
+    incomplete batch (fewer than ``batch_size`` samples, a different set each epoch) is left out.
+    """
+    if batch_size < 1:
+        raise TinyGANError(f"batch size must be >= 1, got {batch_size}")
+    perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [np.sort(perm[a:a + batch_size]) for a in range(0, stop, batch_size)]
+
+
+def batches(source: str | os.PathLike | ShardDataset, batch_size: int, seed: int, epoch: int,
+            drop_last: bool = True, num_workers: int = 0, fields: Sequence[str] | None = None,
+            pin_memory: bool = False) -> Iterator[dict]:
+    """Random mini-batches (dicts of tensors, see ShardDataset) of one epoch of a shard directory.
+
+    Deterministic given (seed, epoch) whatever ``num_workers`` is; see ``epoch_batches`` for coverage.
+    """
+    ds = source if isinstance(source, ShardDataset) else ShardDataset(source, fields=fields)
+    plan = epoch_batches(len(ds), batch_size, seed, epoch, drop_last)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=num_workers,
+                                         collate_fn=_identity, pin_memory=pin_memory)
+    return iter(loader)

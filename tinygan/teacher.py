@@ -1,0 +1,290 @@
+"""Teachers: class-conditional generators with BigGAN-deep-128's interface, behind one small callable.
+
+A Teacher is called as ``teacher(z, y, truncation) -> images`` with
+
+- ``z``: float32 [N, 128], the noise actually fed (already scaled by the truncation, see ``truncated_z``);
+- ``y``: int64 [N], class indices in [0, 1000) (the one-hot vector is built inside the adapter);
+- ``truncation``: float, passed through to the model;
+- returns float32 [N, 128, 128, 3] (NHWC) in [-1, 1].
+
+It has the attributes ``handle`` (where it was loaded from), ``z_dim`` (128), ``n_classes`` (1000) and
+``resolution`` (128). Two adapters:
+
+- ``"tfhub"``: a TF2 SavedModel directory or a TF-Hub handle (a URL such as
+  https://tfhub.dev/deepmind/biggan-deep-128/1, a TF1 Hub module), loaded with ``tensorflow_hub.load``.
+  Its signature ``"default"`` must take ``z`` float32 [None, 128], ``y`` float32 [None, 1000] (one-hot) and
+  ``truncation`` float32 [] and return a dict with key ``"default"``: float32 [None, 128, 128, 3] in [-1, 1].
+  This is exactly BigGAN-deep-128's TF-Hub interface.
+- ``"torchscript"``: a file saved with ``torch.jit.save``. Contract of its ``forward``::
+
+      forward(z: Tensor[N, 128] float32, y: Tensor[N, 1000] float32 one-hot, truncation: Tensor[] float32)
+          -> Tensor[N, 3, 128, 128] float in [-1, 1]          # NCHW, the PyTorch convention
+
+  The adapter converts the output to NHWC float32 numpy. A converted BigGAN (e.g. huggingface
+  pytorch-pretrained-BigGAN, wrapped to take the one-hot y and a tensor truncation) or a conditional
+  StyleGAN2-ADA generator (wrapped: z -> mapping(z, c, truncation_psi) -> synthesis, resized to 128) can be
+  distilled this way. The file is checked on load with a one-sample dry call.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tinygan.errors import TinyGANError
+
+Z_DIM = 128
+N_CLASSES = 1000
+RESOLUTION = 128
+KINDS = ("tfhub", "torchscript")
+
+
+# ---- noise and quantisation ----------------------------------------------------------------------------
+
+def truncated_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_DIM) -> np.ndarray:
+    """The teacher noise of sample ``idx`` of class ``cls``: ``truncation * truncated_normal(dim)``.
+
+    Standard-normal values outside [-2, 2] are redrawn (as in the official TinyGAN code), so
+    ``|z| <= 2 * truncation``. The draw uses its own generator seeded with ``SeedSequence([seed, cls, idx])``,
+    so it depends only on (seed, cls, idx, truncation) — never on batch size, worker count or order.
+    """
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(cls), int(idx)])))
+    z = rng.standard_normal(dim, dtype=np.float32)
+    bad = np.abs(z) > 2.0
+    while bad.any():
+        z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+        bad = np.abs(z) > 2.0
+    return np.float32(truncation) * z
+
+
+def truncated_z_batch(seed: int, classes, idxs, truncation: float, dim: int = Z_DIM) -> np.ndarray:
+    """``truncated_z`` for each (class, index) pair: float32 [N, dim]; row i equals
+    ``truncated_z(seed, classes[i], idxs[i], truncation)`` exactly."""
+    classes, idxs = np.asarray(classes).reshape(-1), np.asarray(idxs).reshape(-1)
+    if len(classes) != len(idxs):
+        raise ValueError(f"truncated_z_batch: {len(classes)} classes but {len(idxs)} indices")
+    out = np.empty((len(classes), dim), dtype=np.float32)
+    for i, (c, k) in enumerate(zip(classes.tolist(), idxs.tolist())):
+        out[i] = truncated_z(seed, c, k, truncation, dim)
+    return out
+
+
+def quantize(images: np.ndarray) -> np.ndarray:
+    """Map [-1, 1] floats to uint8: ``floor((x + 1) * 127.5 + 0.5)`` clipped to [0, 255].
+
+    That is round-half-up of (x + 1) * 127.5, computed in float32: -1 -> 0, 0 -> 128 (127.5 rounds up),
+    1 -> 255. (The official TinyGAN code multiplies by 256, an off-by-one we do not copy.) NaN maps to 0.
+    """
+    v = np.add(images, np.float32(1.0), dtype=np.float32)  # a new float32 array, then in place
+    v *= np.float32(127.5)
+    v += np.float32(0.5)
+    np.floor(v, out=v)
+    np.fmax(v, np.float32(0.0), out=v)  # fmax also maps NaN to 0
+    np.minimum(v, np.float32(255.0), out=v)
+    return v.astype(np.uint8)
+
+
+# ---- the Teacher interface ----------------------------------------------------------------------------
+
+class Teacher:
+    """Base class: validates inputs, builds the one-hot y, calls ``_forward`` in chunks of ``max_batch``."""
+
+    z_dim = Z_DIM
+    n_classes = N_CLASSES
+    resolution = RESOLUTION
+
+    def __init__(self, handle: str, max_batch: int = 256):
+        self.handle = handle
+        self.max_batch = max_batch
+
+    def __call__(self, z: np.ndarray, y: np.ndarray, truncation: float) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        y = np.asarray(y).reshape(-1)
+        if z.ndim != 2 or z.shape[1] != self.z_dim or len(z) != len(y):
+            raise ValueError(f"teacher {self.handle}: z must be [N, {self.z_dim}] and y [N]; "
+                             f"got z {list(z.shape)}, y {list(y.shape)}")
+        if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ValueError(f"teacher {self.handle}: class indices must be in [0, {self.n_classes})")
+        out = []
+        for i in range(0, len(z), self.max_batch):
+            zb, yb = z[i:i + self.max_batch], y[i:i + self.max_batch]
+            onehot = np.zeros((len(yb), self.n_classes), dtype=np.float32)
+            onehot[np.arange(len(yb)), yb] = 1.0
+            img = self._forward(zb, onehot, np.float32(truncation))
+            want = (len(zb), self.resolution, self.resolution, 3)
+            if img.shape != want:
+                raise TinyGANError(f"teacher {self.handle}: returned images of shape {list(img.shape)}, "
+                                   f"expected {list(want)} (NHWC)")
+            out.append(img)
+        if not out:
+            return np.zeros((0, self.resolution, self.resolution, 3), dtype=np.float32)
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _forward(self, z: np.ndarray, onehot: np.ndarray, truncation: np.float32) -> np.ndarray:
+        """z float32 [n, 128], one-hot float32 [n, 1000] -> float32 NHWC [n, 128, 128, 3]."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.handle!r})"
+
+
+def load_teacher(handle: str, kind: str = "tfhub", device: str | None = None) -> Teacher:
+    """Load a teacher. ``kind`` is "tfhub" (SavedModel dir or TF-Hub URL) or "torchscript" (a .pt file).
+
+    ``device`` applies to torchscript only (default: "cuda" when available, else "cpu"); TensorFlow places
+    ops itself. Any problem with the handle raises TinyGANError with one line saying what and how to fix.
+    """
+    handle = str(handle)
+    if kind == "tfhub":
+        return TFHubTeacher(handle)
+    if kind == "torchscript":
+        return TorchScriptTeacher(handle, device=device)
+    raise TinyGANError(f"teacher {handle}: unknown teacher kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+# ---- TF-Hub / SavedModel -------------------------------------------------------------------------------
+
+_EXPECTED_INPUTS = {"z": [None, Z_DIM], "y": [None, N_CLASSES], "truncation": []}
+_EXPECTED_OUTPUT = [None, RESOLUTION, RESOLUTION, 3]
+
+
+def is_remote(handle: str) -> bool:
+    return handle.startswith(("http://", "https://", "gs://"))
+
+
+def tfhub_cache_location(handle: str) -> tuple[str, str]:
+    """(cache dir in use, sha1 of the handle): tensorflow_hub caches a URL module in ``<cache>/<sha1>/``."""
+    from tensorflow_hub import resolver
+
+    cache_dir = resolver.tfhub_cache_dir(use_temp=True)
+    return cache_dir, hashlib.sha1(handle.encode("utf8")).hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".strip()
+
+
+def check_signature(handle: str, signatures) -> object:
+    """Return ``signatures["default"]`` if it matches BigGAN-deep-128's interface, else raise TinyGANError."""
+    import tensorflow as tf
+
+    where = f"teacher {handle}: signature 'default'"
+    if "default" not in signatures:
+        raise TinyGANError(f"teacher {handle}: has no signature 'default' (found {sorted(signatures)}); "
+                           "expected BigGAN-deep-128's interface: z [None,128], y [None,1000], truncation []")
+    fn = signatures["default"]
+    _, inputs = fn.structured_input_signature
+    for name, shape in _EXPECTED_INPUTS.items():
+        if name not in inputs:
+            raise TinyGANError(f"{where} has no input '{name}' (inputs: {sorted(inputs)}); "
+                               f"expected z [None, 128], y [None, 1000], truncation []")
+        spec = inputs[name]
+        if spec.dtype != tf.float32:
+            raise TinyGANError(f"{where} input '{name}' has dtype {spec.dtype.name}, expected float32")
+        got = spec.shape.as_list() if spec.shape.rank is not None else None
+        if got != shape:
+            raise TinyGANError(f"{where} input '{name}' has shape {got}, expected {shape}")
+    extra = sorted(set(inputs) - set(_EXPECTED_INPUTS))
+    if extra:
+        raise TinyGANError(f"{where} has unexpected inputs {extra}; expected only z, y, truncation")
+    outputs = fn.structured_outputs
+    if not isinstance(outputs, dict) or "default" not in outputs:
+        keys = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise TinyGANError(f"{where} has no output 'default' (outputs: {keys})")
+    out = outputs["default"]
+    if out.dtype != tf.float32:
+        raise TinyGANError(f"{where} output 'default' has dtype {out.dtype.name}, expected float32")
+    got = out.shape.as_list() if out.shape.rank is not None else None
+    if got is not None and [d if i else None for i, d in enumerate(got)] != _EXPECTED_OUTPUT:
+        raise TinyGANError(f"{where} output 'default' has shape {got}, expected {_EXPECTED_OUTPUT}")
+    return fn
+
+
+class TFHubTeacher(Teacher):
+    """A SavedModel / TF-Hub module with BigGAN-deep-128's ``default`` signature."""
+
+    def __init__(self, handle: str, max_batch: int = 256):
+        super().__init__(handle, max_batch)
+        import tensorflow_hub as hub
+
+        if is_remote(handle):
+            try:
+                path = hub.resolve(handle)
+            except Exception as e:  # noqa: BLE001 - any fetch failure (offline, HTTP error, bad URL)
+                cache_dir, sha1 = tfhub_cache_location(handle)
+                where = (f"TFHUB_CACHE_DIR={cache_dir}" if os.environ.get("TFHUB_CACHE_DIR")
+                         else f"TFHUB_CACHE_DIR is unset, so the default {cache_dir}")
+                raise TinyGANError(
+                    f"teacher {handle}: cannot fetch the TF-Hub module ({_first_line(e)}); either set the teacher "
+                    f"handle to a local SavedModel dir, or pre-place the module (its .tar.gz from "
+                    f"<URL>?tf-hub-format=compressed, extracted) in {os.path.join(cache_dir, sha1)}/ "
+                    f"({where}; {sha1} = sha1 of the URL)"
+                ) from None
+        else:
+            path = handle
+            if not Path(path).exists():
+                raise TinyGANError(f"teacher {handle}: local SavedModel dir does not exist; "
+                                   "point the teacher handle at a SavedModel dir or a TF-Hub URL")
+        try:
+            self._module = hub.load(path)
+        except Exception as e:  # noqa: BLE001
+            raise TinyGANError(f"teacher {handle}: cannot load as a SavedModel / TF-Hub module "
+                               f"({_first_line(e)}); is it a SavedModel dir (saved_model.pb)?") from None
+        self._fn = check_signature(handle, self._module.signatures)
+
+    def _forward(self, z, onehot, truncation):
+        import tensorflow as tf
+
+        out = self._fn(z=tf.constant(z), y=tf.constant(onehot), truncation=tf.constant(truncation))
+        return np.asarray(out["default"].numpy(), dtype=np.float32)
+
+
+# ---- TorchScript ---------------------------------------------------------------------------------------
+
+class TorchScriptTeacher(Teacher):
+    """A TorchScript module: forward(z [N,128], y one-hot [N,1000], truncation 0-d) -> [N,3,128,128]."""
+
+    def __init__(self, handle: str, device: str | None = None, max_batch: int = 256):
+        super().__init__(handle, max_batch)
+        import torch
+
+        if not Path(handle).is_file():
+            raise TinyGANError(f"teacher {handle}: TorchScript file does not exist; "
+                               "point the teacher handle at a file saved with torch.jit.save")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self._module = torch.jit.load(handle, map_location=self.device).eval()
+        except Exception as e:  # noqa: BLE001
+            raise TinyGANError(f"teacher {handle}: cannot load as TorchScript ({_first_line(e)}); "
+                               "save the teacher with torch.jit.save(torch.jit.script(model), path)") from None
+        # Dry call with one sample: the output must be [1, 3, 128, 128].
+        z = truncated_z(0, 0, 0, 0.5)[None]
+        onehot = np.zeros((1, N_CLASSES), dtype=np.float32)
+        onehot[0, 0] = 1.0
+        try:
+            out = self._run(z, onehot, np.float32(0.5))
+        except Exception as e:  # noqa: BLE001
+            raise TinyGANError(f"teacher {handle}: dry call forward(z [1,128], y one-hot [1,1000], truncation 0-d) "
+                               f"failed ({_first_line(e)})") from None
+        want = [1, 3, RESOLUTION, RESOLUTION]
+        if not isinstance(out, torch.Tensor) or list(out.shape) != want:
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TinyGANError(f"teacher {handle}: forward returned {got}, expected a tensor of shape {want} "
+                               "(N, C, H, W in [-1, 1]; see tinygan/teacher.py)")
+
+    def _run(self, z, onehot, truncation):
+        import torch
+
+        with torch.inference_mode():
+            return self._module(torch.from_numpy(z).to(self.device), torch.from_numpy(onehot).to(self.device),
+                                torch.tensor(float(truncation), dtype=torch.float32, device=self.device))
+
+    def _forward(self, z, onehot, truncation):
+        out = self._run(z, onehot, truncation)
+        if out.ndim != 4 or out.shape[1] != 3:
+            raise TinyGANError(f"teacher {self.handle}: forward returned shape {list(out.shape)}, "
+                               f"expected [N, 3, {RESOLUTION}, {RESOLUTION}]")
+        return out.permute(0, 2, 3, 1).float().cpu().numpy()

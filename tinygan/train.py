@@ -1,0 +1,436 @@
+"""Distillation training loop (paper Sec. 3, Eq. 1-7), nanoGPT style: one file, one checkpoint, DDP via torchrun.
+
+Every iteration:
+  D step   L_D = w_kd_d·L_KD_D(T(z,y), S(z,y)) + λ4·L_GAN_D(x_real, S(z',y_r))
+  G step   L_S = w_feat·L_KD_feat + λ1(epoch)·L_KD_pix  [+ λ2·L_KD_S + λ3·L_GAN_S on adversarial iterations]
+Official schedule: G every iteration, adversarial G terms every 5th (`adv_every=5`, `g_every=1`).
+Paper text: one G update per 10 D updates (`g_every=10`, `adv_every=1`).
+
+Determinism: the data of step s (teacher batch, real batch, fresh noise z') is a pure function of (seed, s), so a
+run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; with the model, optimiser and
+EMA state restored from the checkpoint the result is bit-identical on CPU (same torch build and thread count).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tinygan import losses, shards
+from tinygan.errors import TinyGANError
+from tinygan.io import atomic_path, write_json
+from tinygan.models import EMA, Discriminator, Generator
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    variant: str = "dw"
+    ch: int = 32
+    d_ch: int = 32
+    batch_size: int = 32               # per process
+    epochs: int = 30                   # an epoch is one pass over the (training) teacher pairs
+    holdout_per_class: int = 2         # teacher pairs per class kept out of training for held-out L1 and the grid
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lr_decay_start: int = 300_000      # iteration where lr starts decaying linearly to 0 at the last iteration
+    g_every: int = 1                   # one G update every g_every iterations (paper text: 10)
+    adv_every: int = 5                 # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
+    truncation: float = 0.5            # scale of fresh noise z' (same distribution as the teacher's z)
+    ema: bool = False
+    ema_decay: float = 0.999
+    ema_start: int = 0
+    checkpoint_every: int = 100
+    sample_every: int = 100
+    snapshot_every: int = 0            # keep G weights every N steps for FID-over-training (0 = off)
+    log_every: int = 10
+    workers: int = 0
+    device: str = "auto"               # auto | cpu | cuda
+    seed: int = 0
+    # loss weights (top-level params)
+    lambda_pix: float = 0.2
+    lambda_pix_decay: float = 0.01
+    lambda_kd_s: float = 0.01
+    lambda_gan_s: float = 0.002
+    lambda_gan_d: float = 0.2
+    lambda_feat: float = 1.0
+    lambda_kd_d: float = 1.0
+
+    @property
+    def uses_teacher(self) -> bool:
+        return max(self.lambda_pix, self.lambda_feat, self.lambda_kd_s, self.lambda_kd_d) > 0
+
+    @property
+    def uses_real(self) -> bool:
+        return max(self.lambda_gan_s, self.lambda_gan_d) > 0
+
+
+# ---- distributed set-up ------------------------------------------------------------------------------------
+
+def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
+    """(device, rank, world). Under torchrun (WORLD_SIZE>1) joins the process group: nccl on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TinyGANError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
+    if want_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+    return device, rank, world
+
+
+# ---- data: step -> batch, a pure function of (seed, step) ----------------------------------------------------
+
+class StepBatches:
+    """Global-batch permutation per epoch, sliced per rank. ``get(step)`` returns this rank's batch of step."""
+
+    def __init__(self, dataset, indices: np.ndarray, batch: int, rank: int, world: int, seed: int, stream: int):
+        self.ds, self.indices, self.batch, self.rank, self.world = dataset, indices, batch, rank, world
+        self.seed, self.stream = seed, stream
+        self.steps_per_epoch = len(indices) // (batch * world)
+        self._perm_epoch, self._perm = -1, None
+
+    def get(self, step: int) -> dict:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, self.stream, epoch])
+            self._perm, self._perm_epoch = self.indices[rng.permutation(len(self.indices))], epoch
+        g = self.batch * self.world
+        idx = self._perm[k * g + self.rank * self.batch: k * g + (self.rank + 1) * self.batch]
+        return self.ds.__getitems__(np.sort(idx).tolist())
+
+
+def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float) -> torch.Tensor:
+    """z' for the GAN terms: truncation × truncated normal (±2), seeded by (seed, step, rank)."""
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
+    z = torch.empty(n, 128)
+    torch.nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=g)
+    return z * truncation
+
+
+class _Prefetch(torch.utils.data.Dataset):
+    """Dataset over steps, so a DataLoader with workers prefetches the next batches."""
+
+    def __init__(self, sources: dict, first: int, last: int):
+        self.sources, self.first, self.n = sources, first, last - first
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        step = self.first + i
+        return {name: src.get(step) for name, src in self.sources.items()}
+
+
+# ---- checkpoint --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt checkpoint is a user-level problem
+        raise TinyGANError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+
+def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, live_dir: str,
+          cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
+    """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
+    device, rank, world = _setup_device(cfg)
+    master = rank == 0
+    torch.manual_seed(cfg.seed)
+
+    # data
+    tds = shards.ShardDataset(teacher_dir, fields=("z", "y", "images"))
+    labels = tds.labels()
+    within = _index_within_class(labels)
+    is_holdout = within < cfg.holdout_per_class
+    train_idx, hold_idx = np.flatnonzero(~is_holdout), np.flatnonzero(is_holdout)
+    need = cfg.batch_size * world
+    if len(train_idx) < need:
+        raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} process(es) is larger than the "
+                           f"{len(train_idx)} training teacher pairs in {teacher_dir}; lower train.batch_size or "
+                           f"raise sample.per_class")
+    sources = {"t": StepBatches(tds, train_idx, cfg.batch_size, rank, world, cfg.seed, stream=1)}
+    if cfg.uses_real:
+        rds = shards.ShardDataset(real_dir, fields=("images", "y"))
+        if len(rds) < need:
+            raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
+                               f"images in {real_dir}; lower train.batch_size")
+        sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
+    steps_per_epoch = sources["t"].steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+
+    # models and optimisers
+    G = Generator(cfg.variant, cfg.ch).to(device)
+    D = Discriminator(cfg.d_ch).to(device)
+    if device.type == "cuda":
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    ema = EMA(G, cfg.ema_decay) if cfg.ema else None
+
+    ckpt_path = Path(ckpt_path)
+    if snapshot_dir:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(ckpt_path)
+    step = 0
+    if state is not None and state["config"] != _config_key(cfg, world):
+        if master:  # a new experiment (other params): the old run's checkpoint and snapshots do not apply
+            tqdm.write(f"train: {ckpt_path} was made with other settings; starting a fresh run")
+            if snapshot_dir:
+                for f in Path(snapshot_dir).glob("G-*.safetensors"):
+                    f.unlink()
+        state = None
+    elif state is None and master and snapshot_dir:
+        for f in Path(snapshot_dir).glob("G-*.safetensors"):
+            f.unlink()
+    if state is not None:
+        G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        step = int(state["step"])
+    g_ddp, d_ddp = G, D
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [device.index] if device.type == "cuda" else None
+        g_ddp, d_ddp = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    hold = _holdout_batch(tds, hold_idx, device)
+    live = _open_live(live_dir, resume_step=step) if master else None
+    l1_start = state["heldout_l1_start"] if state is not None else heldout_l1(G, hold)
+    if master and state is None:
+        _log(live, 0, {"heldout_l1": l1_start})
+
+    loader = torch.utils.data.DataLoader(_Prefetch(sources, step, total), batch_size=None, shuffle=False,
+                                         num_workers=cfg.workers, persistent_workers=False)
+    bar = tqdm(total=total, initial=step, unit="step", disable=not (progress and master), dynamic_ncols=True,
+               desc="train")
+    t0, seen = time.perf_counter(), 0
+    for batch in loader:
+        epoch = step // steps_per_epoch
+        lam_pix = losses.lambda_pix_at(epoch, cfg.lambda_pix, cfg.lambda_pix_decay)
+        for opt, base in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = losses.lr_at(step, base, cfg.lr_decay_start, total)
+        update_g = (step + 1) % cfg.g_every == 0
+        adversarial = update_g and losses.adversarial_g_step(step, cfg.adv_every)
+        logs = _iteration(cfg, g_ddp, d_ddp, G, D, opt_g, opt_d, batch, step, rank, device, autocast,
+                          lam_pix, update_g, adversarial)
+        if ema is not None and update_g:
+            ema.update(G, decay=None if step >= cfg.ema_start else 0.0)
+        step += 1
+        seen += cfg.batch_size * world
+        bar.update(1)
+        if master and (step % cfg.log_every == 0 or step == total):
+            ips = seen / (time.perf_counter() - t0)
+            bar.set_postfix(d=f"{logs.get('loss_d', float('nan')):.3f}", g=f"{logs.get('loss_g', float('nan')):.3f}",
+                            img_s=f"{ips:.1f}")
+            _log(live, step, {**logs, "lambda_pix": lam_pix, "lr_g": opt_g.param_groups[0]["lr"],
+                              "lr_d": opt_d.param_groups[0]["lr"], "images_per_s": ips, "epoch": epoch})
+        sampler = ema.module if ema is not None else G
+        if master and (step % cfg.sample_every == 0 or step == total):
+            l1 = heldout_l1(sampler, hold)
+            _log(live, step, {"heldout_l1": l1})
+            live.log_image("grid.png", sample_grid(sampler, hold))
+        if master and snapshot_dir and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_generator(sampler, Path(snapshot_dir) / f"G-{step:07d}.safetensors", cfg)
+        if master and (step % cfg.checkpoint_every == 0 or step == total):
+            save_checkpoint(ckpt_path, {
+                "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "ema": ema.state_dict() if ema is not None else {}, "step": step, "epoch": epoch,
+                "lambda_pix": lam_pix, "rng": {"torch": torch.get_rng_state()},
+                "config": _config_key(cfg, world), "heldout_l1_start": l1_start})
+    bar.close()
+
+    summary = {}
+    if master:
+        final = ema.module if ema is not None else G
+        l1_end = heldout_l1(final, hold)
+        save_generator(final, Path(generator_out), cfg)
+        summary = {"heldout_l1_start": l1_start, "heldout_l1_end": l1_end, "steps": total,
+                   "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "train_pairs": int(len(train_idx)),
+                   "heldout_pairs": int(len(hold_idx)), "world_size": world, "ema": cfg.ema}
+        live.summary.update(summary)
+        live.end()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _iteration(cfg, g_ddp, d_ddp, G, D, opt_g, opt_d, batch, step, rank, device, autocast,
+               lam_pix, update_g, adversarial) -> dict:
+    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward."""
+    t = {k: v.to(device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
+    r = {k: v.to(device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
+    z, y = [], []
+    if t is not None:
+        z.append(t["z"]); y.append(t["y"])
+    if r is not None:  # fresh noise z' with the real batch's labels y_r
+        z.append(_fresh_noise(cfg.seed, step, rank, len(r["y"]), cfg.truncation).to(device)); y.append(r["y"])
+    n = len(y[0])
+    logs = {}
+
+    # one student forward for both steps (graph kept only when G is updated this iteration)
+    with autocast, (nullcontext() if update_g else torch.no_grad()):
+        fake = (g_ddp if update_g else G)(torch.cat(z), torch.cat(y))
+    fake_kd = fake[:n] if t is not None else None
+    fake_gan = fake[-n:] if r is not None else None
+
+    # ---- D step: L_D = w_kd_d·L_KD_D + λ4·L_GAN_D, one batched D forward
+    d_w = losses.discriminator_weights(cfg.lambda_gan_d, cfg.lambda_kd_d)
+    t_feats = None
+    if losses.active(d_w):
+        with autocast:
+            d_terms, t_feats = losses.discriminator_terms(
+                d_ddp, d_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
+                real_img=r["images"] if r else None, y_real=r["y"] if r else None, fake_img=fake_gan)
+        loss_d, d_logs = losses.discriminator_loss(d_terms, d_w)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        logs.update({("loss_d" if k == "total" else k): float(v) for k, v in d_logs.items()})
+    if not update_g:
+        return logs
+
+    # ---- G step: L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S]; D frozen (plain module)
+    g_w = losses.generator_weights(lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, adversarial)
+    if not t:
+        g_w = {k: (v if k == "gan_s" else 0.0) for k, v in g_w.items()}
+    if not losses.active(g_w):
+        return logs
+    for p in D.parameters():
+        p.requires_grad_(False)
+    with autocast:
+        g_terms = losses.generator_terms(
+            D, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
+            t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None)
+    for p in D.parameters():
+        p.requires_grad_(True)
+    loss_g, g_logs = losses.generator_loss(g_terms, g_w)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    logs.update({("loss_g" if k == "total" else k): float(v) for k, v in g_logs.items()})
+    return logs
+
+
+# ---- evaluation helpers used during training -----------------------------------------------------------------
+
+def _index_within_class(labels: np.ndarray) -> np.ndarray:
+    """Position of each sample among the samples of its class, in dataset order (0, 1, 2, ... per class)."""
+    out = np.empty(len(labels), np.int64)
+    seen: dict[int, int] = {}
+    for i, c in enumerate(labels.tolist()):
+        out[i] = seen.get(c, 0)
+        seen[c] = out[i] + 1
+    return out
+
+
+def _holdout_batch(ds, idx: np.ndarray, device) -> dict:
+    if len(idx) == 0:
+        raise TinyGANError("train.holdout_per_class is 0: at least one held-out teacher pair per class is needed "
+                           "for the held-out L1 and the sample grid")
+    b = ds.__getitems__(idx.tolist())
+    return {k: v.to(device) for k, v in b.items()}
+
+
+@torch.no_grad()
+def heldout_l1(G: torch.nn.Module, hold: dict) -> float:
+    """Mean |T(z,y) - S(z,y)| on held-out teacher pairs (G in eval mode: running BN statistics)."""
+    was = G.training
+    G.eval()
+    out = G(hold["z"], hold["y"]).float()
+    G.train(was)
+    return float((out - hold["images"]).abs().mean())
+
+
+@torch.no_grad()
+def sample_grid(G: torch.nn.Module, hold: dict, per_row: int = 16):
+    """PIL image: rows of teacher images above the student's images for the same fixed held-out (z, y)."""
+    from PIL import Image
+
+    was = G.training
+    G.eval()
+    k = min(per_row, len(hold["y"]))
+    sel = torch.linspace(0, len(hold["y"]) - 1, k).round().long()
+    s = G(hold["z"][sel], hold["y"][sel]).float().cpu()
+    G.train(was)
+    t = hold["images"][sel].float().cpu()
+    rows = [torch.cat(list(x), dim=2) for x in (t, s)]        # [3, H, k*W]
+    grid = torch.cat(rows, dim=1)                               # teacher row over student row
+    arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(arr)
+
+
+def save_generator(G: torch.nn.Module, path: Path, cfg: TrainConfig) -> None:
+    """Generator weights as safetensors plus the config needed to rebuild it (no pickle)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(G.config)})
+    write_json(path.with_suffix(".json"), G.config)
+
+
+# ---- dvclive ----------------------------------------------------------------------------------------------
+
+def _open_live(live_dir: str, resume_step: int):
+    """dvclive logger (dvcyaml=False: plots are declared in dvc.yaml). On resume, history past the checkpoint's
+    step (logged before a crash) is cut so the curves continue cleanly."""
+    from dvclive import Live
+
+    if resume_step:
+        for tsv in Path(live_dir, "plots", "metrics").rglob("*.tsv"):
+            lines = tsv.read_text().splitlines(keepends=True)
+            head, rows = lines[:1], lines[1:]
+            col = head[0].rstrip("\n").split("\t").index("step") if head else 0
+            keep = [r for r in rows if int(r.split("\t")[col]) <= resume_step]
+            tsv.write_text("".join(head + keep))
+    live = Live(live_dir, resume=bool(resume_step), dvcyaml=False, save_dvc_exp=False, report=None)
+    return live
+
+
+def _log(live, step: int, values: dict) -> None:
+    live.step = step
+    for k, v in values.items():
+        if v is not None and math.isfinite(float(v)):
+            live.log_metric(k, float(v), plot=True)
+
+
+def _config_key(cfg: TrainConfig, world: int) -> str:
+    """What a checkpoint must match to be resumed: everything but the logging cadence and worker count."""
+    d = dataclasses.asdict(cfg)
+    for k in ("checkpoint_every", "sample_every", "log_every", "workers", "snapshot_every"):
+        d.pop(k)
+    d["world"] = world
+    return json.dumps(d, sort_keys=True)
