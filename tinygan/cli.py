@@ -70,6 +70,58 @@ def verify(directory: str = typer.Argument(..., help="a shard directory (data/re
     typer.echo(f"ok: {directory}: {report['n']} samples in {len(report['shards'])} shards, checksums match")
 
 
+@app.command()
+@report_errors
+def summary(
+    variant: str = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
+    ch: int = typer.Option(32, help="generator channel multiplier (paper: 32)"),
+    d_ch: int = typer.Option(32, help="discriminator channel multiplier"),
+    layers: bool = typer.Option(False, "--layers", help="print the per-layer table"),
+):
+    """Parameters and MACs per 128x128 image of the student G and D, measured with a counter."""
+    import json
+
+    import torch
+
+    from tinygan import summary as summ
+    from tinygan.models import Discriminator, Generator
+
+    G, D = Generator(variant, ch), Discriminator(d_ch)
+    z, y = torch.zeros(1, 128), torch.zeros(1, dtype=torch.long)
+    g = summ.summary(G, (z, y))
+    d = summ.summary(D, (torch.zeros(1, 3, 128, 128), y))
+    if layers:
+        typer.echo(g["table"])
+        typer.echo(d["table"])
+    typer.echo(json.dumps({"generator": {"variant": variant, "ch": ch, "params": g["params"],
+                                         "macs_per_image": g["macs_per_image"]},
+                           "discriminator": {"ch": d_ch, "params": d["params"],
+                                             "macs_per_image": d["macs_per_image"]}}, indent=2))
+
+
+@app.command()
+@report_errors
+def generate(
+    model: str = typer.Argument(..., help="exported generator.safetensors or generator.onnx (ONNX needs no torch)"),
+    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or "
+                                      "name (golden_retriever); repeat for several"),
+    n: int = typer.Option(8, "-n", help="images per class"),
+    truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in (0, 1]"),
+    seed: int = typer.Option(0, help="seed of the noise"),
+    out: str = typer.Option("samples.png", "--out", "-o", help="grid .png path, or a directory"),
+    grid: bool = typer.Option(True, "--grid/--no-grid", help="one grid PNG, or one PNG per image (out = dir)"),
+    interpolate: Optional[str] = typer.Option(None, help="classes:A,B (z fixed) or seeds:S1,S2 (class fixed)"),
+    steps: int = typer.Option(8, help="columns of an interpolation sheet"),
+    synsets: Optional[str] = typer.Option(None, help="LOC_synset_mapping.txt-style file for class names"),
+):
+    """Make images with an exported student (see `dvc repro export`)."""
+    from tinygan.generate import generate as run
+
+    for path in run(model, out, classes, n=n, truncation=truncation, seed=seed, grid=grid,
+                    interpolate=interpolate, steps=steps, synsets=synsets):
+        typer.echo(path)
+
+
 def main() -> None:
     app()
 

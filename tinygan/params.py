@@ -179,6 +179,10 @@ SCHEMA: dict[str, Any] = {
         "workers": Int(0),
         "device": Choice("auto", "cpu", "cuda"),
     },
+    "export": {
+        "opset": Int(13, 21),
+        "atol": Float(0),
+    },
 }
 
 

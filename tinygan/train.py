@@ -203,11 +203,11 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
         if master:  # a new experiment (other params): the old run's checkpoint and snapshots do not apply
             tqdm.write(f"train: {ckpt_path} was made with other settings; starting a fresh run")
             if snapshot_dir:
-                for f in Path(snapshot_dir).glob("G-*.safetensors"):
+                for f in Path(snapshot_dir).glob("G-*"):
                     f.unlink()
         state = None
     elif state is None and master and snapshot_dir:
-        for f in Path(snapshot_dir).glob("G-*.safetensors"):
+        for f in Path(snapshot_dir).glob("G-*"):
             f.unlink()
     if state is not None:
         G.load_state_dict(state["G"]); D.load_state_dict(state["D"])

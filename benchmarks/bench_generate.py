@@ -1,0 +1,108 @@
+"""Generation speed on CPU: PyTorch eager vs TorchScript vs onnxruntime, side by side in one run.
+
+For each model (TinyGAN-dw ch=32, the paper's; ch=8, the demo's; random weights — speed does not depend on
+them) the three backends are timed at batch 1 and batch 64, interleaved round by round so that they see the
+same machine load; the median time per call gives images/s. Prints JSON with ratios vs eager.
+
+    python benchmarks/bench_generate.py [--rounds-1 10] [--rounds-64 2] [--threads 0] [--ch 32 8]
+
+On a small shared machine use ``--threads 1``: with more intra-op threads than free cores, torch's threads
+spin against each other and eager / TorchScript times balloon. Batch 64 of ch=32 takes seconds per call on
+CPU, so the default keeps two timed rounds there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinygan.export import make_config, save_onnx, save_torchscript
+from tinygan.models import Generator
+from tinygan.teacher import truncated_z_batch
+
+
+def backends(G: Generator, tmp: Path, threads: int) -> dict:
+    """name -> fn(z numpy, y numpy) -> numpy, for eager, TorchScript and onnxruntime."""
+    import onnxruntime as ort
+
+    save_torchscript(G, tmp / "g.pt")
+    save_onnx(G, tmp / "g.onnx", make_config(G.config, [0], 0.5), opset=17)
+    ts = torch.jit.load(str(tmp / "g.pt"))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(tmp / "g.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def torch_fn(model):
+        def run(z, y):
+            with torch.inference_mode():
+                return model(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+        return run
+
+    return {"eager": torch_fn(G), "torchscript": torch_fn(ts),
+            "onnxruntime": lambda z, y: sess.run(["image"], {"z": z, "y": y})[0]}
+
+
+def bench_model(ch: int, batches: dict[int, int], threads: int) -> dict:
+    torch.manual_seed(0)
+    G = Generator("dw", ch).eval()
+    out = {"variant": "dw", "ch": ch, "params": sum(p.numel() for p in G.parameters())}
+    with tempfile.TemporaryDirectory() as tmp:
+        fns = backends(G, Path(tmp), threads)
+        for batch, rounds in batches.items():
+            y = np.arange(batch, dtype=np.int64) % 1000
+            z = truncated_z_batch(0, y, np.arange(batch), 0.5)
+            ref = fns["eager"](z, y)
+            for name, fn in fns.items():  # warm-up (TorchScript profiling runs, ORT arena) + agreement
+                for _ in range(2 if batch == 1 else 1):
+                    got = fn(z, y)
+                out.setdefault("max_abs_diff_vs_eager", {})[name] = float(np.abs(got - ref).max())
+            times = {name: [] for name in fns}
+            for _ in range(rounds):
+                for name, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn(z, y)
+                    times[name].append(time.perf_counter() - t0)
+            ips = {name: batch / statistics.median(t) for name, t in times.items()}
+            out[f"batch_{batch}"] = {
+                "rounds": rounds,
+                "images_per_s": {k: round(v, 2) for k, v in ips.items()},
+                "ratio_vs_eager": {k: round(v / ips["eager"], 3) for k, v in ips.items()},
+                "median_s_per_call": {k: round(statistics.median(t), 4) for k, t in times.items()},
+            }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds-1", type=int, default=10, help="timed calls per backend at batch 1")
+    ap.add_argument("--rounds-64", type=int, default=2, help="timed calls per backend at batch 64")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads for torch and ORT (0: default)")
+    ap.add_argument("--ch", type=int, nargs="+", default=[32, 8], help="channel multipliers to time")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    results = [bench_model(ch, {1: args.rounds_1, 64: args.rounds_64}, args.threads) for ch in args.ch]
+    import onnxruntime as ort
+
+    print(json.dumps({
+        "benchmark": "generate (CPU): images/s, median of interleaved rounds",
+        "torch": torch.__version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "models": results, "wall_s": round(time.perf_counter() - t0, 1),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Stage `export`: the trained student as safetensors (+ config.json), TorchScript and ONNX, each checked against
+the PyTorch model on fixed inputs (fails above export.atol), plus samples.png and MODEL_CARD.md (export/)."""
+import json
+from pathlib import Path
+
+from tinygan import export, params
+from tinygan.cli import run_stage
+
+OUT = "export"
+
+
+def main(params_file: str = "params.yaml") -> None:
+    """Export data/student/generator.safetensors into export/ in three formats with parity checks."""
+    p = params.load(params_file)
+    metrics = "eval/metrics.json" if Path("eval/metrics.json").exists() else None
+    train_summary = json.loads(Path("dvclive/train/metrics.json").read_text())
+    export.export("data/student/generator.safetensors", OUT, classes=p["classes"], metrics_path=metrics,
+                  train_summary=train_summary, params_snapshot=p, grid_png="dvclive/train/plots/images/grid.png",
+                  opset=p["export"]["opset"], atol=p["export"]["atol"], truncation=p["sample"]["truncation"],
+                  teacher=p["sample"]["teacher"], seed=p["seed"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,204 @@
+"""Export: three formats with parity against the eager model, one-file dynamic-batch ONNX, config, model card."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tinygan import export as ex
+from tinygan.errors import TinyGANError
+from tinygan.generate import load_generator
+from tinygan.models import Generator
+
+CLASSES = [1, 9, 207]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the test machine is small and shared: intra-op threads only fight each other here
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    """ch=4 generator with random weights (CBN gains non-trivial) and BN running stats from a few batches."""
+    torch.manual_seed(seed)
+    G = Generator("dw", 4)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(0.0, 0.2)
+        G.train()
+        for _ in range(3):
+            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
+    return G.eval()
+
+
+def save_train_output(G: Generator, path) -> str:
+    """The train stage's format: safetensors with {"config": json} metadata, plus <stem>.json."""
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path),
+              metadata={"config": json.dumps(G.config)})
+    path.with_suffix(".json").write_text(json.dumps(G.config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    G = tiny_generator()
+    src = save_train_output(G, root / "generator.safetensors")
+    grid = root / "grid.png"
+    from PIL import Image
+    Image.new("RGB", (64, 32), (200, 10, 10)).save(grid)
+    metrics = root / "metrics.json"
+    metrics.write_text(json.dumps({"extractor": "demo-judge", "fid": 12.5, "intra_fid": {"mean": 30.25},
+                                   "is_mean": 3.5}))
+    out = root / "model"
+    report = ex.export(src, str(out), CLASSES, metrics_path=str(metrics),
+                       train_summary={"train_pairs": 480, "heldout_pairs": 32, "steps": 360},
+                       params_snapshot={"train": {"ch": 4, "epochs": 12}}, grid_png=str(grid),
+                       teacher="data/demo/teacher", truncation=0.5)
+    return G, out, report, grid
+
+
+def test_files_and_parity_report(exported):
+    G, out, report, _ = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["generator.safetensors", "config.json", "generator.torchscript.pt", "generator.onnx", "parity.json",
+         "samples.png", "MODEL_CARD.md"])  # no external-data side files, no temp files left
+    assert set(report) == {"safetensors", "torchscript", "onnx", "atol"}
+    for fmt in ("safetensors", "torchscript", "onnx"):
+        assert 0.0 <= report[fmt] <= 1e-4
+    assert json.loads((out / "parity.json").read_text()) == report
+
+
+def test_safetensors_and_config(exported):
+    G, out, _, _ = exported
+    cfg = json.loads((out / "config.json").read_text())
+    assert {k: cfg[k] for k in G.config} == G.config
+    assert cfg["classes"] == CLASSES and cfg["class_wnids"][2] == "n02099601"
+    assert cfg["truncation"] == 0.5 and cfg["layout"] == "NCHW" and cfg["output_range"] == [-1.0, 1.0]
+    assert cfg["format_version"] == ex.FORMAT_VERSION
+    with safe_open(str(out / "generator.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["classes"] == CLASSES
+        # BN running statistics travel with the weights
+        assert torch.equal(f.get_tensor("bn.running_var"), G.bn.running_var)
+    G2 = load_generator(out / "generator.safetensors")
+    assert not G2.training
+    z, y = torch.randn(3, 128) * 0.5, torch.tensor([1, 9, 207])
+    with torch.no_grad():
+        assert torch.equal(G2(z, y), G(z, y))
+
+
+def test_eval_mode_bn_is_non_trivial(exported):
+    # the running stats differ from the init (0, 1), so eval and train mode outputs differ
+    G, *_ = exported
+    assert not torch.allclose(G.blocks[0].cbn0.bn.running_var, torch.ones_like(G.blocks[0].cbn0.bn.running_var))
+
+
+def test_torchscript_dynamic_batch(exported):
+    G, out, _, _ = exported
+    ts = torch.jit.load(str(out / "generator.torchscript.pt"))
+    for n in (1, 3):
+        z, y = torch.randn(n, 128) * 0.5, torch.randint(0, 1000, (n,))
+        with torch.no_grad():
+            assert (ts(z, y) - G(z, y)).abs().max().item() <= 1e-5
+
+
+def test_onnx_one_file_dynamic_batch(exported):
+    import onnx
+    import onnxruntime as ort
+
+    G, out, _, _ = exported
+    model = onnx.load(str(out / "generator.onnx"))
+    onnx.checker.check_model(model)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    inputs = {i.name: i.type.tensor_type for i in model.graph.input}
+    assert set(inputs) == {"z", "y"}
+    assert inputs["z"].elem_type == onnx.TensorProto.FLOAT and inputs["y"].elem_type == onnx.TensorProto.INT64
+    assert inputs["z"].shape.dim[0].dim_param and inputs["z"].shape.dim[1].dim_value == 128
+    assert [o.name for o in model.graph.output] == ["image"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["tinygan_config"])["classes"] == CLASSES
+
+    sess = ort.InferenceSession(str(out / "generator.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        z = (np.random.default_rng(n).standard_normal((n, 128)) * 0.5).astype(np.float32)
+        y = np.array([1, 207, 9][:n], dtype=np.int64)
+        img = sess.run(["image"], {"z": z, "y": y})[0]
+        assert img.shape == (n, 3, 128, 128) and img.dtype == np.float32
+        assert np.abs(img).max() <= 1.0
+        with torch.no_grad():
+            ref = G(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+        assert np.abs(img - ref).max() <= 1e-4
+
+
+def test_parity_failure_names_the_format(exported):
+    G, out, _, _ = exported
+    broken = load_generator(out / "generator.safetensors")
+    with torch.no_grad():
+        broken.to_rgb.bias += 0.5  # the eager model no longer matches the files on disk
+    with pytest.raises(TinyGANError, match=r"parity check failed: safetensors .* differs .* by"):
+        ex.check_parity(broken, out, CLASSES, 0.5, atol=1e-4)
+
+
+def test_model_card(exported):
+    G, out, _, grid = exported
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "**Feature extractor: `demo-judge`**" in card and "NOT comparable" in card
+    assert f"{sum(p.numel() for p in G.parameters()):,}" in card  # parameter count
+    assert "MACs per image" in card and "data/demo/teacher" in card
+    assert "intra_fid.mean" in card and "30.25" in card
+    assert "train_pairs" in card and "480" in card and "epochs" in card
+    assert "](samples.png)" in card and (out / "samples.png").read_bytes() == grid.read_bytes()
+    for snippet in ("torch.jit.load", "onnxruntime", "load_generator"):
+        assert snippet in card
+
+
+def test_export_without_metrics_renders_samples(tmp_path):
+    src = save_train_output(tiny_generator(1), tmp_path / "g.safetensors")
+    ex.export(src, str(tmp_path / "m"), [207], None, None, None, None)
+    from PIL import Image
+    assert Image.open(tmp_path / "m" / "samples.png").size == (8 * 128, 128)
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "No metrics were given" in card
+
+
+def test_export_bad_inputs(tmp_path):
+    with pytest.raises(TinyGANError, match="does not exist"):
+        ex.export(str(tmp_path / "nope.safetensors"), str(tmp_path / "m"), [1], None, None, None, None)
+    src = save_train_output(tiny_generator(2), tmp_path / "g.safetensors")
+    with pytest.raises(TinyGANError, match="classes"):
+        ex.export(src, str(tmp_path / "m"), [1000], None, None, None, None)
+    with pytest.raises(TinyGANError, match="metrics file"):
+        ex.export(src, str(tmp_path / "m"), [1], str(tmp_path / "missing.json"), None, None, None)
+
+
+class _ViewGenerator(Generator):
+    """The generator with the fc output reshaped by view(-1, C, 4, 4), which the legacy ONNX exporter
+    cannot shape-infer with a dynamic batch: save_onnx must still produce an exact graph."""
+
+    def forward(self, z, y):
+        emb = self.embedding(y)
+        h = self.fc(z).view(-1, self.c0, self.s0, self.s0)
+        for block in self.blocks:
+            h = block(h, emb)
+        return torch.tanh(self.to_rgb(torch.relu(self.bn(h))))
+
+
+def test_onnx_export_of_view_reshape(tmp_path):
+    import onnxruntime as ort
+
+    G = _ViewGenerator("dw", 4)
+    G.load_state_dict(tiny_generator(3).state_dict())
+    G.eval()
+    ex.save_onnx(G, tmp_path / "g.onnx", ex.make_config(G.config, [1], 0.5), opset=17)
+    sess = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    z, y = (np.random.default_rng(0).standard_normal((3, 128)) * 0.5).astype(np.float32), np.array([1, 2, 3])
+    with torch.no_grad():
+        ref = G(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+    assert np.abs(sess.run(["image"], {"z": z, "y": y})[0] - ref).max() <= 1e-4
+    assert G.fc._forward_hooks == {}  # the export hook is gone

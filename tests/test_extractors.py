@@ -1,0 +1,161 @@
+"""Extractor loading (hash check, call path), streaming extraction, and the demo judge."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tinygan.errors import TinyGANError
+from tinygan.extractors import (INCEPTION_SHA256, INCEPTION_URL, JUDGE_NAME, extract, load_extractor)
+from tinygan.frechet import Stats, frechet_distance
+from tinygan.io import sha256_file
+from tinygan.judge import train_judge
+
+
+class FakeInception(nn.Module):
+    """Same forward signature as the NVlabs TorchScript Inception; d = 6 features, K = 10 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.output = nn.Linear(6, 10)
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
+                no_output_bias: bool = False) -> torch.Tensor:
+        x = F.interpolate(img.to(torch.float32), size=(16, 16), mode="bilinear", align_corners=False)
+        features = self.layers((x - 128) / 128)
+        if return_features:
+            return features
+        logits = F.linear(features, self.output.weight) if no_output_bias else self.output(features)
+        return F.softmax(logits, dim=1)
+
+
+@pytest.fixture(scope="module")
+def fake_inception(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inc") / "inception-2015-12-05.pt"
+    torch.jit.save(torch.jit.script(FakeInception()), str(path))
+    return path
+
+
+def _images(n, seed=0, size=20):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+
+
+def test_missing_inception_names_path_url_and_hash(tmp_path):
+    where = tmp_path / "weights" / "inception-2015-12-05.pt"
+    with pytest.raises(TinyGANError) as e:
+        load_extractor(where, "inception")
+    msg = str(e.value)
+    assert str(where) in msg and INCEPTION_URL in msg and INCEPTION_SHA256 in msg and "\n" not in msg
+
+
+def test_wrong_hash_is_rejected(fake_inception):
+    # The fake file is not the real Inception, so the default pinned hash must reject it.
+    with pytest.raises(TinyGANError) as e:
+        load_extractor(fake_inception, "inception")
+    msg = str(e.value)
+    assert sha256_file(fake_inception) in msg and INCEPTION_SHA256 in msg and INCEPTION_URL in msg
+
+
+def test_corrupt_file_with_matching_hash_is_a_user_error(tmp_path):
+    bad = tmp_path / "inception-2015-12-05.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(TinyGANError, match="cannot load"):
+        load_extractor(bad, "inception", sha256=sha256_file(bad))
+
+
+def test_unknown_kind(fake_inception):
+    with pytest.raises(TinyGANError, match="kind"):
+        load_extractor(fake_inception, "vgg")
+
+
+def test_inception_call_path(fake_inception):
+    ext = load_extractor(fake_inception, "inception", sha256=sha256_file(fake_inception))
+    assert ext.name == "inception-2015-12-05" and ext.feature_dim == 6 and ext.num_classes == 10
+    assert ext._one_pass  # probs derived from the features' pass, verified against the module
+    imgs = _images(5)
+    feats, probs = ext(imgs)
+    assert feats.dtype == np.float32 and feats.shape == (5, 6)
+    assert probs.dtype == np.float32 and probs.shape == (5, 10)
+    module = torch.jit.load(str(fake_inception))
+    with torch.no_grad():
+        ref_f = module(imgs, return_features=True).numpy()
+        ref_p = module(imgs, return_features=False, no_output_bias=True).numpy()  # IS as StyleGAN2-ADA
+    np.testing.assert_allclose(feats, ref_f, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(probs, ref_p, rtol=1e-5, atol=1e-7)
+    f2, p2 = ext(imgs, need_probs=False)
+    assert p2 is None and np.array_equal(f2, feats)
+    with pytest.raises(ValueError):
+        ext(imgs.float())
+
+
+def test_extract_streams_overall_and_per_class_stats(fake_inception):
+    ext = load_extractor(fake_inception, "inception", sha256=sha256_file(fake_inception))
+    imgs = _images(30, seed=1)
+    labels = np.arange(30) % 3
+    batches = [(imgs[i:i + 8], labels[i:i + 8]) for i in range(0, 30, 8)]
+    out = extract(ext, batches, per_class=True, reservoir=10, seed=0, total=30)
+    feats, probs = ext(imgs)
+    assert out.stats.n == 30 and not out.stats.low_rank  # 30 > d = 6: folded into a scatter matrix
+    np.testing.assert_allclose(out.stats.cov(), np.cov(feats.astype(np.float64), rowvar=False), rtol=1e-6,
+                               atol=1e-9)
+    np.testing.assert_allclose(out.probs, probs, rtol=1e-6)
+    np.testing.assert_array_equal(out.labels, labels)
+    assert out.stats.reservoir.shape == (10, 6)
+    assert out.class_stats.classes == [0, 1, 2] and out.class_stats.overall is out.stats
+    for c in range(3):
+        direct = Stats.from_features(feats[labels == c])
+        assert abs(frechet_distance(out.class_stats[c], direct)) < 1e-6
+    with pytest.raises(TinyGANError, match="labels"):
+        extract(ext, [imgs[:4]], per_class=True)
+
+
+def _squares(n_per_class, seed, size=32):
+    """Three classes: a red, green or blue square at a random place on a dark noisy background."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220]], dtype=np.uint8)
+    images, labels = [], []
+    for c in range(3):
+        for _ in range(n_per_class):
+            img = rng.integers(0, 70, (size, size, 3)).astype(np.uint8)
+            s = rng.integers(size // 3, size // 2)
+            y, x = rng.integers(0, size - s, 2)
+            img[y:y + s, x:x + s] = colours[c]
+            images.append(img)
+            labels.append([7, 42, 300][c])  # ImageNet indices of the demo classes
+    return np.stack(images), np.array(labels)
+
+
+def test_judge_trains_separates_classes_and_loads_as_extractor(tmp_path):
+    images, labels = _squares(20, seed=0)
+    out = tmp_path / "judge.pt"
+    report = train_judge(images, labels, [7, 42, 300], out, seed=0, epochs=12, progress=False)
+    assert report["heldout_accuracy"] >= 0.9 and report["train_accuracy"] >= 0.9
+    assert report["num_heldout"] == 12 and report["num_train"] == 48
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["classes"] == [7, 42, 300] and side["sha256"] == sha256_file(out)
+
+    ext = load_extractor(out, "judge", sha256=report["sha256"])
+    assert ext.name == JUDGE_NAME and "not Inception" in ext.name
+    assert ext.class_map == [7, 42, 300] and ext.num_classes == 3 and ext.feature_dim == report["feature_dim"]
+    test_images, test_labels = _squares(5, seed=1, size=48)  # other size: the judge resizes inside
+    feats, probs = ext(torch.from_numpy(test_images).permute(0, 3, 1, 2).contiguous())
+    assert feats.shape == (15, report["feature_dim"]) and probs.shape == (15, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    predicted = np.array(ext.class_map)[probs.argmax(1)]
+    assert (predicted == test_labels).mean() >= 0.8
+    with pytest.raises(TinyGANError, match="sha256"):
+        load_extractor(out, "judge", sha256="0" * 64)
+
+
+def test_judge_is_deterministic_and_checks_labels(tmp_path):
+    images, labels = _squares(4, seed=2, size=16)
+    a = train_judge(images, labels, [7, 42, 300], tmp_path / "a.pt", seed=3, epochs=1)
+    b = train_judge(images, labels, [7, 42, 300], tmp_path / "b.pt", seed=3, epochs=1)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert a["sha256"] == b["sha256"]
+    with pytest.raises(TinyGANError, match="not among"):
+        train_judge(images, labels, [7, 42], tmp_path / "c.pt", seed=0, epochs=1)

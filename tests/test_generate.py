@@ -1,0 +1,238 @@
+"""generate: grids / single PNGs / interpolation sheets from exported safetensors and ONNX models; bad inputs."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from tinygan import export as ex
+from tinygan import generate as gen
+from tinygan.errors import TinyGANError
+from tinygan.models import Generator
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [1, 9, 207]
+R = 128
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An exported tiny (ch=4) generator with random weights and BN statistics: the export directory."""
+    root = tmp_path_factory.mktemp("gen")
+    torch.manual_seed(0)
+    G = Generator("dw", 4)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(0.0, 0.2)
+        G.train()
+        for _ in range(2):
+            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
+    G.eval()
+    src = root / "train.safetensors"
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(src),
+              metadata={"config": json.dumps(G.config)})
+    ex.export(str(src), str(root / "model"), CLASSES, None, None, None, None)
+    return root / "model"
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_grid_from_safetensors_is_deterministic(model, tmp_path):
+    files = gen.generate(str(model / "generator.safetensors"), str(tmp_path / "a.png"),
+                         ["207", "n01443537", "Ostrich"], n=2, truncation=0.5, seed=3)
+    assert files == [str(tmp_path / "a.png")]
+    img = png(files[0])
+    assert img.shape == (3 * R, 2 * R, 3) and img.dtype == np.uint8
+    again = gen.generate(str(model / "generator.safetensors"), str(tmp_path / "b.png"),
+                         ["golden_retriever", "goldfish", "n01518878"], n=2, truncation=0.5, seed=3)
+    assert Path(again[0]).read_bytes() == Path(files[0]).read_bytes()  # index, wnid and name agree
+    other = gen.generate(str(model / "generator.safetensors"), str(tmp_path / "c.png"),
+                         ["207", "n01443537", "Ostrich"], n=2, truncation=0.5, seed=4)
+    assert Path(other[0]).read_bytes() != Path(files[0]).read_bytes()
+
+
+def test_rows_do_not_depend_on_other_classes(model, tmp_path):
+    both = png(gen.generate(str(model / "generator.safetensors"), str(tmp_path / "a.png"), ["1", "207"],
+                            n=2, truncation=0.5, seed=0)[0])
+    one = png(gen.generate(str(model / "generator.safetensors"), str(tmp_path / "b.png"), ["207"],
+                           n=2, truncation=0.5, seed=0)[0])
+    assert np.array_equal(both[R:], one)
+
+
+def test_individual_pngs(model, tmp_path):
+    out = tmp_path / "imgs"
+    files = gen.generate(str(model / "generator.safetensors"), str(out), ["207", "1"], n=2, truncation=0.4,
+                         seed=0, grid=False)
+    assert sorted(Path(f).name for f in files) == sorted(
+        ["n02099601_0.png", "n02099601_1.png", "n01443537_0.png", "n01443537_1.png"])
+    assert all(png(f).shape == (R, R, 3) for f in files)
+    grid = gen.generate(str(model / "generator.safetensors"), str(out), ["207", "1"], n=2, truncation=0.4, seed=0)
+    assert grid == [str(out / "grid.png")]
+    g = png(grid[0])
+    assert np.array_equal(g[:R, R:], png(out / "n02099601_1.png"))
+
+
+def test_onnx_without_torch(model, tmp_path):
+    """The ONNX path runs on onnxruntime alone and matches the safetensors model."""
+    onnx_png, st_png = tmp_path / "onnx.png", tmp_path / "st.png"
+    code = textwrap.dedent(f"""
+        import sys
+        from tinygan.generate import generate
+        generate({str(model / 'generator.onnx')!r}, {str(onnx_png)!r}, ['207', 'goldfish'], 3, 0.5, 7)
+        generate({str(model / 'generator.onnx')!r}, {str(tmp_path / 'seeds.png')!r}, ['207'], 1, 0.5, 0,
+                 interpolate='seeds:1,2', steps=3)
+        assert 'torch' not in sys.modules, 'torch was imported'
+        print('ok')
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+    gen.generate(str(model / "generator.safetensors"), str(st_png), ["207", "goldfish"], 3, 0.5, 7)
+    a, b = png(onnx_png).astype(int), png(st_png).astype(int)
+    assert a.shape == (2 * R, 3 * R, 3) and np.abs(a - b).max() <= 1
+    assert png(tmp_path / "seeds.png").shape == (R, 3 * R, 3)
+
+
+def test_config_from_embedded_metadata(model, tmp_path):
+    # a model file copied without its config.json still works: the config is embedded in the file
+    for name in ("generator.onnx", "generator.safetensors"):
+        (tmp_path / name).write_bytes((model / name).read_bytes())
+        cfg = gen.read_config(tmp_path / name)
+        assert cfg["classes"] == CLASSES and cfg["ch"] == 4
+
+
+def test_class_names():
+    names = gen.class_names()
+    assert gen.resolve_class("207", names=names) == 207
+    assert gen.resolve_class("n02099601", names=names) == 207
+    for s in ("golden_retriever", "golden retriever", "Golden Retriever", " GOLDEN-retriever "):
+        assert gen.resolve_class(s, names=names) == 207
+    with pytest.raises(TinyGANError, match=r"ambiguous.*134.*517"):  # 'crane': the bird and the machine
+        gen.resolve_class("crane", names=names)
+    with pytest.raises(TinyGANError, match=r"unknown class 'golden retreiver'.*close matches.*golden retriever"):
+        gen.resolve_class("golden retreiver", names=names)
+    with pytest.raises(TinyGANError, match="out of range"):
+        gen.resolve_class("1000", names=names)
+    with pytest.raises(TinyGANError, match="not one of the 1000"):
+        gen.resolve_class("n99999999", names=names)
+
+
+def test_synset_mapping_file(tmp_path):
+    f = tmp_path / "LOC_synset_mapping.txt"
+    f.write_text("n01440764 tench, Tinca tinca\nn02099601 golden retriever\n")
+    names = gen.class_names(str(f))
+    assert gen.resolve_class("tinca tinca", names=names) == 0
+    assert gen.resolve_class("Tinca_tinca", names=names) == 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("n01440764 tench\nxyz\n")
+    with pytest.raises(TinyGANError, match=r"bad.txt:2"):
+        gen.class_names(str(bad))
+    with pytest.raises(TinyGANError, match="does not exist"):
+        gen.class_names(str(tmp_path / "nope.txt"))
+
+
+def test_untrained_class_warns(model, tmp_path, capfd):
+    files = gen.generate(str(model / "generator.safetensors"), str(tmp_path / "g.png"), ["5"], 1, 0.5, 0)
+    assert len(files) == 1
+    assert "warning: class 5" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("truncation", [0.0, 1.5, -0.5, float("nan")])
+def test_bad_truncation(model, tmp_path, truncation):
+    with pytest.raises(TinyGANError, match=r"truncation must be in \(0, 1\]"):
+        gen.generate(str(model / "generator.safetensors"), str(tmp_path / "g.png"), ["207"], 1, truncation, 0)
+
+
+def test_unknown_class(model, tmp_path):
+    with pytest.raises(TinyGANError, match="unknown class 'golden retreiver'"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.png"), ["golden retreiver"], 1, 0.5, 0)
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(TinyGANError, match=r"model file .*nope.onnx does not exist"):
+        gen.generate(str(tmp_path / "nope.onnx"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+    with pytest.raises(TinyGANError, match=r"\.safetensors or generator\.onnx"):
+        gen.generate(str(tmp_path / "model.pt"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+
+
+@pytest.mark.parametrize("name", ["generator.safetensors", "generator.onnx"])
+def test_corrupt_model(model, tmp_path, name):
+    data = (model / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])  # truncated, no config.json beside it
+    with pytest.raises(TinyGANError, match=rf"model file .*{name} is corrupt"):
+        gen.generate(str(tmp_path / name), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+    # with its config.json beside it the weights are still read (and found corrupt)
+    (tmp_path / "config.json").write_bytes((model / "config.json").read_bytes())
+    with pytest.raises(TinyGANError, match=rf"model file .*{name} is corrupt"):
+        gen.generate(str(tmp_path / name), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+
+
+def test_unwritable_output(model, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file")
+    with pytest.raises(TinyGANError, match="cannot create output directory"):
+        gen.generate(str(model / "generator.onnx"), str(blocker / "out"), ["207"], 1, 0.5, 0, grid=False)
+    with pytest.raises(TinyGANError, match="cannot create output directory"):
+        gen.generate(str(model / "generator.onnx"), str(blocker / "g.png"), ["207"], 1, 0.5, 0)
+    with pytest.raises(TinyGANError, match="need a directory"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0, grid=False)
+
+
+def test_forward_with_embedding_is_the_generator(model):
+    G = gen.load_generator(model / "generator.safetensors")
+    z, y = torch.randn(3, 128) * 0.5, torch.tensor([1, 9, 207])
+    with torch.no_grad():
+        assert torch.equal(gen.forward_with_embedding(G, z, G.embedding(y)), G(z, y))
+
+
+def test_interpolation_sheets(model, tmp_path):
+    st = str(model / "generator.safetensors")
+    files = gen.generate(st, str(tmp_path), [], n=2, truncation=0.5, seed=0, interpolate="classes:goldfish,207",
+                         steps=4)
+    assert files == [str(tmp_path / "interp_classes_1_207.png")]
+    sheet = png(files[0])
+    assert sheet.shape == (2 * R, 4 * R, 3)
+    # endpoints are the plain generator at the two classes with the row's z
+    G = gen.load_generator(st)
+    z = torch.from_numpy(np.stack([gen.draw_z(0, 0.5), gen.draw_z(1, 0.5)]))
+    with torch.no_grad():
+        left = gen.to_uint8(G(z, torch.tensor([1, 1])).numpy())
+        right = gen.to_uint8(G(z, torch.tensor([207, 207])).numpy())
+    assert np.abs(sheet[R:, :R].astype(int) - left[1]).max() <= 1
+    assert np.abs(sheet[:R, 3 * R:].astype(int) - right[0]).max() <= 1
+
+    files = gen.generate(st, str(tmp_path / "s.png"), ["207", "9", "1"], n=1, truncation=0.5, seed=0,
+                         interpolate="seeds:5,6", steps=3)
+    assert png(files[0]).shape == (3 * R, 3 * R, 3)
+    # the reusable function takes a torch Generator directly (the evaluate stage's Fig. 10)
+    assert gen.interpolation_sheet(G, "seeds", 5, 6, [207, 9, 1], steps=3).shape == (3 * R, 3 * R, 3)
+    assert np.array_equal(gen.interpolation_sheet(G, "seeds", 5, 6, [207, 9, 1], steps=3), png(files[0]))
+    assert gen.interpolation_sheet(G, "classes", 1, 207, [0], steps=5).shape == (R, 5 * R, 3)
+
+
+def test_interpolation_errors(model, tmp_path):
+    with pytest.raises(TinyGANError, match="use the exported generator.safetensors"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path), [], 1, 0.5, 0, interpolate="classes:1,2")
+    for spec in ("classes:1", "between:1,2", "seeds:a,b"):
+        with pytest.raises(TinyGANError, match="interpolate"):
+            gen.generate(str(model / "generator.onnx"), str(tmp_path), ["1"], 1, 0.5, 0, interpolate=spec)
+    with pytest.raises(TinyGANError, match="steps"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path), ["1"], 1, 0.5, 0, interpolate="seeds:1,2",
+                     steps=1)

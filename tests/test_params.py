@@ -1,0 +1,107 @@
+"""params.yaml is validated in one place: types, ranges, unknown keys and choices give one clear line."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinygan import params
+from tinygan.errors import TinyGANError
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_(key: str, value):
+    raw = copy.deepcopy(RAW)
+    *path, last = key.split(".")
+    node = raw
+    for k in path:
+        node = node[k]
+    node[last] = value
+    return raw
+
+
+def test_shipped_params_files_are_valid():
+    demo = params.load(ROOT / "params.yaml")
+    paper = params.load(ROOT / "configs" / "paper.yaml")
+    assert demo["classes"] == [1, 9, 130, 207, 281, 291, 323, 388]
+    assert paper["classes"] == list(range(398))
+    assert paper["sample"]["per_class"] == 3000 and paper["train"]["ch"] == 32
+    assert paper["sample"]["teacher"].startswith("https://tfhub.dev/deepmind/biggan-deep-128")
+    assert set(demo) == set(paper)
+
+
+def test_loss_weights_are_top_level_and_official():
+    p = params.load(ROOT / "params.yaml")
+    assert (p["lambda_pix"], p["lambda_pix_decay"], p["lambda_kd_s"], p["lambda_gan_s"], p["lambda_gan_d"]) == \
+        (0.2, 0.01, 0.01, 0.002, 0.2)
+
+
+def test_numbers_written_by_dvc_exp_set_are_accepted():
+    # `dvc exp run -S lambda_pix=1e-6` writes a value PyYAML reads as the string "1e-06"
+    p = params.validate(with_("lambda_pix", "1e-06"))
+    assert p["lambda_pix"] == pytest.approx(1e-6)
+    assert params.validate(with_("train.batch_size", "8"))["train"]["batch_size"] == 8
+    assert params.validate(with_("train.ema", "true"))["train"]["ema"] is True
+    assert params.validate(with_("classes", "[1, 9]"))["classes"] == [1, 9]
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("lambda_pix", -0.1, "'lambda_pix'"),
+    ("lambda_pix", "abc", "'lambda_pix'"),
+    ("train.variant", "huge", "'train.variant'"),
+    ("train.batch_size", 0, "'train.batch_size'"),
+    ("train.batch_size", 2.5, "'train.batch_size'"),
+    ("sample.truncation", 1.5, "'sample.truncation'"),
+    ("sample.format", "pickle", "'sample.format'"),
+    ("classes", [1, 5000], "5000"),
+    ("classes", "fish", "'classes'"),
+    ("train.ema", "maybe", "'train.ema'"),
+    ("train.holdout_per_class", 64, "'train.holdout_per_class'"),
+])
+def test_bad_values_are_rejected_with_the_key(key, value, needle):
+    with pytest.raises(TinyGANError) as e:
+        params.validate(with_(key, value))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_unknown_and_missing_keys():
+    raw = copy.deepcopy(RAW)
+    raw["train"]["lr"] = 1
+    with pytest.raises(TinyGANError, match="unknown key 'train.lr'"):
+        params.validate(raw)
+    raw = copy.deepcopy(RAW)
+    raw["lamda_pix"] = 0.1
+    with pytest.raises(TinyGANError, match="unknown key 'lamda_pix'"):
+        params.validate(raw)
+    raw = copy.deepcopy(RAW)
+    del raw["sample"]["per_class"]
+    with pytest.raises(TinyGANError, match="missing key 'sample.per_class'"):
+        params.validate(raw)
+
+
+def test_all_weights_zero_is_rejected():
+    raw = copy.deepcopy(RAW)
+    for k in raw:
+        if k.startswith("lambda_") and k != "lambda_pix_decay":
+            raw[k] = 0
+    with pytest.raises(TinyGANError, match="nothing would be trained"):
+        params.validate(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(TinyGANError, match="not found"):
+        params.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("seed: [1\n")
+    with pytest.raises(TinyGANError, match="not valid YAML"):
+        params.load(bad)
+
+
+def test_train_config_maps_params():
+    p = params.load(ROOT / "params.yaml")
+    cfg = params.train_config(p)
+    assert cfg.lambda_pix == p["lambda_pix"] and cfg.batch_size == p["train"]["batch_size"]
+    assert cfg.truncation == p["sample"]["truncation"] and cfg.seed == p["seed"]

@@ -1,0 +1,154 @@
+"""The train loop: learning, resume after kill -9, DDP (gloo, 2 processes), ablations, bad settings."""
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinygan.errors import TinyGANError
+from tinygan.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(ch=4, d_ch=4, batch_size=6, holdout_per_class=2, checkpoint_every=4, sample_every=8, log_every=1,
+            snapshot_every=8)
+
+
+def run(tiny_data, out, **kw):
+    cfg = TrainConfig(**{**TINY, **kw})
+    summary = train(str(tiny_data / "teacher"), str(tiny_data / "real"), str(out / "ckpt.pt"),
+                    str(out / "student" / "generator.safetensors"), str(out / "live"), cfg,
+                    snapshot_dir=str(out / "snap"), progress=False)
+    return summary
+
+
+def column(out, name):
+    with open(out / "live" / "plots" / "metrics" / f"{name}.tsv") as f:
+        return [(int(r["step"]), float(r[name])) for r in csv.DictReader(f, delimiter="\t")]
+
+
+def test_training_reduces_heldout_l1_and_writes_outputs(tiny_data, tmp_path):
+    s = run(tiny_data, tmp_path, epochs=8, lr_g=2e-3, lr_d=2e-3)
+    assert s["heldout_l1_end"] < 0.6 * s["heldout_l1_start"]
+    assert (tmp_path / "student" / "generator.safetensors").exists()
+    assert json.loads((tmp_path / "student" / "generator.json").read_text())["ch"] == 4
+    assert (tmp_path / "live" / "plots" / "images" / "grid.png").exists()
+    assert sorted(p.name for p in (tmp_path / "snap").glob("*.safetensors"))[:2] == ["G-0000008.safetensors",
+                                                                        "G-0000016.safetensors"]
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert metrics["heldout_l1_end"] == pytest.approx(s["heldout_l1_end"])
+    for term in ("kd_pix", "kd_feat", "kd_s", "kd_d", "gan_s", "gan_d", "lambda_pix", "lr_g", "images_per_s"):
+        assert column(tmp_path, term), term
+
+
+def test_lambda_pix_schedule_in_logs(tiny_data, tmp_path):
+    # 24 training pairs / batch 6 = 4 steps per epoch; λ_pix = 0.2 - 0.05·epoch, floor 0
+    run(tiny_data, tmp_path, epochs=6, lambda_pix_decay=0.05)
+    lam = dict(column(tmp_path, "lambda_pix"))
+    assert lam[1] == pytest.approx(0.2) and lam[4] == pytest.approx(0.2)
+    assert lam[5] == pytest.approx(0.15) and lam[13] == pytest.approx(0.05)
+    assert lam[17] == pytest.approx(0.0) and lam[24] == pytest.approx(0.0)
+
+
+def test_adversarial_terms_every_fifth_and_g_every(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "a", epochs=3)
+    assert [s for s, _ in column(tmp_path / "a", "kd_s")] == [5, 10]
+    run(tiny_data, tmp_path / "b", epochs=3, g_every=4, adv_every=1)
+    assert [s for s, _ in column(tmp_path / "b", "kd_pix")] == [4, 8, 12]
+    assert len(column(tmp_path / "b", "kd_d")) == 12
+
+
+ABLATIONS = {  # paper Table 2 rows + the from-scratch baseline, as pure weight settings
+    "full": ({}, {"kd_feat", "kd_pix", "kd_s", "kd_d", "gan_s", "gan_d"}),
+    "without_kd_feat": ({"lambda_feat": 0}, {"kd_pix", "kd_s", "kd_d", "gan_s", "gan_d"}),
+    "without_gan": ({"lambda_gan_s": 0, "lambda_gan_d": 0}, {"kd_feat", "kd_pix", "kd_s", "kd_d"}),
+    "without_kd_adv": ({"lambda_kd_s": 0, "lambda_kd_d": 0}, {"kd_feat", "kd_pix", "gan_s", "gan_d"}),
+    "pix_only": ({"lambda_feat": 0, "lambda_kd_s": 0, "lambda_kd_d": 0, "lambda_gan_s": 0, "lambda_gan_d": 0},
+                 {"kd_pix"}),
+    "gan_only": ({"lambda_feat": 0, "lambda_pix": 0, "lambda_kd_s": 0, "lambda_kd_d": 0, "adv_every": 1},
+                 {"gan_s", "gan_d"}),
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablations_compute_exactly_their_terms(tiny_data, tmp_path, name):
+    kw, expected = ABLATIONS[name]
+    run(tiny_data, tmp_path, epochs=2, **kw)
+    logged = {p.stem for p in (tmp_path / "live" / "plots" / "metrics").glob("*.tsv")}
+    terms = {"kd_feat", "kd_pix", "kd_s", "kd_d", "gan_s", "gan_d"}
+    assert logged & terms == expected
+
+
+def test_batch_larger_than_data_is_rejected(tiny_data, tmp_path):
+    with pytest.raises(TinyGANError, match="train.batch_size"):
+        run(tiny_data, tmp_path, epochs=1, batch_size=100)
+
+
+def test_ema_is_exported_when_enabled(tiny_data, tmp_path):
+    s = run(tiny_data, tmp_path, epochs=2, ema=True, ema_decay=0.9)
+    assert s["ema"] is True and (tmp_path / "student" / "generator.safetensors").exists()
+
+
+def _script(tiny_data, out, epochs, extra=""):
+    return textwrap.dedent(f"""
+        import sys, torch
+        torch.set_num_threads(1)
+        sys.path.insert(0, {str(ROOT)!r})
+        from tinygan.train import TrainConfig, train
+        cfg = TrainConfig(**{{**{TINY!r}, "epochs": {epochs}, "checkpoint_every": 2}})
+        train({str(tiny_data / 'teacher')!r}, {str(tiny_data / 'real')!r}, {str(out / 'ckpt.pt')!r},
+              {str(out / 'student' / 'generator.safetensors')!r}, {str(out / 'live')!r}, cfg,
+              snapshot_dir={str(out / 'snap')!r}, progress=False)
+        {extra}
+    """)
+
+
+def test_kill_9_then_resume_is_bit_identical(tiny_data, tmp_path):
+    epochs = 6  # 24 steps, checkpoint every 2
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    subprocess.run([sys.executable, "-c", _script(tiny_data, clean, epochs)], check=True)
+
+    proc = subprocess.Popen([sys.executable, "-c", _script(tiny_data, crashed, epochs)])
+    ckpt = crashed / "ckpt.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < 24, "the run was not interrupted mid-way"
+    assert not (crashed / "student").exists()
+
+    subprocess.run([sys.executable, "-c", _script(tiny_data, crashed, epochs)], check=True)
+    a = (clean / "student" / "generator.safetensors").read_bytes()
+    b = (crashed / "student" / "generator.safetensors").read_bytes()
+    assert a == b
+    ca, cb = (torch.load(d / "ckpt.pt", weights_only=True) for d in (clean, crashed))
+    for k in ca["D"]:
+        assert torch.equal(ca["D"][k], cb["D"][k]), k
+    # the resumed run's logs continue from the checkpoint without duplicate steps
+    steps = [s for s, _ in column(crashed, "loss_d")]
+    assert steps == sorted(set(steps))
+
+
+def test_ddp_gloo_two_processes(tiny_data, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_script(tiny_data, tmp_path, 2, extra="print('RANK-DONE')"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("RANK-DONE") == 2
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    # 24 training pairs / (batch 6 x 2 processes) = 2 steps per epoch
+    assert metrics["steps"] == 4

@@ -1,0 +1,373 @@
+"""Export the trained student generator: safetensors + TorchScript + ONNX, parity checks and a model card.
+
+Written to ``out_dir`` (every file atomically):
+
+- ``generator.safetensors``  weights of the eval-mode generator (BatchNorm running statistics included) with the
+  config in its metadata; no pickle.
+- ``config.json``            architecture, trained classes, default truncation, input/output contract.
+- ``generator.torchscript.pt``  ``torch.jit.trace`` of the eval-mode generator (a zip of code + tensors).
+- ``generator.onnx``         one self-contained file (no external data), dynamic batch; inputs ``z`` float32
+  [N, z_dim] and ``y`` int64 [N], output ``image`` float32 [N, 3, 128, 128] in [-1, 1] (NCHW); the config is
+  embedded in its metadata_props under ``tinygan_config``.
+- ``parity.json``            max |difference| of each format vs the PyTorch eager model on fixed inputs.
+- ``samples.png``            the sample grid (copied from ``grid_png``, or rendered from the model).
+- ``MODEL_CARD.md``          generated from the artifacts above.
+
+Truncation is not a model input: the student maps the z it is given. Draw z as ``truncation * truncated_normal``
+(values outside ±2 redrawn), as the teacher's z was drawn (``tinygan.teacher.truncated_z``; ``tinygan generate``
+does this).
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinygan import classes as imagenet
+from tinygan.errors import TinyGANError
+from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
+from tinygan.io import atomic_path, sha256_file, write_bytes, write_json, write_text
+from tinygan.teacher import truncated_z
+
+FORMAT_VERSION = 1
+FORMATS = ("safetensors", "torchscript", "onnx")
+FILES = {"safetensors": "generator.safetensors", "torchscript": "generator.torchscript.pt",
+         "onnx": "generator.onnx"}
+PARITY_BATCHES = (1, 5, 2)  # 8 fixed (z, y) pairs, run as batches of 1, 5 and 2 (dynamic batch)
+
+
+def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: str | None = None,
+           train_summary: dict | None = None, params_snapshot: dict | None = None, grid_png: str | None = None,
+           opset: int = 17, atol: float = 1e-4, truncation: float = 0.5, teacher: str | None = None,
+           seed: int = 0) -> dict:
+    """Export the generator at ``generator_path`` (the train stage's safetensors) into ``out_dir``.
+
+    ``classes``: the class indices the student was trained on (recorded in config.json and the card).
+    ``metrics_path``: evaluation metrics JSON (its ``extractor`` entry is shown prominently in the card).
+    ``train_summary``: the train stage's summary (data counts, held-out L1); ``params_snapshot``: the training
+    params to list in the card; ``grid_png``: a sample grid to copy to ``samples.png`` (else one is rendered
+    from the model, ``seed``-seeded). ``truncation``: the default truncation recorded in config.json (use the
+    teacher's). ``teacher``: the teacher handle, for the card.
+    Raises TinyGANError if any format differs from the eager model by more than ``atol``.
+    Returns {"safetensors": diff, "torchscript": diff, "onnx": diff, "atol": atol} (also in parity.json).
+    """
+    out = Path(out_dir)
+    if not 0.0 < truncation <= 1.0:
+        raise TinyGANError(f"truncation must be in (0, 1], got {truncation} (sample.truncation)")
+    metrics = _read_metrics(metrics_path)  # check every input before writing anything
+    if grid_png and not Path(grid_png).is_file():
+        raise TinyGANError(f"sample grid {grid_png} does not exist; run the train stage first")
+    G = load_generator(generator_path)
+    cfg = G.config
+    class_list = sorted({int(c) for c in classes})
+    if not class_list or class_list[-1] >= cfg["n_classes"] or class_list[0] < 0:
+        raise TinyGANError(f"export: classes must be a non-empty list of indices 0-{cfg['n_classes'] - 1}, "
+                           f"got {classes}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TinyGANError(f"cannot create export directory {out} ({e.strerror or e})") from None
+
+    config = make_config(cfg, class_list, truncation)
+    save_safetensors(G, out / FILES["safetensors"], config)
+    write_json(out / "config.json", config)
+    save_torchscript(G, out / FILES["torchscript"])
+    save_onnx(G, out / FILES["onnx"], config, opset)
+
+    report = check_parity(G, out, class_list, truncation, atol)
+    write_json(out / "parity.json", report)
+
+    if grid_png:
+        write_bytes(out / "samples.png", Path(grid_png).read_bytes())
+    else:
+        shown = class_list[:8]
+        write_bytes(out / "samples.png", png_bytes(tile(class_grid(G, shown, 8, truncation, seed), len(shown), 8)))
+
+    card = model_card(G, config, out, report, metrics, metrics_path, train_summary, params_snapshot, teacher)
+    write_text(out / "MODEL_CARD.md", card)
+    return report
+
+
+# ---- the three formats -----------------------------------------------------------------------------------
+
+def make_config(cfg: dict, class_list: list[int], truncation: float) -> dict:
+    """config.json: what a consumer needs to rebuild and call the model."""
+    return {
+        **{k: cfg[k] for k in CONFIG_KEYS},
+        "classes": class_list,
+        "class_wnids": [imagenet.wnid_of(c) for c in class_list],
+        "truncation": float(truncation),
+        "z_distribution": "truncation * truncated_normal (standard normal, values outside +-2 redrawn)",
+        "inputs": {"z": ["N", cfg["z_dim"]], "y": ["N"]},
+        "input_dtypes": {"z": "float32", "y": "int64"},
+        "output": ["N", 3, cfg["resolution"], cfg["resolution"]],
+        "output_range": [-1.0, 1.0],
+        "layout": "NCHW",
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def save_safetensors(G: torch.nn.Module, path: Path, config: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
+    with atomic_path(path) as tmp:
+        # one metadata key: safetensors writes metadata in hash-map order, so several keys make the bytes vary
+        save_file(state, str(tmp), metadata={"config": json.dumps(config, sort_keys=True)})
+
+
+def _example_inputs(G: torch.nn.Module, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, G.config["z_dim"], generator=g) * 0.5
+    y = torch.arange(n, dtype=torch.long)
+    return z, y
+
+
+def save_torchscript(G: torch.nn.Module, path: Path) -> None:
+    """``torch.jit.trace`` of the eval-mode G (batch size is not baked in: the reshape uses -1)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(G.eval(), _example_inputs(G), check_trace=False)
+    buf = io.BytesIO()  # saving to the (randomly named) temp file would put its name inside the zip
+    torch.jit.save(traced, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def _onnx_bytes(G: torch.nn.Module, opset: int, shape_fc: bool) -> bytes:
+    """Run the TorchScript-based exporter into memory (so nothing, e.g. external data, lands beside the file)."""
+    handle = None
+    if shape_fc:
+        c0, s0 = G.c0, G.s0
+        handle = G.fc.register_forward_hook(lambda module, inputs, output: output.unflatten(1, (c0, s0, s0)))
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(G.eval(), _example_inputs(G), buf, input_names=["z", "y"], output_names=["image"],
+                              dynamic_axes={"z": {0: "N"}, "y": {0: "N"}, "image": {0: "N"}},
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return buf.getvalue()
+
+
+def save_onnx(G: torch.nn.Module, path: Path, config: dict, opset: int) -> None:
+    """ONNX with the TorchScript-based exporter (``dynamo=False``; the dynamo one needs onnxscript), one file.
+
+    If the generator reshapes the fc output with ``view(-1, C, 4, 4)``, the legacy exporter cannot infer the
+    channel count with a dynamic batch (and refuses the BatchNorm that follows); then the export is retried
+    with a forward hook on ``G.fc`` that returns the output already shaped [N, C, 4, 4], so that the reshape
+    changes nothing and the graph still computes exactly G.
+    """
+    import onnx
+
+    try:
+        try:
+            data = _onnx_bytes(G, opset, shape_fc=False)
+        except Exception as e:
+            if "unknown channel size" not in str(e):
+                raise
+            data = _onnx_bytes(G, opset, shape_fc=True)
+    except Exception as e:
+        raise TinyGANError(f"ONNX export failed with opset {opset} ({str(e).splitlines()[0][:200]}); "
+                           f"try another export.opset") from None
+    model = onnx.load_from_string(data)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise TinyGANError("ONNX export produced external data; the model must be one self-contained file")
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(config, sort_keys=True)
+    model.producer_name = "tinygan"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise TinyGANError(f"exported ONNX graph fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
+    write_bytes(path, model.SerializeToString())
+
+
+# ---- parity ------------------------------------------------------------------------------------------------
+
+def parity_inputs(class_list: list[int], truncation: float, z_dim: int, n: int = 8,
+                  seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` fixed (z, y) pairs: classes cycled from the trained list, z = truncated_z(seed, y, k)."""
+    y = np.array([class_list[k % len(class_list)] for k in range(n)], dtype=np.int64)
+    z = np.stack([truncated_z(seed, int(c), k, truncation, z_dim) for k, c in enumerate(y)])
+    return z, y
+
+
+def check_parity(G: torch.nn.Module, out: Path, class_list: list[int], truncation: float,
+                 atol: float) -> dict:
+    """Max |format - eager| over 8 fixed pairs, run as batches of 1, 5 and 2; TinyGANError above ``atol``."""
+    import onnxruntime as ort
+
+    z, y = parity_inputs(class_list, truncation, G.config["z_dim"], n=sum(PARITY_BATCHES))
+    reloaded = load_generator(out / FILES["safetensors"])
+    scripted = torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(out / FILES["onnx"]), opts, providers=["CPUExecutionProvider"])
+
+    def torch_fn(model):
+        def run(zb, yb):
+            with torch.no_grad():
+                return model(torch.from_numpy(zb), torch.from_numpy(yb)).numpy()
+        return run
+
+    runners = {"safetensors": torch_fn(reloaded), "torchscript": torch_fn(scripted),
+               "onnx": lambda zb, yb: session.run(["image"], {"z": zb, "y": yb})[0]}
+    eager = torch_fn(G.eval())
+    diffs = {name: 0.0 for name in FORMATS}
+    start = 0
+    for b in PARITY_BATCHES:
+        zb, yb = z[start:start + b], y[start:start + b]
+        ref = eager(zb, yb)
+        for name, fn in runners.items():
+            got = fn(zb, yb)
+            if got.shape != ref.shape:
+                raise TinyGANError(f"parity: {name} gives shape {got.shape} for batch {b}, eager {ref.shape}")
+            diffs[name] = max(diffs[name], float(np.max(np.abs(got.astype(np.float32) - ref))))
+        start += b
+    for name, d in diffs.items():
+        if not d <= atol:  # also catches NaN
+            raise TinyGANError(f"parity check failed: {name} ({FILES[name]}) differs from the PyTorch model by "
+                               f"{d:.3g} > atol {atol:g}; the export is broken, see {out}")
+    return {**diffs, "atol": float(atol)}
+
+
+# ---- model card ----------------------------------------------------------------------------------------------
+
+def _read_metrics(metrics_path: str | None) -> dict | None:
+    if not metrics_path:
+        return None
+    path = Path(metrics_path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TinyGANError(f"metrics file {path} does not exist; run the evaluate stage first") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise TinyGANError(f"metrics file {path} is not readable JSON ({e})") from None
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows.extend(_flatten(v, key + "."))
+        else:
+            rows.append((key, v))
+    return rows
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, (list, tuple)) and len(v) > 12:
+        return f"{len(v)} items: {', '.join(str(x) for x in v[:6])}, ..."
+    return str(v)
+
+
+def _table(rows: list[tuple[str, object]], head: tuple[str, str] = ("key", "value")) -> str:
+    lines = [f"| {head[0]} | {head[1]} |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v).replace('|', '/')} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _extractor_line(metrics: dict, metrics_path: str) -> str:
+    name = metrics.get("extractor") or metrics.get("feature_extractor")
+    if not name:
+        return (f"**Feature extractor: not recorded in `{metrics_path}`** — do not compare these numbers with "
+                f"published Inception-based figures.")
+    line = f"**Feature extractor: `{name}`**"
+    if "demo" in str(name).lower() or "judge" in str(name).lower():
+        line += (" — these figures come from the offline demo judge, not the Inception network: they are NOT "
+                 "comparable with the paper's IS / FID / intra-FID.")
+    elif "inception" in str(name).lower():
+        line += " (the 2015-12-05 Inception protocol of the paper)."
+    return line
+
+
+def model_card(G: torch.nn.Module, config: dict, out: Path, parity: dict, metrics: dict | None,
+               metrics_path: str | None, train_summary: dict | None, params_snapshot: dict | None,
+               teacher: str | None) -> str:
+    """MODEL_CARD.md text, generated from the exported artifacts."""
+    from tinygan.summary import count_macs, count_params
+
+    params = count_params(G)
+    z, y = _example_inputs(G, 1)
+    macs = count_macs(G, z, y)
+    cls = config["classes"]
+    shown = ", ".join(f"{c} {imagenet.wnid_of(c)} ({imagenet.name_of(c)})" for c in cls[:10])
+    if len(cls) > 10:
+        shown += f", ... ({len(cls)} in all; see config.json)"
+    v = config["variant"]
+    title = f"TinyGAN-{v} (ch={config['ch']})"
+    s = [f"# {title}: a distilled BigGAN-deep-128 student", ""]
+    s += [f"Class-conditional 128×128 image generator distilled from **{teacher or 'the teacher (not recorded)'}** "
+          f"with TinyGAN (Chang & Lu, ACCV 2020). Generated by `tinygan export` from the trained weights.", ""]
+    s += ["## Model", "",
+          _table([("architecture", f"TinyGAN-{v}: fc → 5 residual up-blocks ({'depthwise-separable' if v == 'dw' else 'standard 3×3'} convs, "
+                                   "conditional BatchNorm from a shared class embedding) → BN-ReLU-conv3×3-tanh"),
+                  ("teacher", teacher or "not recorded"),
+                  ("variant / channel multiplier", f"{v} / {config['ch']}"),
+                  ("parameters", params),
+                  ("MACs per image", f"{macs:,} ({macs / 1e9:.3f} G)"),
+                  ("class embedding", f"{config['n_classes']} × {config['emb_dim']}"),
+                  ("trained classes", f"{len(cls)}: {shown}"),
+                  ("input", f"z float32 [N, {config['z_dim']}], y int64 [N] (class index 0-{config['n_classes'] - 1})"),
+                  ("output", f"image float32 [N, 3, {config['resolution']}, {config['resolution']}] (NCHW) in [-1, 1]"),
+                  ("noise", f"z = truncation × truncated normal (±2); default truncation {config['truncation']}. "
+                            "Truncation is not a model input: apply it when drawing z.")]), ""]
+    s += ["## Evaluation", ""]
+    if metrics is None:
+        s += ["No metrics were given to the export (run the evaluate stage).", ""]
+    else:
+        s += [_extractor_line(metrics, metrics_path), "",
+              _table([(k, val) for k, val in _flatten(metrics) if k not in ("extractor", "feature_extractor")],
+                     ("metric", "value")), "", f"Source: `{metrics_path}`.", ""]
+    s += ["## Training", ""]
+    if train_summary:
+        s += ["Data and run summary (from the train stage):", "", _table(_flatten(train_summary)), ""]
+    if params_snapshot:
+        s += ["Training parameters:", "", _table(_flatten(params_snapshot), ("param", "value")), ""]
+    if not train_summary and not params_snapshot:
+        s += ["No training summary was given to the export.", ""]
+    s += ["## Samples", "", "![samples from the student](samples.png)", "",
+          "`samples.png`: a sample grid of the trained classes.", ""]
+    s += ["## Files and parity", "",
+          "Each format was checked against the PyTorch eager model on 8 fixed (z, y) pairs (batches of 1, 5, 2); "
+          f"max |difference| (tolerance {parity['atol']:g}):", "",
+          "| file | max abs diff | size | sha256 |", "|---|---|---|---|"]
+    for name in FORMATS:
+        f = out / FILES[name]
+        s.append(f"| `{FILES[name]}` | {parity[name]:.2e} | {f.stat().st_size:,} B | `{sha256_file(f)[:16]}…` |")
+    s += ["", "`config.json` holds the architecture, the trained classes and the input/output contract.", ""]
+    s += ["## How to load", "", "safetensors (PyTorch + this package):", "", "```python",
+          "from tinygan.generate import load_generator",
+          "G = load_generator('generator.safetensors')  # eval mode",
+          "img = G(z, y)  # z float32 [N,128] = truncation * truncated normal, y int64 [N]", "```", "",
+          "TorchScript (PyTorch only, no tinygan needed):", "", "```python", "import torch",
+          "G = torch.jit.load('generator.torchscript.pt')",
+          "img = G(z, y)  # [N,3,128,128] in [-1,1]", "```", "",
+          "ONNX (onnxruntime, no PyTorch):", "", "```python", "import onnxruntime as ort",
+          "sess = ort.InferenceSession('generator.onnx', providers=['CPUExecutionProvider'])",
+          "img = sess.run(['image'], {'z': z, 'y': y})[0]  # numpy float32 z, int64 y", "```", "",
+          "Or from the command line: `tinygan generate` (see `tinygan generate --help`).", ""]
+    s += ["## Intended use and limitations", "",
+          "- Research and teaching: a small, fast stand-in for BigGAN-deep-128 on the trained classes "
+          "(knowledge-distillation experiments, demos, CPU/edge inference).",
+          f"- Only the {len(cls)} trained classes are meaningful; the embedding table has {config['n_classes']} "
+          "rows, but untrained rows are random.",
+          "- The student imitates its teacher, including its failure modes and the biases of ImageNet "
+          "(class imbalance, photographer and geographic bias); it is not a model of the real world.",
+          "- Quality is below the teacher's (paper Table 1: FID 24.2 vs 19.8 on 398 animal classes for the "
+          "full-scale model); small or briefly trained students are far worse.",
+          "- Outputs are synthetic images; do not present them as photographs. The teacher and ImageNet carry "
+          "their own licence terms (ImageNet: non-commercial research).", ""]
+    return "\n".join(s)

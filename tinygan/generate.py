@@ -1,0 +1,507 @@
+"""Images from an exported student: class grids, single PNGs and interpolation sheets.
+
+The model is either the exported ``generator.safetensors`` (run with PyTorch) or ``generator.onnx`` (run with
+onnxruntime only: this module imports torch lazily, on the safetensors path alone). Its config comes from the
+sibling ``config.json`` written by ``tinygan.export`` or, failing that, from the config embedded in the file.
+
+Noise: ``z = truncation * truncated_normal(128)`` (standard-normal values outside ±2 redrawn), the distribution
+the teacher's z was drawn from. The student itself takes no truncation input: truncation is applied here, when z
+is drawn. Image ``k`` of class ``c`` uses ``tinygan.teacher.truncated_z(seed, c, k, truncation)``, so it does not
+depend on which other classes or how many images are asked for.
+
+Classes are given as an index (``"207"``), a wnid (``"n02099601"``) or a name (``"golden retriever"``,
+``"Golden_Retriever"``; case, ``_`` and ``-`` are ignored). Names come from an ImageNet ``LOC_synset_mapping.txt``
+file when given (every comma-separated name of a line), else from the first names shipped in
+``tinygan/imagenet_wnids.txt`` and the demo classes. A class the model was not trained on is generated anyway
+(the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
+
+Interpolation sheets (paper Fig. 10), one row per fixed item, ``steps`` columns from A to B:
+
+- ``classes:A,B`` — z fixed per row, the shared class embedding mixed linearly from class A to class B. This
+  needs the embedding, so the safetensors model; the ONNX graph takes class indices only.
+- ``seeds:S1,S2`` — class fixed per row, z interpolated linearly from ``draw_z(S1)`` to ``draw_z(S2)``
+  (linear, as BigGAN does: every step stays inside the truncated box the student was trained on).
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tinygan import classes as imagenet
+from tinygan.demo_classes import DEMO_CLASSES
+from tinygan.errors import TinyGANError
+from tinygan.io import write_bytes
+from tinygan.teacher import quantize, truncated_z
+
+MODEL_SUFFIXES = (".safetensors", ".onnx")
+CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
+ONNX_CONFIG_KEY = "tinygan_config"  # metadata_props key of the config embedded in the ONNX file
+BATCH = 64  # images per forward pass
+
+
+# ---- config and model loading ---------------------------------------------------------------------------
+
+def _check_model_path(model_path: str | os.PathLike) -> Path:
+    path = Path(model_path)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise TinyGANError(f"model {path} must be an exported generator.safetensors or generator.onnx file "
+                           f"(see `tinygan export`)")
+    if not path.is_file():
+        raise TinyGANError(f"model file {path} does not exist; run the export stage (`dvc repro export`) or "
+                           f"pass the path of an exported generator.safetensors / generator.onnx")
+    return path
+
+
+def _valid_config(cfg, where: str) -> dict:
+    if not isinstance(cfg, dict) or any(k not in cfg for k in CONFIG_KEYS):
+        missing = [k for k in CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
+        raise TinyGANError(f"model config in {where} lacks {missing}; re-run the export stage")
+    return cfg
+
+
+def _embedded_config(path: Path) -> dict | None:
+    """The config stored inside the model file (safetensors metadata / ONNX metadata_props), if any."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                text = (f.metadata() or {}).get("config")
+        else:
+            text = _onnx_session(path).get_modelmeta().custom_metadata_map.get(ONNX_CONFIG_KEY)
+        return json.loads(text) if text else None
+    except TinyGANError:
+        raise
+    except Exception as e:  # truncated / not a model file
+        raise TinyGANError(f"model file {path} is corrupt or not a {path.suffix[1:]} file "
+                           f"({_first_line(e)}); re-run the export stage") from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TinyGANError(f"{path} is not a readable JSON file ({_first_line(e)}); re-run the export stage") from None
+
+
+def read_config(model_path: str | os.PathLike) -> dict:
+    """Config of an exported model: sibling ``config.json``, else the config embedded in the file, else
+    ``<stem>.json`` (the layout of the train stage's ``data/student/generator.safetensors``)."""
+    path = _check_model_path(model_path)
+    sibling = path.with_name("config.json")
+    if sibling.is_file():
+        return _valid_config(_read_json(sibling), str(sibling))
+    cfg = _embedded_config(path)
+    if cfg is not None:
+        return _valid_config(cfg, str(path))
+    stem_json = path.with_suffix(".json")
+    if stem_json.is_file():
+        return _valid_config(_read_json(stem_json), str(stem_json))
+    raise TinyGANError(f"no config for {path}: expected {sibling} or a config embedded in the file; "
+                       f"re-run the export stage")
+
+
+def load_generator(model_path: str | os.PathLike):
+    """The eval-mode ``tinygan.models.Generator`` stored in a safetensors file (imports torch)."""
+    import torch
+    from safetensors import safe_open
+
+    from tinygan.models import Generator
+
+    path = _check_model_path(model_path)
+    if path.suffix != ".safetensors":
+        raise TinyGANError(f"load_generator needs a .safetensors file, got {path}")
+    cfg = read_config(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TinyGANError(f"model file {path} is corrupt or not a safetensors file ({_first_line(e)}); "
+                           f"re-run the export stage") from None
+    G = Generator(**{k: cfg[k] for k in CONFIG_KEYS})
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as e:
+        raise TinyGANError(f"weights in {path} do not fit its config {dict((k, cfg[k]) for k in CONFIG_KEYS)} "
+                           f"({_first_line(e)}); re-run the export stage") from None
+    G.eval()
+    for p in G.parameters():
+        p.requires_grad_(False)
+    return G
+
+
+def _onnx_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise TinyGANError(f"model file {path} is corrupt or not an ONNX file ({_first_line(e)}); "
+                           f"re-run the export stage") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+# ---- runners: one calling convention for torch and onnxruntime ------------------------------------------
+
+class TorchRunner:
+    """``runner(z, y) -> float32 [N,3,H,W]`` around a torch Generator (numpy in, numpy out, no grad).
+
+    ``embed(y)`` returns class embeddings and ``from_embedding(z, emb)`` runs G on given embeddings
+    (used for class interpolation)."""
+
+    can_embed = True
+
+    def __init__(self, G, batch: int = BATCH):
+        self.G = G
+        self.batch = batch
+        self.z_dim = G.config["z_dim"]
+
+    def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = next(self.G.parameters()).device
+        was_training = self.G.training
+        self.G.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for i in range(0, len(arrays[0]), self.batch):
+                    chunk = [torch.from_numpy(np.ascontiguousarray(a[i:i + self.batch])).to(device) for a in arrays]
+                    out.append(fn(*chunk).float().cpu().numpy())
+        finally:
+            self.G.train(was_training)
+        return np.concatenate(out)
+
+    def __call__(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self._run(self.G, z.astype(np.float32), y.astype(np.int64))
+
+    def embed(self, y: np.ndarray) -> np.ndarray:
+        return self._run(self.G.embedding, np.asarray(y, dtype=np.int64))
+
+    def from_embedding(self, z: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        return self._run(lambda zz, ee: forward_with_embedding(self.G, zz, ee), z.astype(np.float32),
+                         emb.astype(np.float32))
+
+
+class OnnxRunner:
+    """``runner(z, y) -> float32 [N,3,H,W]`` around an onnxruntime session of ``generator.onnx``."""
+
+    can_embed = False
+
+    def __init__(self, session, z_dim: int, batch: int = BATCH):
+        self.session = session
+        self.z_dim = z_dim
+        self.batch = batch
+
+    def __call__(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(z), self.batch):
+            feeds = {"z": np.ascontiguousarray(z[i:i + self.batch], dtype=np.float32),
+                     "y": np.ascontiguousarray(y[i:i + self.batch], dtype=np.int64)}
+            out.append(self.session.run(["image"], feeds)[0])
+        return np.concatenate(out)
+
+
+def open_model(model_path: str | os.PathLike) -> tuple[TorchRunner | OnnxRunner, dict]:
+    """(runner, config) for an exported model file; ``.onnx`` never imports torch."""
+    path = _check_model_path(model_path)
+    cfg = read_config(path)
+    if path.suffix == ".onnx":
+        return OnnxRunner(_onnx_session(path), cfg["z_dim"]), cfg
+    return TorchRunner(load_generator(path)), cfg
+
+
+def forward_with_embedding(G, z, emb):
+    """Run Generator ``G`` on noise ``z`` [N,z_dim] with class embeddings ``emb`` [N,emb_dim] given directly
+    (e.g. a mix of two classes' embeddings) instead of class indices.
+
+    Implemented with a forward hook that replaces the output of ``G.embedding``: ``G.forward`` looks the
+    embedding up once and feeds it to every conditional BatchNorm, so this is exactly G with that embedding.
+    """
+    import torch
+
+    if not isinstance(getattr(G, "embedding", None), torch.nn.Embedding):
+        raise TinyGANError("the generator has no shared class embedding `G.embedding`; class interpolation "
+                           "needs it")
+    handle = G.embedding.register_forward_hook(lambda module, inputs, output: emb.to(output.dtype))
+    try:
+        return G(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device))
+    finally:
+        handle.remove()
+
+
+def _as_runner(G) -> TorchRunner | OnnxRunner:
+    if isinstance(G, (TorchRunner, OnnxRunner)):
+        return G
+    return TorchRunner(G)  # a torch Generator
+
+
+# ---- noise, images ----------------------------------------------------------------------------------------
+
+def draw_z(seed: int, truncation: float, dim: int = 128) -> np.ndarray:
+    """One noise vector for interpolation seed ``seed``: ``truncation * truncated_normal(dim)`` (±2), float32."""
+    rng = np.random.default_rng(int(seed))
+    z = rng.standard_normal(dim, dtype=np.float32)
+    bad = np.abs(z) > 2.0
+    while bad.any():
+        z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+        bad = np.abs(z) > 2.0
+    return np.float32(truncation) * z
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float NCHW images in [-1, 1] -> uint8 NHWC (``tinygan.teacher.quantize``)."""
+    return quantize(np.transpose(images, (0, 2, 3, 1)))
+
+
+def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """uint8 [rows*cols, H, W, 3] (row-major) -> one uint8 [rows*H, cols*W, 3] sheet, no gaps."""
+    _, h, w, c = images.shape
+    return images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> str:
+    """Write uint8 HxWx3 ``image`` as a PNG, atomically; return the path."""
+    path = Path(path)
+    _writable_dir(path.parent)
+    try:
+        write_bytes(path, png_bytes(image))
+    except OSError as e:
+        raise TinyGANError(f"cannot write {path} ({e.strerror or e}); choose a writable output path") from None
+    return str(path)
+
+
+def _writable_dir(d: Path) -> None:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TinyGANError(f"cannot create output directory {d} ({e.strerror or e}); choose a writable "
+                           f"output path") from None
+    if not os.access(d, os.W_OK):
+        raise TinyGANError(f"output directory {d} is not writable; choose a writable output path")
+
+
+# ---- class names ------------------------------------------------------------------------------------------
+
+def _norm(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def load_synsets(path: str | os.PathLike) -> dict[int, list[str]]:
+    """Class index -> names from an ImageNet ``LOC_synset_mapping.txt`` (``<wnid> <name>, <name>, ...``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinyGANError(f"synset mapping file {path} does not exist; give ImageNet's LOC_synset_mapping.txt "
+                           f"or leave it out to use the shipped class names")
+    out: dict[int, list[str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        wnid, _, names = line.strip().partition(" ")
+        if not imagenet.is_wnid(wnid) or not names.strip():
+            raise TinyGANError(f"{path}:{n}: expected '<ILSVRC-2012 wnid> <name>, <other names>', got "
+                               f"{line.strip()[:60]!r}")
+        out[imagenet.index_of(wnid)] = [s.strip() for s in names.split(",") if s.strip()]
+    return out
+
+
+def class_names(synsets: str | None = None) -> dict[str, list[int]]:
+    """Normalised name -> class indices (a list: a few ImageNet names, e.g. 'crane', name two classes)."""
+    table: dict[int, list[str]] = {i: [imagenet.name_of(i)] for i in range(imagenet.N_CLASSES)}
+    for i, (_, name) in DEMO_CLASSES.items():
+        table[i].append(name)
+    if synsets:
+        for i, names in load_synsets(synsets).items():
+            table[i].extend(names)
+    out: dict[str, list[int]] = {}
+    for i, names in table.items():
+        for name in names:
+            key = _norm(name)
+            if key and i not in out.setdefault(key, []):
+                out[key].append(i)
+    return out
+
+
+def resolve_class(spec: str | int, n_classes: int = imagenet.N_CLASSES,
+                  names: dict[str, list[int]] | None = None) -> int:
+    """Class index of an index (``"207"``), a wnid (``"n02099601"``) or a name (``"golden retriever"``)."""
+    s = str(spec).strip()
+    if s.isdigit():
+        i = int(s)
+        if i >= n_classes:
+            raise TinyGANError(f"class index {i} is out of range: the model has classes 0-{n_classes - 1}")
+        return i
+    if re.fullmatch(r"n\d{8}", s):
+        i = imagenet.index_of(s)  # TinyGANError if not an ILSVRC-2012 wnid
+    else:
+        names = class_names() if names is None else names
+        hits = names.get(_norm(s), [])
+        if len(hits) > 1:
+            options = ", ".join(f"{i} ({imagenet.wnid_of(i)})" for i in hits)
+            raise TinyGANError(f"class name {s!r} is ambiguous: it names classes {options}; give the index or wnid")
+        if not hits:
+            close = difflib.get_close_matches(_norm(s), list(names), n=5, cutoff=0.6)
+            hint = ("; close matches: " + ", ".join(f"{c!r} ({names[c][0]})" for c in close)) if close else ""
+            raise TinyGANError(f"unknown class {s!r}{hint}; give a class index (0-{n_classes - 1}), a wnid "
+                               f"(e.g. n02099601) or an ImageNet class name")
+        i = hits[0]
+    if i >= n_classes:
+        raise TinyGANError(f"class {s!r} (index {i}) is out of range: the model has classes 0-{n_classes - 1}")
+    return i
+
+
+def _warn_untrained(indices: Sequence[int], cfg: dict) -> None:
+    trained = cfg.get("classes")
+    if not trained:
+        return
+    for i in indices:
+        if i not in trained:
+            print(f"warning: class {i} ({imagenet.wnid_of(i)}, {imagenet.name_of(i)}) is not one of the "
+                  f"{len(trained)} classes the model was trained on; its images will not be meaningful",
+                  file=sys.stderr)
+
+
+# ---- sheets -----------------------------------------------------------------------------------------------
+
+def class_grid(G, indices: Sequence[int], n: int, truncation: float, seed: int) -> np.ndarray:
+    """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from truncated_z(seed, c, k)."""
+    runner = _as_runner(G)
+    ys = np.repeat(np.asarray(indices, dtype=np.int64), n)
+    ks = np.tile(np.arange(n), len(indices))
+    z = np.stack([truncated_z(seed, c, k, truncation, runner.z_dim) for c, k in zip(ys.tolist(), ks.tolist())])
+    return to_uint8(runner(z, ys))
+
+
+def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], steps: int = 8,
+                        truncation: float = 0.5) -> np.ndarray:
+    """Interpolation sheet (paper Fig. 10): uint8 [len(fixed)*H, steps*W, 3], one row per entry of ``fixed``.
+
+    ``kind="classes"``: ``a``, ``b`` are class indices; each row keeps z = ``draw_z(seed, truncation)`` for a
+    seed in ``fixed`` and mixes the class embedding linearly from a to b.
+    ``kind="seeds"``: ``a``, ``b`` are seeds; each row keeps a class index from ``fixed`` and moves z linearly
+    from ``draw_z(a)`` to ``draw_z(b)``.
+    ``G`` is a torch Generator (any device) or a runner from ``open_model`` (an ONNX runner can do "seeds" only).
+    """
+    runner = _as_runner(G)
+    if steps < 2:
+        raise TinyGANError(f"interpolation needs at least 2 steps, got {steps}")
+    fixed = [int(f) for f in fixed]
+    if not fixed:
+        raise TinyGANError("interpolation needs at least one row (a seed for 'classes', a class for 'seeds')")
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    if kind == "classes":
+        if not runner.can_embed:
+            raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
+                               "does not expose: use the exported generator.safetensors instead")
+        ea, eb = runner.embed(np.array([a, b]))
+        emb = np.tile((1 - t) * ea + t * eb, (len(fixed), 1))
+        z = np.repeat(np.stack([draw_z(s, truncation, runner.z_dim) for s in fixed]), steps, axis=0)
+        images = runner.from_embedding(z, emb)
+    elif kind == "seeds":
+        za, zb = draw_z(a, truncation, runner.z_dim), draw_z(b, truncation, runner.z_dim)
+        z = np.tile((1 - t) * za + t * zb, (len(fixed), 1)).astype(np.float32)
+        y = np.repeat(np.asarray(fixed, dtype=np.int64), steps)
+        images = runner(z, y)
+    else:
+        raise TinyGANError(f"unknown interpolation kind {kind!r}: use 'classes' or 'seeds'")
+    return tile(to_uint8(images), len(fixed), steps)
+
+
+def _parse_interpolate(spec: str, n_classes: int, names) -> tuple[str, int, int]:
+    kind, _, rest = spec.partition(":")
+    parts = [p.strip() for p in rest.split(",")]
+    if kind not in ("classes", "seeds") or len(parts) != 2 or not all(parts):
+        raise TinyGANError(f"interpolate {spec!r} is not understood: use 'classes:A,B' (class index, wnid or "
+                           f"name) or 'seeds:S1,S2' (integers)")
+    if kind == "classes":
+        return kind, resolve_class(parts[0], n_classes, names), resolve_class(parts[1], n_classes, names)
+    try:
+        return kind, int(parts[0]), int(parts[1])
+    except ValueError:
+        raise TinyGANError(f"interpolate {spec!r}: seeds must be integers, e.g. 'seeds:0,1'") from None
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+
+def generate(model_path: str, out: str, classes: list[str], n: int, truncation: float, seed: int,
+             grid: bool = True, interpolate: str | None = None, steps: int = 8,
+             synsets: str | None = None) -> list[str]:
+    """Generate PNGs with an exported model; return the written paths.
+
+    - ``grid=True``: one grid, a row per class, ``n`` columns; ``out`` is a ``.png`` path or a directory
+      (``<out>/grid.png``).
+    - ``grid=False``: ``<out>/<wnid>_<k>.png`` for k < n; ``out`` is a directory.
+    - ``interpolate="classes:A,B"``: a sheet of ``n`` rows (z from seeds ``seed .. seed+n-1``), ``steps``
+      columns from class A to B; ``classes`` is ignored. ``interpolate="seeds:S1,S2"``: a row per class in
+      ``classes``, z moving from seed S1 to S2. ``out`` is a ``.png`` path or a directory
+      (``<out>/interp_<kind>_<A>_<B>.png``). Needs the safetensors model for "classes".
+    """
+    if not 0.0 < truncation <= 1.0:
+        raise TinyGANError(f"truncation must be in (0, 1], got {truncation}")
+    if n < 1:
+        raise TinyGANError(f"n (images per class / interpolation rows) must be at least 1, got {n}")
+    if interpolate and steps < 2:
+        raise TinyGANError(f"steps must be at least 2, got {steps}")
+    cfg = read_config(model_path)
+    names = class_names(synsets)
+    n_classes = cfg["n_classes"]
+    out_path = Path(out)
+    as_file = out_path.suffix.lower() == ".png"
+
+    if interpolate:
+        kind, a, b = _parse_interpolate(interpolate, n_classes, names)
+        if kind == "seeds":
+            fixed = [resolve_class(c, n_classes, names) for c in classes]
+            if not fixed:
+                raise TinyGANError("seed interpolation needs at least one class (one row per class)")
+            _warn_untrained(fixed, cfg)
+        else:
+            fixed = [seed + i for i in range(n)]
+            _warn_untrained([a, b], cfg)
+        if kind == "classes" and Path(model_path).suffix == ".onnx":
+            raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
+                               "does not expose: use the exported generator.safetensors instead")
+        target = out_path if as_file else out_path / f"interp_{kind}_{a}_{b}.png"
+        _writable_dir(target.parent)
+        runner, _ = open_model(model_path)
+        return [save_png(target, interpolation_sheet(runner, kind, a, b, fixed, steps, truncation))]
+
+    indices = [resolve_class(c, n_classes, names) for c in classes]
+    if not indices:
+        raise TinyGANError("no classes given: name at least one class (index, wnid or name)")
+    _warn_untrained(indices, cfg)
+    if not grid and as_file:
+        raise TinyGANError(f"output {out} is a .png file, but individual images (no grid) need a directory")
+    _writable_dir(out_path.parent if as_file else out_path)
+    runner, _ = open_model(model_path)
+    images = class_grid(runner, indices, n, truncation, seed)
+    if grid:
+        target = out_path if as_file else out_path / "grid.png"
+        return [save_png(target, tile(images, len(indices), n))]
+    written = []
+    for j, c in enumerate(indices):
+        for k in range(n):
+            written.append(save_png(out_path / f"{imagenet.wnid_of(c)}_{k}.png", images[j * n + k]))
+    return written
