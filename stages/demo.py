@@ -1,16 +1,26 @@
 """Stage `demo`: build the offline demo world in demo.root — a synthetic ImageNet-layout train tree
 (imagenet/train/<wnid>/*.JPEG, bad files included), a procedural teacher SavedModel with BigGAN-deep-128's
-interface (teacher/), and preview.png."""
-from tinygan import demo, params
+interface (teacher/), the demo judge (judge.pt: a small classifier trained on the tree's images, Inception's
+stand-in for the demo metrics) and preview.png."""
+import shutil
+import tempfile
+from pathlib import Path
+
+from tinygan import demo, judge, params, prepare
 from tinygan.cli import run_stage
 
 
 def main(params_file: str = "params.yaml") -> None:
     """Build the demo world (see module docstring)."""
     p = params.load(params_file)
-    d = p["demo"]
-    demo.build(d["root"], classes=sorted(demo.DEMO_CLASSES), images_per_class=d["images_per_class"],
-               seed=p["seed"], min_side=d["min_side"], max_side=d["max_side"])
+    d, root = p["demo"], Path(p["demo"]["root"])
+    classes = sorted(demo.DEMO_CLASSES)
+    demo.build(root, classes=classes, images_per_class=d["images_per_class"], seed=p["seed"],
+               min_side=d["min_side"], max_side=d["max_side"])
+    with tempfile.TemporaryDirectory(dir=root) as tmp:  # the judge learns from the tree, decoded as prepare does
+        prepare.prepare(root / "imagenet" / "train", tmp, classes=classes, max_per_class=None)
+        report = judge.train_demo_judge(tmp, root / "judge.pt", seed=p["seed"], epochs=d["judge_epochs"])
+    print(f"demo judge: train accuracy {report.get('train_accuracy')}, held-out {report.get('heldout_accuracy')}")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,35 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
     # The sidecar leaves out the wall time so that the same inputs give the same bytes.
     write_json(out_path.with_suffix(".json"), {k: v for k, v in report.items() if k != "seconds"})
     return report
+
+
+def train_demo_judge(real_dir: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, epochs: int = 30,
+                     progress: bool = True, max_per_class: int | None = None) -> dict:
+    """Train the demo judge on the real-image shards of ``real_dir`` (``data/real``) and save it.
+
+    The one call a pipeline stage needs: reads every real image (uint8 NHWC) with its label, trains on
+    the classes present (sorted ImageNet indices) with ``train_judge`` and writes ``out_path``
+    (TorchScript) plus its sidecar ``out_path`` with suffix .json. The demo world holds ~320 images
+    (16 MB at 128 px), so all of them are read at once; ``max_per_class`` caps what is read per class
+    (the first N samples of each class) for larger shard dirs. Returns ``train_judge``'s report plus
+    ``real_dir`` and the real shards' fingerprint.
+    """
+    from tinygan.shards import ShardDataset
+
+    ds = ShardDataset(real_dir, fields=("images",), kind="real")
+    if len(ds) == 0:
+        raise TinyGANError(f"the real shards in {real_dir} hold no images; run the prepare stage first")
+    counts = ds.class_counts()
+    classes = sorted(counts)
+    if max_per_class is None:
+        indices = np.arange(len(ds))
+    else:
+        if max_per_class < 2:
+            raise TinyGANError(f"judge max_per_class must be at least 2 (or null for all), got {max_per_class}")
+        indices = np.sort(np.concatenate([ds.class_indices(c)[:max_per_class] for c in classes]))
+    images = ds.read(indices, raw=True)["images"]
+    labels = ds.labels()[indices]
+    report = train_judge(images, labels, classes, out_path, seed=seed, epochs=epochs, progress=progress)
+    report["real_dir"] = str(real_dir)
+    report["real_fingerprint"] = str(ds.manifest.get("fingerprint", ""))
+    return report

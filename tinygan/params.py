@@ -139,6 +139,7 @@ SCHEMA: dict[str, Any] = {
         "images_per_class": Int(1, 100000),
         "min_side": Int(16, 4096),
         "max_side": Int(16, 4096),
+        "judge_epochs": Int(1),
     },
     "prepare": {
         "imagenet_train": Str(),
@@ -177,6 +178,15 @@ SCHEMA: dict[str, Any] = {
         "snapshot_every": Int(0),
         "log_every": Int(1),
         "workers": Int(0),
+        "device": Choice("auto", "cpu", "cuda"),
+    },
+    "evaluate": {
+        "extractor": Choice("judge", "inception"),
+        "extractor_path": Str(),
+        "n_samples": Int(10),
+        "per_class_samples": Int(2),
+        "curve_samples": Int(2),
+        "batch_size": Int(1),
         "device": Choice("auto", "cpu", "cuda"),
     },
     "export": {

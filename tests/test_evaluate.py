@@ -1,0 +1,276 @@
+"""Evaluation orchestration: reference stats, the evaluate outputs (metrics.json, CSVs, PNGs), and the demo judge."""
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tinygan import shards
+from tinygan.errors import TinyGANError
+from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, _compression, _Measure, evaluate,
+                              reference_stats)
+from tinygan.extractors import JUDGE_NAME, extract, load_extractor
+from tinygan.frechet import ClassStats, frechet_distance
+from tinygan.judge import train_demo_judge
+from tinygan.metrics import inception_score
+from tinygan.models import Generator
+from tinygan.train import save_generator
+
+torch.set_num_threads(1)
+
+CLASSES = (1, 9, 130)
+REAL_PER_CLASS, TEACHER_PER_CLASS = 16, 12
+N_SAMPLES, PER_CLASS = 40, 14  # more than the teacher shards hold: the teacher note must say so
+
+
+def class_images(classes, per_class, seed):
+    """(z, y, images): each class a colour, each image a random brightness ramp and a little noise."""
+    rng = np.random.default_rng(seed)
+    g = np.linspace(-1, 1, 128, dtype=np.float32)
+    z, y, images = [], [], []
+    for c in classes:
+        colour = np.array([(c * 37) % 200 + 40, (c * 91) % 200 + 40, (c * 13) % 200 + 40], np.float32)
+        for _ in range(per_class):
+            zi = (0.5 * np.clip(rng.standard_normal(128), -2, 2)).astype(np.float32)
+            ramp = 0.6 + 0.4 * np.tanh(3 * zi[0]) * g[None, :, None] + 0.2 * np.tanh(3 * zi[1]) * g[:, None, None]
+            img = colour * ramp + rng.normal(0, 4, (128, 128, 3))
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            z.append(zi)
+            y.append(c)
+    return np.stack(z), np.asarray(y, np.int64), np.stack(images)
+
+
+def write_real(out_dir, classes, per_class, seed):
+    out_dir.mkdir(parents=True)
+    _, y, images = class_images(classes, per_class, seed)
+    names = np.asarray([f"img{i}.JPEG" for i in range(len(y))], dtype=object)
+    infos = [shards.write_shard(out_dir / f"real-{k:05d}.h5", {"images": images[sl], "y": y[sl], "names": names[sl]},
+                                {"kind": "real", "fingerprint": "test"})
+             for k, sl in enumerate((slice(0, 20), slice(20, None)))]
+    shards.write_manifest(out_dir, "real", infos, {c: per_class for c in classes}, fingerprint="test", resolution=128)
+
+
+def write_teacher(out_dir, classes, per_class, seed, handle="data/demo/teacher"):
+    out_dir.mkdir(parents=True)
+    z, y, images = class_images(classes, per_class, seed)
+    info = shards.write_shard(out_dir / "teacher-00000.h5", {"z": z, "y": y, "images": images},
+                              {"kind": "teacher", "fingerprint": "test"})
+    shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, {"teacher": handle},
+                          fingerprint="test", resolution=128)
+
+
+def save_g(path, seed):
+    torch.manual_seed(seed)
+    G = Generator(variant="dw", ch=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(G.eval(), path, None)
+    return G
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_real(root / "real", CLASSES, REAL_PER_CLASS, seed=1)
+    write_teacher(root / "teacher", CLASSES, TEACHER_PER_CLASS, seed=2)
+    judge = train_demo_judge(root / "real", root / "judge" / "judge.pt", seed=0, epochs=3, progress=False)
+    ref = reference_stats(root / "real", root / "judge" / "judge.pt", "judge", root / "refstats", batch_size=7,
+                          progress=False, kid_reservoir=20)
+    save_g(root / "student" / "generator.safetensors", seed=0)
+    for step in (10, 20):
+        save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
+    args = dict(generator_path=root / "student" / "generator.safetensors", teacher_dir=root / "teacher",
+                refstats_dir=root / "refstats", extractor_path=root / "judge" / "judge.pt", extractor_kind="judge",
+                classes=list(CLASSES), n_samples=N_SAMPLES, per_class_samples=PER_CLASS, truncation=0.5, seed=0,
+                batch_size=16, device="cpu", progress=False, curve_samples=12, kid_subsets=5, sheet_samples=2)
+    metrics = evaluate(out_dir=root / "out", snapshots_dir=root / "snapshots", **args)
+    return {"root": root, "judge": judge, "ref": ref, "metrics": metrics, "out": root / "out", "args": args}
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- reference statistics ----------------------------------------------------------------------------------
+
+def test_train_demo_judge_writes_judge_and_sidecar(world):
+    rep = world["judge"]
+    assert rep["classes"] == list(CLASSES) and rep["num_train"] + rep["num_heldout"] == 3 * REAL_PER_CLASS
+    side = json.loads((world["root"] / "judge" / "judge.json").read_text())
+    assert side["classes"] == list(CLASSES) and side["sha256"] == rep["sha256"]
+    ext = load_extractor(world["root"] / "judge" / "judge.pt", "judge")
+    assert ext.name == JUDGE_NAME and ext.class_map == list(CLASSES)
+
+
+def test_reference_stats_match_one_pass_extraction(world):
+    root = world["root"]
+    ref = ClassStats.load(root / "refstats")
+    assert ref.classes == list(CLASSES)
+    info = json.loads((root / "refstats" / "refstats.json").read_text())
+    assert info == world["ref"]
+    assert info["extractor"] == JUDGE_NAME and info["n"] == 3 * REAL_PER_CLASS
+    assert info["class_counts"] == {str(c): REAL_PER_CLASS for c in CLASSES} and info["kid_reservoir"] == 20
+    assert ref.overall.n == 3 * REAL_PER_CLASS and ref.overall.reservoir.shape == (20, info["feature_dim"])
+    # class-by-class streaming gives the statistics of a single pass over the shards in storage order
+    ext = load_extractor(root / "judge" / "judge.pt", "judge")
+    ds = shards.ShardDataset(root / "real", fields=("images", "y"))
+    batches = ((b["images"], b["y"]) for b in ds.iter_read(np.arange(len(ds)), batch_size=11))
+    one = extract(ext, batches, per_class=True, need_probs=False)
+    np.testing.assert_allclose(ref.overall.mean, one.stats.mean, rtol=1e-6, atol=1e-7)
+    assert abs(frechet_distance(ref.overall, one.stats)) < 1e-6
+    for c in CLASSES:
+        assert ref[c].n == REAL_PER_CLASS
+        np.testing.assert_allclose(ref[c].mean, one.class_stats[c].mean, rtol=1e-6, atol=1e-7)
+
+
+# ---- metrics.json ------------------------------------------------------------------------------------------
+
+NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_std", "teacher_fid",
+           "teacher_intra_fid", "teacher_kid", "g_params", "d_params", "g_macs", "n_samples", "classes",
+           "fid_curve_samples", "fid_curve_points"]
+
+
+def test_metrics_schema(world):
+    m = json.loads((world["out"] / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(world["metrics"]))
+    for key in NUMERIC:
+        assert isinstance(m[key], (int, float)) and not isinstance(m[key], bool) and math.isfinite(m[key]), key
+    assert m["extractor"] == JUDGE_NAME and "not Inception" in m["extractor"]
+    assert m["classes"] == len(CLASSES) and m["n_samples"] == N_SAMPLES
+    assert m["is"] >= 1.0 and m["teacher_is"] >= 1.0
+    G = Generator(variant="dw", ch=4)
+    assert m["g_params"] == sum(p.numel() for p in G.parameters()) and m["g_macs"] > 0 and m["d_params"] > 0
+    # demo teacher: no published figures, labelled as such; the ratios are null (dvc skips them)
+    assert m["teacher_figures"] == DEMO_TEACHER and m["compression_ratio"] is None and m["macs_ratio"] is None
+    # fewer teacher images than asked for: said so
+    assert m["teacher_n_samples"] == 3 * TEACHER_PER_CLASS and "fewer than n_samples" in m["teacher_note"]
+    assert "per_class_samples" in m["teacher_note"]
+
+
+def test_intra_fid_is_mean_of_per_class_table(world):
+    rows = read_csv(world["out"] / "per_class.csv")
+    assert list(rows[0]) == ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"]
+    assert [int(r["class"]) for r in rows] == list(CLASSES)
+    assert rows[0]["wnid"] == "n01443537" and rows[0]["name"] == "goldfish"
+    m = world["metrics"]
+    assert m["intra_fid"] == pytest.approx(np.mean([float(r["student_intra_fid"]) for r in rows]), rel=1e-5)
+    assert m["teacher_intra_fid"] == pytest.approx(np.mean([float(r["teacher_intra_fid"]) for r in rows]), rel=1e-5)
+
+
+def test_teacher_is_closer_to_real_than_untrained_student(world):
+    m = world["metrics"]
+    assert m["teacher_fid"] < m["fid"]
+    assert m["teacher_intra_fid"] < m["intra_fid"]
+    assert m["teacher_kid"] < m["kid"]
+
+
+def test_figures_exist(world):
+    out = world["out"]
+    for name in ("per_class.png", "worst10.png", "interpolation.png", "fid_curve.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.width > 100 and im.height > 100, name
+    with Image.open(out / "worst10.png") as im:  # header + one row per class (3 < 10)
+        assert im.height == 20 + 128 * len(CLASSES)
+    with Image.open(out / "interpolation.png") as im:  # caption + 3 class rows, caption + 3 seed rows; 8 steps
+        assert im.size == (8 * 128, 6 * 128 + 2 * 18)
+
+
+def test_fid_curve_from_snapshots(world):
+    rows = read_csv(world["out"] / "fid_curve.csv")
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    assert all(math.isfinite(float(r["fid"])) for r in rows)
+    m = world["metrics"]
+    assert m["fid_curve_points"] == 2 and m["fid_curve_samples"] == 12 and "fid_curve_note" not in m
+
+
+def test_no_snapshots_header_only_and_deterministic(world, tmp_path):
+    args = dict(world["args"], kid_subsets=5)
+    m = evaluate(out_dir=tmp_path / "out", snapshots_dir=tmp_path / "none", **args)
+    assert (tmp_path / "out" / "fid_curve.csv").read_text() == "step,fid\n"
+    assert m["fid_curve_points"] == 0 and "no G-<step>.safetensors snapshots" in m["fid_curve_note"]
+    assert (tmp_path / "out" / "fid_curve.png").is_file()
+    for key in ("is", "fid", "kid", "intra_fid", "teacher_fid", "teacher_intra_fid"):
+        assert m[key] == world["metrics"][key], key  # same arguments, same numbers
+    assert (tmp_path / "out" / "per_class.csv").read_bytes() == (world["out"] / "per_class.csv").read_bytes()
+
+
+def test_stale_reference_stats_are_rejected(world, tmp_path):
+    ref = tmp_path / "refstats"
+    shutil.copytree(world["root"] / "refstats", ref)
+    info = json.loads((ref / "refstats.json").read_text())
+    (ref / "refstats.json").write_text(json.dumps(dict(info, extractor_sha256="0" * 64)))
+    with pytest.raises(TinyGANError, match="rerun the reference statistics stage"):
+        evaluate(out_dir=tmp_path / "out", **dict(world["args"], refstats_dir=ref))
+
+
+def test_missing_extractor_surfaces(world, tmp_path):
+    with pytest.raises(TinyGANError, match="demo judge not found"):
+        evaluate(out_dir=tmp_path / "out", **dict(world["args"], extractor_path=tmp_path / "nope.pt"))
+
+
+# ---- pieces --------------------------------------------------------------------------------------------------
+
+def test_streaming_inception_score_equals_batch_formula():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (103, 7))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    feats = rng.normal(size=(103, 4))
+    m = _Measure(4, 103, splits=10)
+    a = 0
+    for size in (1, 13, 5, 40, 2, 42):
+        m.update(feats[a:a + size], probs[a:a + size])
+        a += size
+    _, mean, std = m.result()
+    ref_mean, ref_std = inception_score(probs, splits=10)
+    assert mean == pytest.approx(ref_mean, rel=1e-12) and std == pytest.approx(ref_std, rel=1e-9, abs=1e-12)
+
+
+def test_published_teacher_figures():
+    G = Generator(variant="dw", ch=4)
+    comp = _compression(G, 4, torch.device("cpu"), "https://tfhub.dev/deepmind/biggan-deep-128/1")
+    assert comp["teacher"]["g_params"] == 50_400_000 and comp["teacher"]["g_macs"] == 8_320_000_000
+    assert comp["teacher"]["source"] == PUBLISHED_TEACHER["source"] and "published" in comp["teacher"]["source"]
+    assert comp["compression_ratio"] == pytest.approx(50.4e6 / comp["student"]["g_params"])
+    assert comp["macs_ratio"] == pytest.approx(8.32e9 / comp["student"]["g_macs"])
+
+
+# ---- the demo judge on the demo world ----------------------------------------------------------------------
+
+DEMO = (1, 130, 388)  # goldfish, flamingo, giant panda
+
+
+@pytest.fixture(scope="module")
+def demo_judge(tmp_path_factory):
+    from tinygan import demo
+    from tinygan.prepare import prepare
+    from tinygan.teacher import load_teacher, truncated_z_batch
+
+    root = tmp_path_factory.mktemp("demo_judge")
+    demo.make_tree(root / "tree", list(DEMO), images_per_class=24, seed=0, min_side=64, max_side=96, progress=False)
+    prepare(root / "tree", root / "real", list(DEMO), max_per_class=None, resolution=128, shard_size=64, workers=1,
+            progress=False)
+    report = train_demo_judge(root / "real", root / "judge.pt", seed=0, epochs=12, progress=False)
+    demo.save_teacher(root / "teacher")
+    teacher = load_teacher(str(root / "teacher"))
+    y = np.repeat(np.asarray(DEMO, np.int64), 6)
+    k = np.tile(np.arange(6), len(DEMO))
+    x = teacher(truncated_z_batch(1, y, k, 0.5), y, 0.5)
+    images = np.clip(np.floor((x + 1) * 127.5 + 0.5), 0, 255).astype(np.uint8)
+    return report, load_extractor(root / "judge.pt", "judge"), images, y
+
+
+def test_demo_judge_distinguishes_teacher_classes(demo_judge):
+    report, ext, images, y = demo_judge
+    # 24 good images per class plus the demo tree's readable odd files (grayscale, CMYK, PNG bytes)
+    assert report["classes"] == list(DEMO) and report["num_train"] + report["num_heldout"] >= 3 * 24
+    feats, probs = ext(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+    pred = np.asarray(ext.class_map)[probs.argmax(1)]
+    assert (pred == y).mean() >= 0.8
+    # features: samples of one class are closer to their own class mean than to the other classes' means
+    means = {c: feats[y == c].mean(0) for c in DEMO}
+    nearest = np.asarray([min(DEMO, key=lambda c: np.linalg.norm(f - means[c])) for f in feats])
+    assert (nearest == y).mean() >= 0.8

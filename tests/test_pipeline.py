@@ -1,0 +1,120 @@
+"""End to end: `dvc repro` of the whole demo pipeline (tiny sizes) in a temp copy of the repo, a no-change
+rerun, an experiment with `dvc exp run -S`, `dvc metrics diff`, and the README's commands."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "demo": {"images_per_class": 6, "judge_epochs": 3},
+    "prepare": {"shard_size": 16},
+    "sample": {"per_class": 8, "batch_size": 8, "shard_size": 32},
+    "train": {"ch": 4, "d_ch": 4, "batch_size": 8, "epochs": 2, "holdout_per_class": 2, "checkpoint_every": 4,
+              "sample_every": 4, "snapshot_every": 6, "log_every": 2},
+    "evaluate": {"n_samples": 40, "per_class_samples": 4, "curve_samples": 20, "batch_size": 20},
+}
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@localhost", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+       "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+
+
+def sh(cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, shell=True, env=ENV, capture_output=True, text=True, timeout=1200)
+    if check and res.returncode != 0:
+        raise AssertionError(f"`{cmd}` failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A fresh copy of the repo's tracked files with tiny params, after one full `dvc repro`."""
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        if f.startswith("data/") and f != "data/.gitignore" or not (ROOT / f).is_file():
+            continue
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dst / f)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    for group, values in TINY.items():
+        params[group].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git init -q && git add -A && git commit -qm base", dst)
+    repro = sh("dvc repro", dst)
+    sh("git add -A && git commit -qm 'demo run'", dst)
+    return dst, repro.stdout + repro.stderr
+
+
+def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
+    dst, log = repo
+    for stage in ("demo", "prepare", "sample", "train", "refstats", "evaluate", "export"):
+        assert f"Running stage '{stage}'" in log
+    for path in ("data/demo/teacher/saved_model.pb", "data/demo/judge.pt", "data/real/manifest.json",
+                 "data/teacher/manifest.json", "data/student/generator.safetensors", "eval/metrics.json",
+                 "eval/per_class.csv", "eval/worst10.png", "eval/interpolation.png", "eval/fid_curve.png",
+                 "export/generator.onnx", "export/generator.torchscript.pt", "export/MODEL_CARD.md",
+                 "dvclive/train/plots/images/grid.png"):
+        assert (dst / path).exists(), path
+    real = json.loads((dst / "data/real/manifest.json").read_text())
+    assert sum(real["skipped"].values() if isinstance(real["skipped"], dict) else [1]) > 0 or real["skipped"]
+    teacher = json.loads((dst / "data/teacher/manifest.json").read_text())
+    assert teacher["n"] == 8 * 8
+    metrics = json.loads((dst / "eval/metrics.json").read_text())
+    assert "demo-judge" in metrics["extractor"]
+    for key in ("is", "fid", "intra_fid", "kid", "teacher_fid", "g_params", "compression_ratio"):
+        assert isinstance(metrics[key], (int, float)), key
+
+
+def test_no_change_repro_does_nothing(repo):
+    dst, _ = repo
+    out = sh("dvc repro", dst).stdout
+    assert "Running stage" not in out
+    assert "up to date" in out.lower()
+
+
+def test_exp_run_and_metrics_diff(repo):
+    dst, _ = repo
+    res = sh("dvc exp run -S lambda_pix=0.1", dst)
+    log = res.stdout + res.stderr
+    assert "Running stage 'train'" in log and "Running stage 'demo'" not in log  # upstream stages cached
+    diff = sh("dvc metrics diff --json", dst).stdout
+    changes = json.loads(diff)
+    assert any("fid" in k for f in changes.values() for k in f), diff
+    params = sh("dvc params diff --json", dst).stdout
+    assert "lambda_pix" in params
+
+
+def test_readme_commands(repo):
+    dst, _ = repo
+    readme = (ROOT / "README.md").read_text()
+    assert "bash .ci/install && dvc repro" in readme
+    assert "bash .ci/install && python3 -m pytest -q" in readme
+    cmds = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("tinygan ")]
+    assert len(cmds) >= 4
+    for cmd in cmds:
+        cmd = cmd.replace("[--params configs/paper.yaml]", "").replace("[--layers]", "--layers")
+        res = sh(f"{sys.executable} -m tinygan.cli {cmd[len('tinygan '):]}", dst)
+        assert res.returncode == 0, cmd
+    assert (dst / "samples.png").exists()
+
+
+def test_user_errors_are_one_line(repo):
+    dst, _ = repo
+    res = sh(f"{sys.executable} stages/train.py --params-file nope.yaml", dst, check=False)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "not found" in res.stderr
+    res = sh(f"{sys.executable} -m tinygan.cli verify data", dst, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = sh(f"{sys.executable} -m tinygan.cli generate export/generator.onnx -c no_such_animal", dst, check=False)
+    assert res.returncode == 2 and "no_such_animal" in res.stderr and "Traceback" not in res.stderr
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        assert sh(f"{sys.executable} {script} --help", dst).returncode == 0
