@@ -15,14 +15,6 @@ from tinygan.models import Generator
 CLASSES = [1, 9, 207]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine is small and shared: intra-op threads only fight each other here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_generator(seed: int = 0) -> Generator:
     """ch=4 generator with random weights (CBN gains non-trivial) and BN running stats from a few batches."""

@@ -21,13 +21,6 @@ CLASSES = [1, 9, 207]
 R = 128
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):

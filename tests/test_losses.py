@@ -7,14 +7,6 @@ from tinygan.errors import TinyGANError
 from tinygan.models import Discriminator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids OpenMP spinning on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # ----------------------------------------------------------------------------- single terms
 
 

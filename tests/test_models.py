@@ -10,14 +10,6 @@ from tinygan.models import EMA, ConditionalBatchNorm2d, Discriminator, Generator
 from tinygan.summary import count_macs, count_params, summary
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids OpenMP spinning on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small_g(variant="dw", ch=2, n_classes=10):
     torch.manual_seed(0)

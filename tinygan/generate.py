@@ -39,7 +39,7 @@ from tinygan import classes as imagenet
 from tinygan.demo_classes import DEMO_CLASSES
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
-from tinygan.teacher import quantize, truncated_z
+from tinygan.teacher import quantize, truncated_normal, truncated_z
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
@@ -254,13 +254,7 @@ def _as_runner(G) -> TorchRunner | OnnxRunner:
 
 def draw_z(seed: int, truncation: float, dim: int = 128) -> np.ndarray:
     """One noise vector for interpolation seed ``seed``: ``truncation * truncated_normal(dim)`` (±2), float32."""
-    rng = np.random.default_rng(int(seed))
-    z = rng.standard_normal(dim, dtype=np.float32)
-    bad = np.abs(z) > 2.0
-    while bad.any():
-        z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
-        bad = np.abs(z) > 2.0
-    return np.float32(truncation) * z
+    return np.float32(truncation) * truncated_normal(np.random.default_rng(int(seed)), dim)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -51,12 +51,17 @@ def truncated_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_D
     so it depends only on (seed, cls, idx, truncation) — never on batch size, worker count or order.
     """
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(cls), int(idx)])))
+    return np.float32(truncation) * truncated_normal(rng, dim)
+
+
+def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
+    """Standard normal float32 [dim] with values outside [-2, 2] redrawn."""
     z = rng.standard_normal(dim, dtype=np.float32)
     bad = np.abs(z) > 2.0
     while bad.any():
         z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
         bad = np.abs(z) > 2.0
-    return np.float32(truncation) * z
+    return z
 
 
 def truncated_z_batch(seed: int, classes, idxs, truncation: float, dim: int = Z_DIM) -> np.ndarray:
