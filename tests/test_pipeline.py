@@ -66,13 +66,16 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
                  "dvclive/train/plots/images/grid.png"):
         assert (dst / path).exists(), path
     real = json.loads((dst / "data/real/manifest.json").read_text())
-    assert sum(real["skipped"].values() if isinstance(real["skipped"], dict) else [1]) > 0 or real["skipped"]
+    assert real["skipped"], "the demo tree's unreadable files must be skipped and counted"
     teacher = json.loads((dst / "data/teacher/manifest.json").read_text())
     assert teacher["n"] == 8 * 8
     metrics = json.loads((dst / "eval/metrics.json").read_text())
     assert "demo-judge" in metrics["extractor"]
-    for key in ("is", "fid", "intra_fid", "kid", "teacher_fid", "g_params", "compression_ratio"):
+    for key in ("is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_fid", "teacher_intra_fid",
+                "g_params", "d_params", "g_macs"):
         assert isinstance(metrics[key], (int, float)), key
+    assert metrics["compression_ratio"] is None  # the procedural demo teacher has no published size
+    assert metrics["teacher_figures"] == "procedural demo teacher, n/a"
 
 
 def test_no_change_repro_does_nothing(repo):
