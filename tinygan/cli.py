@@ -5,11 +5,7 @@ User mistakes (TinyGANError) print one line `error: ...` and exit 2 — never a 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from typing import Callable, Optional
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides real messages
 
 import typer
 
