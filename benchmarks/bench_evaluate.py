@@ -73,7 +73,7 @@ def build_world(root: Path) -> None:
     train_demo_judge(root / "real", root / "judge.pt", seed=0, epochs=1, progress=False)
     reference_stats(root / "real", root / "judge.pt", "judge", root / "refstats", progress=False)
     torch.manual_seed(0)
-    save_generator(Generator(variant="dw", ch=4).eval(), root / "generator.safetensors", None)
+    save_generator(Generator(variant="dw", ch=4).eval(), root / "generator.safetensors")
 
 
 def child(root: Path, n: int) -> dict:

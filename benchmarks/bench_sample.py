@@ -114,7 +114,6 @@ def main() -> None:
         child(a.child[0], a.child[1], classes, a.per_class, a.batch_size, a.shard_size, a.teacher_only)
         return
 
-    import numpy as np
 
     from tinygan.sample import _Plan, sample
     from tinygan.teacher import load_teacher, truncated_z_batch

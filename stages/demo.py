@@ -2,7 +2,6 @@
 (imagenet/train/<wnid>/*.JPEG, bad files included), a procedural teacher SavedModel with BigGAN-deep-128's
 interface (teacher/), the demo judge (judge.pt: a small classifier trained on the tree's images, Inception's
 stand-in for the demo metrics) and preview.png."""
-import shutil
 import tempfile
 from pathlib import Path
 

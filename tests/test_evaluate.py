@@ -67,7 +67,7 @@ def save_g(path, seed):
     torch.manual_seed(seed)
     G = Generator(variant="dw", ch=4)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_generator(G.eval(), path, None)
+    save_generator(G.eval(), path)
     return G
 
 

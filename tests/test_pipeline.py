@@ -2,7 +2,6 @@
 rerun, an experiment with `dvc exp run -S`, `dvc metrics diff`, and the README's commands."""
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys

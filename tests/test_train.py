@@ -1,6 +1,5 @@
 """The train loop: learning, resume after kill -9, DDP (gloo, 2 processes), ablations, bad settings."""
 import csv
-import dataclasses
 import json
 import os
 import signal

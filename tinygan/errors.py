@@ -6,7 +6,3 @@ class TinyGANError(Exception):
 
     The CLI and every stage print ``error: <message>`` on one line and exit with code 2.
     """
-
-
-def fail(message: str) -> "NoReturn":  # noqa: F821
-    raise TinyGANError(message)

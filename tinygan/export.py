@@ -30,7 +30,8 @@ import torch
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
-from tinygan.io import atomic_path, sha256_file, write_bytes, write_json, write_text
+from tinygan.io import sha256_file, write_bytes, write_json, write_text
+from tinygan.models import save_weights
 from tinygan.teacher import truncated_z
 
 FORMAT_VERSION = 1
@@ -73,7 +74,7 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
         raise TinyGANError(f"cannot create export directory {out} ({e.strerror or e})") from None
 
     config = make_config(cfg, class_list, truncation)
-    save_safetensors(G, out / FILES["safetensors"], config)
+    save_weights(G, out / FILES["safetensors"], config)
     write_json(out / "config.json", config)
     save_torchscript(G, out / FILES["torchscript"])
     save_onnx(G, out / FILES["onnx"], config, opset)
@@ -109,15 +110,6 @@ def make_config(cfg: dict, class_list: list[int], truncation: float) -> dict:
         "layout": "NCHW",
         "format_version": FORMAT_VERSION,
     }
-
-
-def save_safetensors(G: torch.nn.Module, path: Path, config: dict) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
-    with atomic_path(path) as tmp:
-        # one metadata key: safetensors writes metadata in hash-map order, so several keys make the bytes vary
-        save_file(state, str(tmp), metadata={"config": json.dumps(config, sort_keys=True)})
 
 
 def _example_inputs(G: torch.nn.Module, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,7 +111,6 @@ def read_config(model_path: str | os.PathLike) -> dict:
 
 def load_generator(model_path: str | os.PathLike):
     """The eval-mode ``tinygan.models.Generator`` stored in a safetensors file (imports torch)."""
-    import torch
     from safetensors import safe_open
 
     from tinygan.models import Generator

@@ -18,6 +18,7 @@ Discriminator (ch=32 -> 3,300,321 parameters)
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import torch
@@ -264,3 +265,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """Return the plain module inside a DistributedDataParallel / torch.compile wrapper."""
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def save_weights(module: nn.Module, path, config: dict) -> None:
+    """``module``'s state dict as safetensors (no pickle), with ``config`` as the one metadata entry (one key,
+    sorted JSON: safetensors writes metadata in hash-map order, so several keys would make the bytes vary).
+    Written atomically."""
+    from safetensors.torch import save_file
+
+    from tinygan.io import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(config, sort_keys=True)})

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from tinygan import losses, shards
 from tinygan.errors import TinyGANError
 from tinygan.io import atomic_path, write_json
-from tinygan.models import EMA, Discriminator, Generator
+from tinygan.models import EMA, Discriminator, Generator, save_weights
 
 
 @dataclasses.dataclass
@@ -261,7 +260,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
             _log(live, step, {"heldout_l1": l1})
             live.log_image("grid.png", sample_grid(sampler, hold))
         if master and snapshot_dir and cfg.snapshot_every and step % cfg.snapshot_every == 0:
-            save_generator(sampler, Path(snapshot_dir) / f"G-{step:07d}.safetensors", cfg)
+            save_generator(sampler, Path(snapshot_dir) / f"G-{step:07d}.safetensors")
         if master and (step % cfg.checkpoint_every == 0 or step == total):
             save_checkpoint(ckpt_path, {
                 "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
@@ -274,7 +273,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     if master:
         final = ema.module if ema is not None else G
         l1_end = heldout_l1(final, hold)
-        save_generator(final, Path(generator_out), cfg)
+        save_generator(final, Path(generator_out))
         summary = {"heldout_l1_start": l1_start, "heldout_l1_end": l1_end, "steps": total,
                    "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "train_pairs": int(len(train_idx)),
                    "heldout_pairs": int(len(hold_idx)), "world_size": world, "ema": cfg.ema}
@@ -391,14 +390,10 @@ def sample_grid(G: torch.nn.Module, hold: dict, per_row: int = 16):
     return Image.fromarray(arr)
 
 
-def save_generator(G: torch.nn.Module, path: Path, cfg: TrainConfig) -> None:
+def save_generator(G: torch.nn.Module, path: Path) -> None:
     """Generator weights as safetensors plus the config needed to rebuild it (no pickle)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"config": json.dumps(G.config)})
+    save_weights(G, path, G.config)
     write_json(path.with_suffix(".json"), G.config)
 
 
