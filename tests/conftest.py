@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tinygan import shards
+from tinygan.models import Generator
 
 torch.set_num_threads(1)  # tiny models on a 2-core box: one thread avoids oversubscription
 
@@ -57,3 +58,17 @@ def tiny_data(tmp_path_factory):
     make_pairs(str(root / "teacher"))
     make_real(str(root / "real"))
     return root
+
+
+def random_generator(seed: int = 0, ch: int = 4) -> Generator:
+    """Eval-mode dw generator with random weights (CBN gains non-trivial) and BN running stats from a few
+    batches: a stand-in for a trained student in export / generate / evaluate tests."""
+    torch.manual_seed(seed)
+    G = Generator("dw", ch)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(0.0, 0.2)
+        G.train()
+        for _ in range(3):
+            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
+    return G.eval()

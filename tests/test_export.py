@@ -5,42 +5,29 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from tinygan import export as ex
 from tinygan.errors import TinyGANError
 from tinygan.generate import load_generator
 from tinygan.models import Generator
+from tinygan.train import save_generator
+
+from conftest import random_generator
 
 CLASSES = [1, 9, 207]
 
 
 
-def tiny_generator(seed: int = 0) -> Generator:
-    """ch=4 generator with random weights (CBN gains non-trivial) and BN running stats from a few batches."""
-    torch.manual_seed(seed)
-    G = Generator("dw", 4)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.normal_(0.0, 0.2)
-        G.train()
-        for _ in range(3):
-            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
-    return G.eval()
-
-
 def save_train_output(G: Generator, path) -> str:
-    """The train stage's format: safetensors with {"config": json} metadata, plus <stem>.json."""
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path),
-              metadata={"config": json.dumps(G.config)})
-    path.with_suffix(".json").write_text(json.dumps(G.config))
+    """Written exactly as the train stage writes its generator."""
+    save_generator(G, path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    G = tiny_generator()
+    G = random_generator()
     src = save_train_output(G, root / "generator.safetensors")
     grid = root / "grid.png"
     from PIL import Image
@@ -151,7 +138,7 @@ def test_model_card(exported):
 
 
 def test_export_without_metrics_renders_samples(tmp_path):
-    src = save_train_output(tiny_generator(1), tmp_path / "g.safetensors")
+    src = save_train_output(random_generator(1), tmp_path / "g.safetensors")
     ex.export(src, str(tmp_path / "m"), [207], None, None, None, None)
     from PIL import Image
     assert Image.open(tmp_path / "m" / "samples.png").size == (8 * 128, 128)
@@ -162,7 +149,7 @@ def test_export_without_metrics_renders_samples(tmp_path):
 def test_export_bad_inputs(tmp_path):
     with pytest.raises(TinyGANError, match="does not exist"):
         ex.export(str(tmp_path / "nope.safetensors"), str(tmp_path / "m"), [1], None, None, None, None)
-    src = save_train_output(tiny_generator(2), tmp_path / "g.safetensors")
+    src = save_train_output(random_generator(2), tmp_path / "g.safetensors")
     with pytest.raises(TinyGANError, match="classes"):
         ex.export(src, str(tmp_path / "m"), [1000], None, None, None, None)
     with pytest.raises(TinyGANError, match="metrics file"):
@@ -185,7 +172,7 @@ def test_onnx_export_of_view_reshape(tmp_path):
     import onnxruntime as ort
 
     G = _ViewGenerator("dw", 4)
-    G.load_state_dict(tiny_generator(3).state_dict())
+    G.load_state_dict(random_generator(3).state_dict())
     G.eval()
     ex.save_onnx(G, tmp_path / "g.onnx", ex.make_config(G.config, [1], 0.5), opset=17)
     sess = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])

@@ -1,5 +1,4 @@
 """generate: grids / single PNGs / interpolation sheets from exported safetensors and ONNX models; bad inputs."""
-import json
 import subprocess
 import sys
 import textwrap
@@ -9,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from tinygan import export as ex
 from tinygan import generate as gen
 from tinygan.errors import TinyGANError
-from tinygan.models import Generator
+from tinygan.train import save_generator
+
+from conftest import random_generator
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [1, 9, 207]
@@ -26,18 +26,9 @@ R = 128
 def model(tmp_path_factory):
     """An exported tiny (ch=4) generator with random weights and BN statistics: the export directory."""
     root = tmp_path_factory.mktemp("gen")
-    torch.manual_seed(0)
-    G = Generator("dw", 4)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.normal_(0.0, 0.2)
-        G.train()
-        for _ in range(2):
-            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
-    G.eval()
+    G = random_generator()
     src = root / "train.safetensors"
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(src),
-              metadata={"config": json.dumps(G.config)})
+    save_generator(G, src)
     ex.export(str(src), str(root / "model"), CLASSES, None, None, None, None)
     return root / "model"
 

@@ -39,7 +39,7 @@ from tinygan import classes as imagenet
 from tinygan.demo_classes import DEMO_CLASSES
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
-from tinygan.teacher import quantize, truncated_normal, truncated_z
+from tinygan.teacher import quantize, truncated_normal, truncated_z_batch
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
@@ -379,12 +379,16 @@ def _warn_untrained(indices: Sequence[int], cfg: dict) -> None:
 # ---- sheets -----------------------------------------------------------------------------------------------
 
 def class_grid(G, indices: Sequence[int], n: int, truncation: float, seed: int) -> np.ndarray:
-    """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from truncated_z(seed, c, k)."""
+    """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from truncated_z(seed, c, k).
+
+    One generator call per class, so a class's images are bit-identical whichever other classes are asked
+    for (kernels may round differently for other batch shapes)."""
     runner = _as_runner(G)
-    ys = np.repeat(np.asarray(indices, dtype=np.int64), n)
-    ks = np.tile(np.arange(n), len(indices))
-    z = np.stack([truncated_z(seed, c, k, truncation, runner.z_dim) for c, k in zip(ys.tolist(), ks.tolist())])
-    return to_uint8(runner(z, ys))
+    rows = []
+    for c in indices:
+        z = truncated_z_batch(seed, [c] * n, range(n), truncation, runner.z_dim)
+        rows.append(to_uint8(runner(z, np.full(n, c, dtype=np.int64))))
+    return np.concatenate(rows)
 
 
 def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], steps: int = 8,

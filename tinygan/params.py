@@ -83,10 +83,8 @@ def Bool() -> Spec:
     return Spec(check, "true or false")
 
 
-def Str(optional: bool = False) -> Spec:
+def Str() -> Spec:
     def check(key, v):
-        if v is None and optional:
-            return None
         if not isinstance(v, str) or not v.strip():
             raise _bad(key, v, "a non-empty string")
         return os.path.expandvars(os.path.expanduser(v))
@@ -111,14 +109,6 @@ def Classes() -> Spec:
         except TinyGANError as e:
             raise TinyGANError(f"params: '{key}': {e}") from None
     return Spec(check, "'animals', 'all', or a list of class indices / wnids")
-
-
-def Floats(n: int) -> Spec:
-    def check(key, v):
-        if not isinstance(v, list) or len(v) != n:
-            raise _bad(key, v, f"a list of {n} numbers")
-        return [float(_number(f"{key}[{i}]", x, "a number >= 0")) for i, x in enumerate(v)]
-    return Spec(check, f"a list of {n} numbers")
 
 
 # ---- the schema: every key of params.yaml -----------------------------------------------------------------

@@ -98,22 +98,23 @@ def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
 # ---- data: step -> batch, a pure function of (seed, step) ----------------------------------------------------
 
 class StepBatches:
-    """Global-batch permutation per epoch, sliced per rank. ``get(step)`` returns this rank's batch of step."""
+    """The epoch plan of ``shards.epoch_batches`` over ``indices`` in global batches (batch x world), sliced
+    per rank. ``get(step)`` returns this rank's batch of that step. ``stream`` keeps the teacher and real
+    permutations independent under one seed."""
 
     def __init__(self, dataset, indices: np.ndarray, batch: int, rank: int, world: int, seed: int, stream: int):
         self.ds, self.indices, self.batch, self.rank, self.world = dataset, indices, batch, rank, world
-        self.seed, self.stream = seed, stream
+        self.seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
         self.steps_per_epoch = len(indices) // (batch * world)
-        self._perm_epoch, self._perm = -1, None
+        self._plan_epoch, self._plan = -1, None
 
     def get(self, step: int) -> dict:
         epoch, k = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            rng = np.random.default_rng([self.seed, self.stream, epoch])
-            self._perm, self._perm_epoch = self.indices[rng.permutation(len(self.indices))], epoch
-        g = self.batch * self.world
-        idx = self._perm[k * g + self.rank * self.batch: k * g + (self.rank + 1) * self.batch]
-        return self.ds.__getitems__(np.sort(idx).tolist())
+        if epoch != self._plan_epoch:
+            self._plan = shards.epoch_batches(len(self.indices), self.batch * self.world, self.seed, epoch)
+            self._plan_epoch = epoch
+        mine = np.sort(self.indices[self._plan[k][self.rank * self.batch:(self.rank + 1) * self.batch]])
+        return self.ds.__getitems__(mine.tolist())
 
 
 def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float) -> torch.Tensor:
@@ -174,14 +175,15 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
         raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} process(es) is larger than the "
                            f"{len(train_idx)} training teacher pairs in {teacher_dir}; lower train.batch_size or "
                            f"raise sample.per_class")
-    sources = {"t": StepBatches(tds, train_idx, cfg.batch_size, rank, world, cfg.seed, stream=1)}
+    teacher_batches = StepBatches(tds, train_idx, cfg.batch_size, rank, world, cfg.seed, stream=1)
+    sources = {"t": teacher_batches} if cfg.uses_teacher else {}  # the L_GAN-only baseline reads no pairs
     if cfg.uses_real:
         rds = shards.ShardDataset(real_dir, fields=("images", "y"))
         if len(rds) < need:
             raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
-    steps_per_epoch = sources["t"].steps_per_epoch
+    steps_per_epoch = teacher_batches.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
 
     # models and optimisers
