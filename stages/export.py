@@ -12,9 +12,8 @@ OUT = "export"
 def main(params_file: str = "params.yaml") -> None:
     """Export data/student/generator.safetensors into export/ in three formats with parity checks."""
     p = params.load(params_file)
-    metrics = "eval/metrics.json" if Path("eval/metrics.json").exists() else None
     train_summary = json.loads(Path("dvclive/train/metrics.json").read_text())
-    export.export("data/student/generator.safetensors", OUT, classes=p["classes"], metrics_path=metrics,
+    export.export("data/student/generator.safetensors", OUT, classes=p["classes"], metrics_path="eval/metrics.json",
                   train_summary=train_summary, params_snapshot=p, grid_png="dvclive/train/plots/images/grid.png",
                   opset=p["export"]["opset"], atol=p["export"]["atol"], truncation=p["sample"]["truncation"],
                   teacher=p["sample"]["teacher"], seed=p["seed"])
