@@ -1,18 +1,24 @@
 """Stage `demo`: build the offline demo world in demo.root — a synthetic ImageNet-layout train tree
 (imagenet/train/<wnid>/*.JPEG, bad files included), a procedural teacher SavedModel with BigGAN-deep-128's
 interface (teacher/), the demo judge (judge.pt: a small classifier trained on the tree's images, Inception's
-stand-in for the demo metrics) and preview.png."""
+stand-in for the demo metrics) and preview.png. One world of the params' `demo` group per run (`--world`)."""
 import tempfile
 from pathlib import Path
 
+import typer
+
 from tinygan import demo, judge, params, prepare
-from tinygan.cli import run_stage
+from tinygan.errors import TinyGANError, run_stage
 
 
-def main(params_file: str = "params.yaml") -> None:
+def main(world: str = typer.Option(..., help="which world of the params' `demo` group to build"),
+         params_file: str = "params.yaml") -> None:
     """Build the demo world (see module docstring)."""
     p = params.load(params_file)
-    d, root = p["demo"], Path(p["demo"]["root"])
+    if world not in p["demo"]:
+        raise TinyGANError(f"demo: no world {world!r} in params 'demo' (have: {', '.join(p['demo']) or 'none'})")
+    d = p["demo"][world]
+    root = Path(d["root"])
     classes = sorted(demo.DEMO_CLASSES)
     demo.build(root, classes=classes, images_per_class=d["images_per_class"], seed=p["seed"],
                min_side=d["min_side"], max_side=d["max_side"])

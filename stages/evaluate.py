@@ -1,7 +1,7 @@
 """Stage `evaluate`: IS, FID, intra-FID and KID of the student and of the teacher's samples against the real
 images; the compression table; per-class table and plots (paper Fig. 8-11) -> eval/."""
 from tinygan import evaluate, params
-from tinygan.cli import run_stage
+from tinygan.errors import run_stage
 
 
 def main(params_file: str = "params.yaml") -> None:
@@ -11,7 +11,7 @@ def main(params_file: str = "params.yaml") -> None:
     evaluate.evaluate("data/student/generator.safetensors", "data/teacher", "data/refstats", e["extractor_path"],
                       e["extractor"], "eval", classes=p["classes"], n_samples=e["n_samples"],
                       per_class_samples=e["per_class_samples"], truncation=p["sample"]["truncation"],
-                      seed=p["seed"], batch_size=e["batch_size"], device=e["device"],
+                      seed=p["seed"], **p["runtime"]["evaluate"],
                       snapshots_dir="data/train/snapshots", teacher_handle=p["sample"]["teacher"],
                       d_ch=p["train"]["d_ch"], curve_samples=e["curve_samples"])
 

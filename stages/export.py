@@ -4,9 +4,14 @@ import json
 from pathlib import Path
 
 from tinygan import export, params
-from tinygan.cli import run_stage
+from tinygan.errors import run_stage
 
 OUT = "export"
+
+
+def training_params(p: dict) -> dict:
+    """The params the model card lists (each one is among this stage's params in dvc.yaml)."""
+    return {k: v for k, v in p.items() if k in ("seed", "train") or k.startswith("lambda_")}
 
 
 def main(params_file: str = "params.yaml") -> None:
@@ -14,7 +19,8 @@ def main(params_file: str = "params.yaml") -> None:
     p = params.load(params_file)
     train_summary = json.loads(Path("dvclive/train/metrics.json").read_text())
     export.export("data/student/generator.safetensors", OUT, classes=p["classes"], metrics_path="eval/metrics.json",
-                  train_summary=train_summary, params_snapshot=p, grid_png="dvclive/train/plots/images/grid.png",
+                  train_summary=train_summary, params_snapshot=training_params(p),
+                  grid_png="dvclive/train/plots/images/grid.png",
                   opset=p["export"]["opset"], atol=p["export"]["atol"], truncation=p["sample"]["truncation"],
                   teacher=p["sample"]["teacher"], seed=p["seed"])
 

@@ -1,6 +1,6 @@
 """Stage `prepare`: ImageNet-layout train tree -> 128x128 real-image HDF5 shards + manifest (data/real)."""
 from tinygan import params, prepare
-from tinygan.cli import run_stage
+from tinygan.errors import run_stage
 
 OUT = "data/real"
 
@@ -10,7 +10,7 @@ def main(params_file: str = "params.yaml") -> None:
     p = params.load(params_file)
     q = p["prepare"]
     prepare.prepare(q["imagenet_train"], OUT, classes=p["classes"], max_per_class=q["max_per_class"],
-                    resolution=q["resolution"], shard_size=q["shard_size"], workers=q["workers"])
+                    resolution=q["resolution"], shard_size=q["shard_size"], workers=p["runtime"]["prepare"]["workers"])
 
 
 if __name__ == "__main__":

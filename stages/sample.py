@@ -1,13 +1,13 @@
 """Stage `sample`: query the teacher once -> (z, y, image) HDF5 shards + manifest (data/teacher).
 
-Several processes/GPUs split the shards: `torchrun --nproc-per-node N stages/sample.py` (RANK/WORLD_SIZE),
+Several processes/GPUs split the shards: `torchrun --nproc-per-node N -m stages.sample` (RANK/WORLD_SIZE),
 or `--shard i/n` by hand. A rerun after a crash continues from the completed shards."""
 import os
 
 import typer
 
 from tinygan import params, sample
-from tinygan.cli import run_stage
+from tinygan.errors import run_stage
 from tinygan.errors import TinyGANError
 
 OUT = "data/teacher"
@@ -26,7 +26,7 @@ def main(params_file: str = "params.yaml",
         except (ValueError, AssertionError):
             raise TinyGANError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4") from None
     sample.sample(s["teacher"], s["format"], OUT, classes=p["classes"], per_class=s["per_class"],
-                  truncation=s["truncation"], seed=p["seed"], batch_size=s["batch_size"],
+                  truncation=s["truncation"], seed=p["seed"], batch_size=p["runtime"]["sample"]["batch_size"],
                   shard_size=s["shard_size"], rank=rank, world_size=world)
 
 

@@ -2,9 +2,9 @@
 
 Reads data/teacher and data/real; resumes from data/train/ckpt.pt; writes data/student/generator.safetensors
 (+ .json config), G snapshots for FID-over-training, and dvclive logs (losses, λ_pix, lr, images/s, grids).
-Several GPUs: `torchrun --nproc-per-node N stages/train.py` (DDP; gloo on CPU)."""
+Several GPUs: `torchrun --nproc-per-node N -m stages.train` (DDP; gloo on CPU)."""
 from tinygan import params, train
-from tinygan.cli import run_stage
+from tinygan.errors import run_stage
 
 
 def main(params_file: str = "params.yaml") -> None:
@@ -12,7 +12,7 @@ def main(params_file: str = "params.yaml") -> None:
     p = params.load(params_file)
     train.train("data/teacher", "data/real", ckpt_path="data/train/ckpt.pt",
                 generator_out="data/student/generator.safetensors", live_dir="dvclive/train",
-                snapshot_dir="data/train/snapshots", cfg=params.train_config(p))
+                snapshot_dir="data/train/snapshots", cfg=train.TrainConfig.from_params(p))
 
 
 if __name__ == "__main__":

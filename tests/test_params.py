@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinygan import params
+from tinygan import params, profiles
 from tinygan.errors import TinyGANError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +22,16 @@ def with_(key: str, value):
     return raw
 
 
-def test_shipped_params_files_are_valid():
+def test_shipped_profiles_are_valid():
     demo = params.load(ROOT / "params.yaml")
-    paper = params.load(ROOT / "configs" / "paper.yaml")
+    paper = params.validate(profiles.compose("paper", conf_dir=ROOT / "conf"))
     assert demo["classes"] == [1, 9, 130, 207, 281, 291, 323, 388]
     assert paper["classes"] == list(range(398))
     assert paper["sample"]["per_class"] == 3000 and paper["train"]["ch"] == 32
     assert paper["sample"]["teacher"].startswith("https://tfhub.dev/deepmind/biggan-deep-128")
     assert set(demo) == set(paper)
+    assert paper["demo"] == {} and demo["demo"]["imagenet"]["root"] == "data/demo"
+    assert paper["sample"]["teacher_dep"] == "conf/teacher/biggan-deep-128.yaml"
 
 
 def test_loss_weights_are_top_level_and_official():
@@ -59,6 +61,8 @@ def test_numbers_written_by_dvc_exp_set_are_accepted():
     ("classes", "fish", "'classes'"),
     ("train.ema", "maybe", "'train.ema'"),
     ("train.holdout_per_class", 64, "'train.holdout_per_class'"),
+    ("runtime.train.device", "tpu", "'runtime.train.device'"),
+    ("runtime.sample.batch_size", 0, "'runtime.sample.batch_size'"),
 ])
 def test_bad_values_are_rejected_with_the_key(key, value, needle):
     with pytest.raises(TinyGANError) as e:
@@ -101,7 +105,23 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_train_config_maps_params():
+    from tinygan.train import TrainConfig
+
     p = params.load(ROOT / "params.yaml")
-    cfg = params.train_config(p)
+    cfg = TrainConfig.from_params(p)
     assert cfg.lambda_pix == p["lambda_pix"] and cfg.batch_size == p["train"]["batch_size"]
     assert cfg.truncation == p["sample"]["truncation"] and cfg.seed == p["seed"]
+    assert cfg.device == p["runtime"]["train"]["device"] and cfg.log_every == p["runtime"]["train"]["log_every"]
+
+
+def test_demo_worlds_and_teacher_dep():
+    raw = copy.deepcopy(RAW)
+    raw["demo"]["imagenet"]["min_side"] = 500
+    with pytest.raises(TinyGANError, match="'demo.imagenet.min_side'"):
+        params.validate(raw)
+    assert params.validate(with_("demo", {}))["demo"] == {}
+    with pytest.raises(TinyGANError, match="'sample.teacher_dep'"):
+        params.validate(with_("sample.teacher_dep", "elsewhere"))
+    raw = with_("sample.teacher", "https://tfhub.dev/deepmind/biggan-deep-256/1")
+    with pytest.raises(TinyGANError, match="not a URL"):
+        params.validate({**raw, "sample": {**raw["sample"], "teacher_dep": raw["sample"]["teacher"]}})

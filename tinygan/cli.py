@@ -1,40 +1,11 @@
-"""The `tinygan` command, and the wrapper every `stages/*.py` script runs under.
-
-User mistakes (TinyGANError) print one line `error: ...` and exit 2 — never a traceback.
-"""
+"""The `tinygan` command. User mistakes (TinyGANError) print one line `error: ...` and exit 2 — never a traceback."""
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-from tinygan.errors import TinyGANError
-
-EXIT_USER_ERROR = 2
-
-
-def report_errors(fn: Callable) -> Callable:
-    """Run ``fn``; turn a TinyGANError into one line on stderr and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TinyGANError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
-    return wrapper
-
-
-def run_stage(fn: Callable) -> None:
-    """Entry point of a `stages/<name>.py` script: typer CLI (with --help) around ``fn``."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=fn.__doc__)
-    app.command(help=fn.__doc__)(report_errors(fn))
-    app()
-
+from tinygan.errors import report_errors
 
 app = typer.Typer(
     add_completion=False,
@@ -54,6 +25,20 @@ def check_params(params_file: str = typer.Option("params.yaml", "--params", help
     from tinygan import params
 
     typer.echo(json.dumps(params.load(params_file), indent=2))
+
+
+@app.command()
+@report_errors
+def profile(name: Optional[str] = typer.Argument(None, help="a profile in conf/profile/ (default: the default)"),
+            overrides: list[str] = typer.Option([], "--set", "-S", help="override like `dvc exp run -S`: key=value")):
+    """Print the params.yaml that `dvc exp run -S profile=NAME` composes from conf/ (validated first)."""
+    import yaml
+
+    from tinygan import params, profiles
+
+    text = profiles.compose_yaml(name, overrides)
+    params.validate(yaml.safe_load(text))
+    typer.echo(text, nl=False)
 
 
 @app.command()

@@ -111,6 +111,13 @@ def Classes() -> Spec:
     return Spec(check, "'animals', 'all', or a list of class indices / wnids")
 
 
+class MapOf:
+    """A mapping of user-chosen names to groups that each follow ``schema`` (may be empty)."""
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+
+
 # ---- the schema: every key of params.yaml -----------------------------------------------------------------
 
 SCHEMA: dict[str, Any] = {
@@ -124,26 +131,25 @@ SCHEMA: dict[str, Any] = {
     "lambda_gan_d": Float(0),      # λ4: L_GAN_D (D: real ImageNet vs student)
     "lambda_feat": Float(0),       # weight of L_KD_feat (1 = paper; 0 = "without L_KD_feat")
     "lambda_kd_d": Float(0),       # weight of L_KD_D (1 = paper; 0 = "without L_KD_S and L_KD_D")
-    "demo": {
+    "demo": MapOf({                # name -> an offline demo world; {} at paper scale (no demo stage)
         "root": Str(),
         "images_per_class": Int(1, 100000),
         "min_side": Int(16, 4096),
         "max_side": Int(16, 4096),
         "judge_epochs": Int(1),
-    },
+    }),
     "prepare": {
         "imagenet_train": Str(),
         "max_per_class": Int(1, optional=True),
         "resolution": Int(128, 128),
         "shard_size": Int(1),
-        "workers": Int(0),
     },
     "sample": {
         "teacher": Str(),
+        "teacher_dep": Str(),       # what DVC tracks: the local teacher itself, or the conf file naming a URL
         "format": Choice("tfhub", "torchscript"),
         "per_class": Int(1),
         "truncation": Float(0.02, 1.0),
-        "batch_size": Int(1),
         "shard_size": Int(1),
     },
     "train": {                      # see tinygan/train.py::TrainConfig for what each key does
@@ -163,12 +169,8 @@ SCHEMA: dict[str, Any] = {
         "ema": Bool(),
         "ema_decay": Float(0, 1),
         "ema_start": Int(0),
-        "checkpoint_every": Int(1),
         "sample_every": Int(1),
         "snapshot_every": Int(0),
-        "log_every": Int(1),
-        "workers": Int(0),
-        "device": Choice("auto", "cpu", "cuda"),
     },
     "evaluate": {
         "extractor": Choice("judge", "inception"),
@@ -176,17 +178,34 @@ SCHEMA: dict[str, Any] = {
         "n_samples": Int(10),
         "per_class_samples": Int(2),
         "curve_samples": Int(2),
-        "batch_size": Int(1),
-        "device": Choice("auto", "cpu", "cuda"),
     },
     "export": {
         "opset": Int(13, 21),
         "atol": Float(0),
     },
+    # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
+    # changing them re-runs nothing (tests/test_dvc.py checks both directions).
+    "runtime": {
+        "prepare": {"workers": Int(0)},                      # decode processes; 0 = all cores
+        "sample": {"batch_size": Int(1)},                    # teacher batch; z depends on (seed, class, index)
+        "train": {
+            "device": Choice("auto", "cpu", "cuda"),
+            "workers": Int(0),                               # DataLoader prefetch processes
+            "log_every": Int(1),
+            "checkpoint_every": Int(1),                      # the last iteration is always checkpointed
+        },
+        "evaluate": {"device": Choice("auto", "cpu", "cuda"), "batch_size": Int(1)},
+    },
 }
 
 
-def _validate(tree: Any, schema: dict, prefix: str) -> dict:
+def _validate(tree: Any, schema: dict | MapOf, prefix: str) -> dict:
+    if isinstance(schema, MapOf):
+        if tree is None:
+            return {}
+        if not isinstance(tree, dict):
+            raise TinyGANError(f"params: '{prefix.rstrip('.')}' must be a mapping of names to groups (or {{}})")
+        return {str(k): _validate(v, schema.schema, f"{prefix}{k}.") for k, v in tree.items()}
     if not isinstance(tree, dict):
         raise TinyGANError(f"params: '{prefix.rstrip('.') or 'params.yaml'}' must be a mapping of keys")
     unknown = sorted(set(tree) - set(schema))
@@ -196,33 +215,39 @@ def _validate(tree: Any, schema: dict, prefix: str) -> dict:
     for key, spec in schema.items():
         if key not in tree:
             raise TinyGANError(f"params: missing key '{prefix}{key}' ({_doc(spec)}); add it to params.yaml")
-        out[key] = (_validate(tree[key], spec, f"{prefix}{key}.") if isinstance(spec, dict)
+        out[key] = (_validate(tree[key], spec, f"{prefix}{key}.") if isinstance(spec, (dict, MapOf))
                     else spec.check(f"{prefix}{key}", tree[key]))
     return out
 
 
 def _doc(spec) -> str:
-    return "a group" if isinstance(spec, dict) else spec.doc
+    return "a group" if isinstance(spec, (dict, MapOf)) else spec.doc
 
 
 def _cross_checks(p: dict) -> None:
-    d, t = p["demo"], p["train"]
-    if d["min_side"] > d["max_side"]:
-        raise TinyGANError(f"params: 'demo.min_side' ({d['min_side']}) is larger than 'demo.max_side' ({d['max_side']})")
+    t = p["train"]
+    for name, d in p["demo"].items():
+        if d["min_side"] > d["max_side"]:
+            raise TinyGANError(f"params: 'demo.{name}.min_side' ({d['min_side']}) is larger than "
+                               f"'demo.{name}.max_side' ({d['max_side']})")
     if t["holdout_per_class"] >= p["sample"]["per_class"]:
         raise TinyGANError(f"params: 'train.holdout_per_class' ({t['holdout_per_class']}) must be smaller than "
                            f"'sample.per_class' ({p['sample']['per_class']}): the rest are the training pairs")
     if max(p["lambda_pix"], p["lambda_feat"], p["lambda_kd_s"], p["lambda_kd_d"],
            p["lambda_gan_s"], p["lambda_gan_d"]) == 0:
         raise TinyGANError("params: every loss weight (lambda_*) is 0, so nothing would be trained")
+    _check_teacher_dep(p["sample"])
 
 
-def train_config(p: dict):
-    """The TrainConfig for validated params ``p`` (train group + top-level loss weights + seed)."""
-    from tinygan.train import TrainConfig
-
-    lam = {k: v for k, v in p.items() if k.startswith("lambda_")}
-    return TrainConfig(**p["train"], **lam, seed=p["seed"], truncation=p["sample"]["truncation"])
+def _check_teacher_dep(s: dict) -> None:
+    """DVC must track the teacher: a local teacher is its own dependency; a URL is pinned by a file."""
+    remote = s["teacher"].startswith(("http://", "https://", "gs://"))
+    if not remote and os.path.normpath(s["teacher_dep"]) != os.path.normpath(s["teacher"]):
+        raise TinyGANError(f"params: 'sample.teacher_dep' ({s['teacher_dep']}) must equal the local teacher "
+                           f"'sample.teacher' ({s['teacher']}) so DVC re-samples when the teacher changes")
+    if remote and s["teacher_dep"].startswith(("http://", "https://", "gs://")):
+        raise TinyGANError("params: 'sample.teacher_dep' must be a file in the repo naming the URL teacher "
+                           "(e.g. conf/teacher/biggan-deep-128.yaml), not a URL")
 
 
 def validate(raw: dict) -> dict:

@@ -66,6 +66,13 @@ class TrainConfig:
     lambda_feat: float = 1.0
     lambda_kd_d: float = 1.0
 
+    @classmethod
+    def from_params(cls, p: dict) -> "TrainConfig":
+        """The config of validated params ``p``: the train group, its runtime knobs, loss weights, seed."""
+        lam = {k: v for k, v in p.items() if k.startswith("lambda_")}
+        return cls(**p["train"], **p["runtime"]["train"], **lam, seed=p["seed"],
+                   truncation=p["sample"]["truncation"])
+
     @property
     def uses_teacher(self) -> bool:
         return max(self.lambda_pix, self.lambda_feat, self.lambda_kd_s, self.lambda_kd_d) > 0
