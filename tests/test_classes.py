@@ -53,3 +53,14 @@ def test_lookup_errors():
         classes.index_of("n123")
     with pytest.raises(TinyGANError, match="1000"):
         classes.name_of(1000)
+
+
+def test_resolve_warns_about_classes_listed_twice(capsys):
+    # 1 twice (as an int and as its wnid), 9 twice (int and string), 130 once: used once each, one warning line.
+    assert classes.resolve([9, 1, "n01443537", "9", 130]) == [1, 9, 130]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: classes listed twice:")
+    assert "1 (n01443537)" in err and f"9 ({classes.wnid_of(9)})" in err and "130" not in err
+    assert "using each once" in err
+    classes.resolve([1, 9, 130])
+    assert capsys.readouterr().err == ""  # no duplicates, no warning

@@ -186,3 +186,77 @@ def test_rerun_reuses_and_changed_args_replace(tree, tmp_path):
     small = tmp_path / "fresh"
     run(tree, small, max_per_class=1)
     assert files_of(small) == files_of(out)
+
+
+def save_jpegs(d: Path, names, seed=0):
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / name, "JPEG")
+
+
+def test_missing_and_empty_classes_are_named_in_one_line(tmp_path):
+    root = tmp_path / "train"
+    save_jpegs(root / C0, ["a.JPEG"])
+    (root / C1).mkdir()  # empty
+    (root / C9).mkdir()
+    (root / C9 / "README.txt").write_text("no images here\n")  # files, but none an image
+    (root / C9 / "sub.JPEG").mkdir()  # a dir named like an image is not an image file either
+    with pytest.raises(TinyGANError) as e:
+        run(root, tmp_path / "out", classes=[0, 1, 9, 2])
+    msg = str(e.value)
+    assert "\n" not in msg and str(root) in msg and "3 selected classes have no images" in msg
+    assert f"1 ({C1}: no image files)" in msg and f"9 ({C9}: no image files)" in msg
+    assert f"2 ({classes.wnid_of(2)}: no class dir)" in msg
+    assert f"0 ({C0}" not in msg
+    assert not (tmp_path / "out").exists()  # failed before anything was written
+
+
+def test_class_whose_files_all_fail_to_decode_is_named(tmp_path):
+    root = tmp_path / "train"
+    save_jpegs(root / C0, ["a.JPEG", "b.JPEG"])
+    (root / C1).mkdir()
+    (root / C1 / "x.JPEG").write_text("not an image")
+    (root / C1 / "y.JPEG").write_bytes(b"")
+    with pytest.raises(TinyGANError) as e:
+        run(root, tmp_path / "out", classes=[0, 1])
+    msg = str(e.value)
+    assert "\n" not in msg and "1 selected classes have no images" in msg
+    assert f"1 ({C1}: none readable, skipped empty=1 not_an_image=1)" in msg and f"0 ({C0}" not in msg
+
+
+def test_undecodable_tree_leaves_previous_output_untouched(tree, tmp_path):
+    out = tmp_path / "out"
+    run(tree, out)
+    before = files_of(out)
+    bad = tmp_path / "bad"
+    for wnid in (C0, C1, C9):
+        (bad / wnid).mkdir(parents=True)
+        for i in range(3):
+            (bad / wnid / f"{wnid}_{i}.JPEG").write_bytes(b"garbage" * (i + 1))  # named like images, undecodable
+    with pytest.raises(TinyGANError, match=r"none of the 9 files .* could be read \(\{'not_an_image': 9\}\)") as e:
+        run(bad, out)
+    assert "\n" not in str(e.value)
+    assert files_of(out) == before  # manifest and every shard byte-identical
+    for wnid in (C0, C1, C9):
+        (tmp_path / "emptied" / wnid).mkdir(parents=True)
+    with pytest.raises(TinyGANError, match="3 selected classes have no images"):  # emptied class dirs: likewise
+        run(tmp_path / "emptied", out)
+    assert files_of(out) == before
+
+
+def test_undecodable_first_shard_is_held_back_not_fatal(tree, tmp_path):
+    """A tree whose first shard has no readable image but later ones do is fine: same output as a fresh run."""
+    root = tmp_path / "train"
+    for i in range(4):
+        (root / C0).mkdir(parents=True, exist_ok=True)
+        (root / C0 / f"a{i}.JPEG").write_text("not an image")
+    save_jpegs(root / C0, ["b0.JPEG", "b1.JPEG"])
+    save_jpegs(root / C1, ["c0.JPEG"], seed=1)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    run(tree, out)  # an earlier run's output, with more shards: replaced
+    m = run(root, out, classes=[0, 1])
+    assert m["class_counts"] == {"0": 2, "1": 1} and m["skipped"] == {"not_an_image": 4}
+    assert [s["n"] for s in m["shards"]] == [0, 3] and shards.verify(out) == m
+    run(root, fresh, classes=[0, 1])
+    assert files_of(out) == files_of(fresh)

@@ -14,7 +14,8 @@ import pytest
 from tinygan import shards
 from tinygan.errors import TinyGANError
 from tinygan.sample import fingerprint, sample
-from tinygan.teacher import load_teacher, quantize, truncated_z_batch
+from tinygan.io import sha256_file
+from tinygan.teacher import content_hash, load_teacher, quantize, truncated_z_batch
 from toy_teachers import save_tf_teacher, save_torchscript_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ def test_counts_content_and_manifest(clean, ts_path):
     assert m["classes"] == [1, 3, 7] and m["class_counts"] == {"1": 5, "3": 5, "7": 5}
     assert [s["n"] for s in m["shards"]] == [4, 4, 4, 3]
     assert (m["teacher"], m["truncation"], m["seed"], m["per_class"]) == (ts_path, 0.5, 0, 5)
-    assert m["fingerprint"] == fingerprint(ts_path, "torchscript", CLASSES, 5, 0.5, 0, 4)
+    assert m["teacher_sha256"] == content_hash(ts_path, "torchscript") == sha256_file(ts_path)
+    assert m["fingerprint"] == fingerprint(m["teacher_sha256"], "torchscript", CLASSES, 5, 0.5, 0, 4)
     z, y, images = [], [], []
     for k, s in enumerate(m["shards"]):
         with h5py.File(out / s["file"], "r") as f:
@@ -191,3 +193,77 @@ def test_shard_file_names():
     assert _shard_index(".teacher-00012.h5.sha256.abc.tmp") == 12
     for other in ("manifest.json", "teacher-00012.h5.tmp", ".teacher-00012.h5", "real-00001.h5", "teacher-1.h5"):
         assert _shard_index(other) is None
+
+
+def shard_stats(d: Path) -> dict:
+    """(inode, mtime) of every shard file and sidecar: unchanged means not rewritten."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(Path(d).glob("teacher-*"))}
+
+
+def images_of(d: Path, m: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = [[], [], []]
+    for s in m["shards"]:
+        with h5py.File(d / s["file"], "r") as f:
+            for i, k in enumerate(("z", "y", "images")):
+                out[i].append(f[k][:])
+    return tuple(np.concatenate(v) for v in out)
+
+
+def test_teacher_replaced_at_same_path_is_resampled(tmp_path):
+    handle = save_torchscript_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "out"
+    m1 = sample(handle, "torchscript", str(out), batch_size=4, **ARGS)
+    before, old_images = shard_stats(out), images_of(out, m1)[2]
+    # Same teacher: every shard reused (not rewritten), the teacher never called.
+    counting = Counting(load_teacher(handle, "torchscript"))
+    assert sample(handle, "torchscript", str(out), batch_size=4, teacher=counting, **ARGS) == m1
+    assert counting.calls == 0 and shard_stats(out) == before and len(before) == 8
+    # Another teacher at the same path: new fingerprint, every shard regenerated from the new teacher.
+    os.replace(save_torchscript_teacher(tmp_path / "other.pt", shift=0.3), handle)
+    m2 = sample(handle, "torchscript", str(out), batch_size=4, **ARGS)
+    assert m2["teacher"] == handle and m2["teacher_sha256"] == sha256_file(handle) != m1["teacher_sha256"]
+    assert m2["fingerprint"] != m1["fingerprint"] and shards.verify(out, "teacher") == m2
+    z, y, images = images_of(out, m2)
+    np.testing.assert_array_equal(images, quantize(load_teacher(handle, "torchscript")(z, y, 0.5)))
+    assert (images != old_images).mean() > 0.5  # really the new teacher's images, not the old ones
+
+
+def test_same_teacher_moved_reuses_shards(tmp_path):
+    handle = save_torchscript_teacher(tmp_path / "a.pt")
+    out = tmp_path / "out"
+    m1 = sample(handle, "torchscript", str(out), batch_size=4, **ARGS)
+    before = shard_stats(out)
+    moved = str(tmp_path / "b.pt")
+    os.replace(handle, moved)
+    m2 = sample(moved, "torchscript", str(out), batch_size=4, **ARGS)
+    assert shard_stats(out) == before  # content-addressed: the path is not part of the fingerprint
+    assert m2 == {**m1, "teacher": moved}
+
+
+def test_bad_teacher_leaves_existing_shards_untouched(ts_path, tmp_path):
+    out = tmp_path / "out"
+    sample(ts_path, "torchscript", str(out), batch_size=4, **ARGS)
+    (out / "teacher-00007.h5").write_bytes(b"stale leftover of a bigger run")  # would be cleaned by a good run
+    before = files(out)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torchscript file")
+    for handle, kind, words in [(ts_path + "x", "torchscript", "does not exist"),
+                                (str(junk), "torchscript", "cannot load as TorchScript"),
+                                (str(tmp_path / "nope"), "tfhub", "does not exist"),
+                                (ts_path, "onnx", "unknown teacher kind")]:
+        with pytest.raises(TinyGANError, match=words) as e:
+            sample(handle, kind, str(out), batch_size=4, **ARGS)
+        assert "\n" not in str(e.value)
+        assert files(out) == before, handle
+    # A teacher that loads but whose first batch is bad (NaN) deletes nothing either (seed 1: all shards stale).
+    with pytest.raises(TinyGANError, match="NaN/inf in shard 0"):
+        sample(ts_path, "torchscript", str(out), batch_size=4, teacher=NaNTeacher(ts_path), **{**ARGS, "seed": 1})
+    assert files(out) == before
+
+
+class NaNTeacher:
+    def __init__(self, handle):
+        self.handle, self.z_dim, self.n_classes, self.resolution = handle, 128, 1000, 128
+
+    def __call__(self, z, y, truncation):
+        return np.full((len(z), 128, 128, 3), np.nan, np.float32)

@@ -246,3 +246,95 @@ def test_existing_shard_and_remove_stale(tmp_path):
     removed = shards.remove_stale(tmp_path, "teacher", keep=["teacher-00000.h5", "teacher-00001.h5"])
     assert sorted(removed) == [".teacher-00003.h5.abc.tmp", "teacher-00002.h5", "teacher-00002.h5.sha256"]
     assert (tmp_path / "unrelated.txt").exists() and (tmp_path / "teacher-00001.h5").exists()
+
+
+def _set(path: str, value):
+    """A manifest edit: set (or, with value=_DEL, delete) the field at dotted ``path`` ("shards.0.n")."""
+    def edit(m):
+        *parents, last = path.split(".")
+        for p in parents:
+            m = m[int(p)] if isinstance(m, list) else m[p]
+        key = int(last) if isinstance(m, list) else last
+        if value is _DEL:
+            del m[key]
+        else:
+            m[key] = value
+    return edit
+
+
+_DEL = object()
+
+
+@pytest.mark.parametrize("edit, field", [
+    (_set("shards", _DEL), "shards"),
+    (_set("kind", _DEL), "kind"),
+    (_set("shards", "teacher-00000.h5"), "'shards'"),
+    (_set("shards.0", ["teacher-00000.h5"]), "'shards[0]'"),
+    (_set("shards.1.file", 7), "'shards[1].file'"),
+    (_set("shards.1.file", _DEL), "'shards[1].file'"),
+    (_set("shards.0.n", -1), "'shards[0].n'"),
+    (_set("shards.0.n", "5"), "'shards[0].n'"),
+    (_set("shards.0.n", 5.0), "'shards[0].n'"),
+    (_set("shards.0.n", True), "'shards[0].n'"),
+    (_set("shards.0.n", 10 ** 12), "'shards[0].n'"),
+    (_set("shards.2.sha256", "abc"), "'shards[2].sha256'"),
+    (_set("shards.2.sha256", "G" * 64), "'shards[2].sha256'"),
+    (_set("shards.0.bytes", -5), "'shards[0].bytes'"),
+    (_set("n", "16"), "'n'"),
+    (_set("n", 17), "'n'"),
+    (_set("resolution", 10 ** 6), "'resolution'"),
+    (_set("resolution", 0), "'resolution'"),
+    (_set("kind", "fake"), "'kind'"),
+    (_set("fingerprint", None), "'fingerprint'"),
+    (_set("classes", "0-4"), "'classes'"),
+    (_set("classes", [0, 1, 1000]), "'classes[2]'"),
+    (_set("class_counts", [3, 4]), "'class_counts'"),
+    (_set("class_counts.x", 1), "class_counts key 'x'"),
+    (_set("format_version", "1"), "'format_version'"),
+    (_set("teacher_sha256", "not-a-hash"), "'teacher_sha256'"),
+    (lambda m: m["shards"].append(dict(m["shards"][0])), "'shards[3].file'"),  # listed twice
+])
+def test_malformed_manifest_is_one_line_naming_path_and_field(tmp_path, edit, field):
+    make_teacher(tmp_path)
+    mpath = tmp_path / "manifest.json"
+    m = json.loads(mpath.read_text())
+    edit(m)
+    mpath.write_text(json.dumps(m))
+    for read in (shards.read_manifest, shards.verify, shards.ShardDataset):
+        with pytest.raises(TinyGANError) as e:
+            read(tmp_path)
+        msg = str(e.value)
+        assert str(mpath) in msg and field in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("top", [[], "manifest", 3, None])
+def test_manifest_top_level_not_an_object(tmp_path, top):
+    make_teacher(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(top))
+    with pytest.raises(TinyGANError, match="top level is a JSON .*expected an object") as e:
+        shards.verify(tmp_path)
+    assert str(tmp_path / "manifest.json") in str(e.value)
+
+
+def test_manifest_shard_paths_stay_inside_the_directory(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    make_teacher(d)
+    outside = tmp_path / "outside.h5"
+    outside.write_bytes((d / "teacher-00000.h5").read_bytes())  # a valid shard, but not in the directory
+    (d / "escape.h5").symlink_to(outside)
+    (d / "inside.h5").symlink_to(d / "teacher-00000.h5")
+    mpath = d / "manifest.json"
+    good = json.loads(mpath.read_text())
+    for name in ("../outside.h5", str(outside), "escape.h5", "sub/../../outside.h5", ""):
+        m = json.loads(json.dumps(good))
+        m["shards"][0]["file"] = name
+        mpath.write_text(json.dumps(m))
+        with pytest.raises(TinyGANError) as e:
+            shards.verify(d)
+        msg = str(e.value)
+        assert "'shards[0].file'" in msg and str(mpath) in msg and repr(name) in msg and "\n" not in msg
+    m = json.loads(json.dumps(good))
+    m["shards"][0]["file"] = "inside.h5"  # a symlink that stays inside is fine
+    mpath.write_text(json.dumps(m))
+    assert shards.verify(d)["n"] == 16

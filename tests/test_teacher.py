@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tinygan.errors import TinyGANError
-from tinygan.teacher import load_teacher, quantize, truncated_z, truncated_z_batch
+from tinygan.io import sha256_file
+from tinygan.teacher import content_hash, load_teacher, quantize, truncated_z, truncated_z_batch
 from toy_teachers import reference_images, save_tf1_hub_teacher, save_tf_teacher, save_torchscript_teacher
 
 
@@ -137,3 +138,76 @@ def test_torchscript_bad_output_and_missing(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torchscript file")
     with pytest.raises(TinyGANError, match="cannot load as TorchScript"):
         load_teacher(str(tmp_path / "junk.pt"), "torchscript")
+
+
+# ---- content hash ----
+
+def _tree(root, files: dict) -> str:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return str(root)
+
+
+TREE = {"saved_model.pb": b"graph", "variables/variables.index": b"idx", "variables/variables.data-0": b"w" * 3000}
+
+
+def test_content_hash_of_a_file_and_a_dir(tmp_path, ts_teacher):
+    assert content_hash(ts_teacher, "torchscript") == sha256_file(ts_teacher)
+    a = _tree(tmp_path / "a", TREE)
+    h = content_hash(a, "tfhub")
+    assert len(h) == 64 and h == content_hash(_tree(tmp_path / "copy", TREE))  # the content, not the path
+    changed = [
+        {**TREE, "variables/variables.data-0": b"w" * 2999 + b"x"},  # one byte of one file
+        {**TREE, "assets/vocab.txt": b""},  # an extra (even empty) file
+        {k.replace("variables.index", "variables.idx"): v for k, v in TREE.items()},  # a rename
+    ]
+    for i, files in enumerate(changed):
+        assert content_hash(_tree(tmp_path / f"c{i}", files), "tfhub") != h, files.keys()
+    # one line per file "path\0file\0sha256", sorted, hashed: a documented, reproducible definition
+    lines = sorted(f"{rel}\0file\0{hashlib.sha256(data).hexdigest()}\n" for rel, data in TREE.items())
+    assert h == hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def test_content_hash_symlinks_must_stay_inside(tmp_path):
+    root = tmp_path / "model"
+    _tree(root, TREE)
+    (tmp_path / "secret").write_bytes(b"outside")
+    h = content_hash(str(root))
+    (root / "inside_link").symlink_to(root / "saved_model.pb")
+    assert content_hash(str(root)) != h  # an inside link is fine, and part of the content
+    for name, target in [("escape", tmp_path / "secret"), ("up", tmp_path), ("dangling", root / "gone")]:
+        link = root / "variables" / name
+        link.symlink_to(target)
+        with pytest.raises(TinyGANError, match=f"variables/{name} is a symlink") as e:
+            content_hash(str(root))
+        assert "\n" not in str(e.value)
+        link.unlink()
+    # the handle itself may be a symlink to the dir
+    (tmp_path / "alias").symlink_to(root)
+    assert content_hash(str(tmp_path / "alias")) == content_hash(str(root))
+
+
+def test_content_hash_errors(tmp_path):
+    with pytest.raises(TinyGANError, match="TorchScript file does not exist"):
+        content_hash(str(tmp_path / "nope.pt"), "torchscript")
+    with pytest.raises(TinyGANError, match="local SavedModel dir does not exist"):
+        content_hash(str(tmp_path / "nope"), "tfhub")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(TinyGANError, match="is not a directory"):
+        content_hash(str(tmp_path / "file"), "tfhub")
+    with pytest.raises(TinyGANError, match="unknown teacher kind"):
+        content_hash(str(tmp_path / "file"), "onnx")
+
+
+def test_content_hash_of_a_tfhub_url_is_that_of_its_cached_module(tmp_path, monkeypatch):
+    cache = tmp_path / "hubcache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    url = _refused_url()
+    with pytest.raises(TinyGANError, match="cannot fetch the TF-Hub module") as e:
+        content_hash(url, "tfhub")
+    assert "\n" not in str(e.value)
+    module = cache / hashlib.sha1(url.encode()).hexdigest()
+    _tree(module, TREE)
+    assert content_hash(url, "tfhub") == content_hash(_tree(tmp_path / "local", TREE), "tfhub")

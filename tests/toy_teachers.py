@@ -33,21 +33,24 @@ def save_tf_teacher(path, y_width: int = 1000, truncation_input: bool = True, ou
     return str(path)
 
 
-def save_torchscript_teacher(path, resolution: int = 128) -> str:
-    """A TorchScript teacher: forward(z, y one-hot, truncation) -> [N, 3, res, res] (same formula, NCHW)."""
+def save_torchscript_teacher(path, resolution: int = 128, shift: float = 0.0) -> str:
+    """A TorchScript teacher: forward(z, y one-hot, truncation) -> [N, 3, res, res] (same formula, NCHW).
+
+    ``shift`` is added inside the tanh: a different teacher with the same interface."""
     import torch
 
     class Toy(torch.nn.Module):
-        def __init__(self, res: int):
+        def __init__(self, res: int, shift: float):
             super().__init__()
             self.register_buffer("u", torch.linspace(-1.0, 1.0, res))
+            self.shift = shift
 
         def forward(self, z: torch.Tensor, y: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
             cls = y.argmax(dim=1).float()[:, None, None, None] / 1000.0
             a, b = z[:, 0:3, None, None], z[:, 3:6, None, None]
-            return torch.tanh(a * self.u[:, None] + b * self.u[None, :] + cls + 0.1 * truncation)
+            return torch.tanh(a * self.u[:, None] + b * self.u[None, :] + cls + 0.1 * truncation + self.shift)
 
-    torch.jit.save(torch.jit.script(Toy(resolution)), str(path))
+    torch.jit.save(torch.jit.script(Toy(resolution, shift)), str(path))
     return str(path)
 
 

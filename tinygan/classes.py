@@ -6,8 +6,10 @@ classes on which TinyGAN reports its metrics.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import numbers
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -70,7 +72,8 @@ def resolve(selection: str | Iterable[int | str]) -> list[int]:
     """Turn a class selection into a sorted list of unique class indices.
 
     ``selection`` is ``"animals"`` (indices 0-397), ``"all"`` (0-999), or a list whose entries are
-    class indices (ints 0-999) or wnid strings. A bad entry raises TinyGANError naming it.
+    class indices (ints 0-999) or wnid strings. A bad entry raises TinyGANError naming it. A class listed
+    more than once (e.g. as an index and as its wnid) is used once, with a one-line warning on stderr.
     """
     if isinstance(selection, str):
         if selection == "animals":
@@ -86,21 +89,26 @@ def resolve(selection: str | Iterable[int | str]) -> list[int]:
                            f"of class indices / wnids") from None
     if not entries:
         raise TinyGANError("class selection is empty: give at least one class index or wnid")
-    out = set()
-    for e in entries:
-        if isinstance(e, str):
-            s = e.strip()
-            if s.isdigit():
-                out.add(_check_index(int(s)))
-            elif s in _table()[2]:
-                out.add(_table()[2][s])
-            else:
-                raise TinyGANError(f"class {e!r} in the class selection is neither a class index (0-999) nor an "
-                                   f"ILSVRC-2012 wnid (e.g. 'n01443537')")
-        else:
-            try:
-                out.add(_check_index(e))
-            except TinyGANError:
-                raise TinyGANError(f"class {e!r} in the class selection is out of range: use an integer "
-                                   f"0-{N_CLASSES - 1} or a wnid") from None
-    return sorted(out)
+    out = [_entry_index(e) for e in entries]
+    twice = sorted(c for c, k in collections.Counter(out).items() if k > 1)
+    if twice:
+        shown = ", ".join(f"{c} ({wnid_of(c)})" for c in twice)
+        print(f"warning: classes listed twice: {shown}; using each once", file=sys.stderr)
+    return sorted(set(out))
+
+
+def _entry_index(e: int | str) -> int:
+    """Class index of one entry of a class selection: an int 0-999 or a string index / wnid."""
+    if isinstance(e, str):
+        s = e.strip()
+        if s.isdigit():
+            return _check_index(int(s))
+        if s in _table()[2]:
+            return _table()[2][s]
+        raise TinyGANError(f"class {e!r} in the class selection is neither a class index (0-999) nor an "
+                           f"ILSVRC-2012 wnid (e.g. 'n01443537')")
+    try:
+        return _check_index(e)
+    except TinyGANError:
+        raise TinyGANError(f"class {e!r} in the class selection is out of range: use an integer "
+                           f"0-{N_CLASSES - 1} or a wnid") from None

@@ -18,12 +18,13 @@ any point resumes and ends with the same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import multiprocessing
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -95,7 +96,8 @@ def _decode(task: tuple[str, int]):
 # ---- scanning -------------------------------------------------------------------------------------------
 
 def _scan_root(root: Path, selected: Sequence[int]) -> tuple[dict[int, str], list[str]]:
-    """One scandir of the root: class index -> wnid dir name for selected classes, and ignored dir names."""
+    """One scandir of the root: class index -> wnid dir name for the selected classes it has, and the names
+    of ignored (non-wnid) dirs."""
     found, ignored = {}, []
     try:
         with os.scandir(root) as it:
@@ -108,23 +110,54 @@ def _scan_root(root: Path, selected: Sequence[int]) -> tuple[dict[int, str], lis
                     ignored.append(entry.name)
     except OSError as e:
         raise TinyGANError(f"cannot list train dir {root} ({e.strerror}); check the path") from None
-    missing = [imagenet.wnid_of(c) for c in selected if c not in found]
-    if missing:
-        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise TinyGANError(f"train dir {root} lacks the class dirs of {len(missing)} selected classes ({shown}); "
-                           f"point it at an ImageNet-layout train dir (<root>/<wnid>/<images>) or change the "
-                           f"class selection")
-    return {c: found[c] for c in selected}, sorted(ignored)
+    return {c: found[c] for c in selected if c in found}, sorted(ignored)
 
 
-def _list_class(class_dir: Path, max_per_class: int | None) -> list[str]:
-    """File names in a class dir (one scandir pass), sorted, the first ``max_per_class`` if given."""
+@functools.lru_cache(maxsize=1)
+def _image_extensions() -> frozenset[str]:
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def _list_class(class_dir: Path, max_per_class: int | None) -> tuple[list[str], bool]:
+    """File names in a class dir (one scandir pass), sorted, the first ``max_per_class`` if given; and
+    whether the dir holds any image file at all (a regular file with an image extension such as .JPEG)."""
     try:
         with os.scandir(class_dir) as it:
-            names = sorted(entry.name for entry in it)
+            entries = [(entry.name, entry.is_file()) for entry in it]
     except OSError as e:
         raise TinyGANError(f"cannot list class dir {class_dir} ({e.strerror}); check permissions") from None
-    return names[:max_per_class] if max_per_class is not None else names
+    names = sorted(name for name, _ in entries)
+    has_images = any(is_file and os.path.splitext(name)[1].lower() in _image_extensions()
+                     for name, is_file in entries)
+    return (names[:max_per_class] if max_per_class is not None else names), has_images
+
+
+def _no_images_error(root: Path, problems: dict[int, str]) -> TinyGANError:
+    """One line naming every selected class (index and wnid) that would have no images, and why."""
+    shown = ", ".join(f"{c} ({imagenet.wnid_of(c)}: {why})" for c, why in sorted(problems.items()))
+    return TinyGANError(f"train dir {root}: {len(problems)} selected classes have no images: {shown}; point it at "
+                        f"an ImageNet-layout train dir (<root>/<wnid>/<images>), fix those class dirs or change "
+                        f"the class selection")
+
+
+def _file_plan(root: Path, selected: Sequence[int], max_per_class: int | None) -> tuple[list[tuple[int, str]],
+                                                                                         list[str]]:
+    """(class index, "wnid/name") of every file to use, in (class, name) order, and the ignored dir names.
+
+    Fails (one line, nothing touched) if a selected class has no dir or no image file in it."""
+    class_dirs, ignored = _scan_root(root, selected)
+    plan, problems = [], {}
+    for c in selected:
+        if c not in class_dirs:
+            problems[c] = "no class dir"
+            continue
+        names, has_images = _list_class(root / class_dirs[c], max_per_class)
+        if not has_images:
+            problems[c] = "no image files"
+        plan += [(c, f"{class_dirs[c]}/{name}") for name in names]
+    if problems:
+        raise _no_images_error(root, problems)
+    return plan, ignored
 
 
 def _size(path: str) -> int:
@@ -181,70 +214,135 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
     ``classes``: class indices (or anything ``tinygan.classes.resolve`` accepts). ``max_per_class``:
     use the first N files (sorted by name) of each class, None for all. ``workers``: decoding
     processes, 0 = all cores. Finished shards from an earlier (interrupted) run are reused.
-    """
-    from tqdm import tqdm
 
+    Validates before deleting: a selected class without a dir or without image files fails at once, and
+    the old manifest and stale shards go only once a new shard has decoded at least one image (or every
+    shard to redo is decoded and the reused ones hold images), so a tree where nothing decodes fails with
+    the previous output untouched.
+    """
     from tinygan import shards
 
     selected = _check_args(train_dir, classes, max_per_class, resolution, shard_size, workers)
     root, out = Path(train_dir), Path(out_dir)
-    class_dirs, ignored = _scan_root(root, selected)
-
-    plan: list[tuple[int, str]] = []  # (class index, "wnid/name") in (class, name) order
-    for c in selected:
-        wnid = class_dirs[c]
-        plan += [(c, f"{wnid}/{name}") for name in _list_class(root / wnid, max_per_class)]
-    if not plan:
-        raise TinyGANError(f"the class dirs of the {len(selected)} selected classes in {root} are empty; "
-                           f"check the train dir")
+    plan, ignored = _file_plan(root, selected, max_per_class)
     groups = [plan[a:a + shard_size] for a in range(0, len(plan), shard_size)]
     names = [shards.shard_name(PREFIX, k) for k in range(len(groups))]
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / shards.MANIFEST).unlink(missing_ok=True)  # rewritten at the end; absent means "incomplete"
-    shards.remove_stale(out, PREFIX, keep=names)
-
     fps, entries, todo = [], [None] * len(groups), []
     for k, group in enumerate(groups):
         files = [[c, rel, _size(str(root / rel))] for c, rel in group]
-        fp = shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
-                                 "files": files})
-        fps.append(fp)
-        entries[k] = shards.existing_shard(out / names[k], fp)
+        fps.append(shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
+                                       "files": files}))
+        entries[k] = shards.existing_shard(out / names[k], fps[k])
         if entries[k] is None:
             todo.append((k, [str(root / rel) for _, rel in group]))
+    reused_images = sum(e["n"] for e in entries if e is not None)
+    for k, entry in _build_shards(out, root, groups, names, fps, todo, resolution, workers, progress,
+                                  reused_images).items():
+        entries[k] = entry
+    return _write_manifest(out, root, selected, entries, fps, len(plan), ignored,
+                           {"max_per_class": max_per_class, "shard_size": shard_size}, resolution)
+
+
+def _build_shards(out: Path, root: Path, groups, names: list[str], fps: list[str], todo, resolution: int,
+                  workers: int, progress: bool, reused_images: int) -> dict[int, dict]:
+    """Decode and write the shards ``todo``; return their entries.
+
+    Stale outputs (the manifest, shards not in ``names``, temp files) are removed right before the first
+    shard is written, and shards are written only once a shard with a readable image has been decoded;
+    shards without images decoded before that are held back (they hold no pixels). If nothing decodes and
+    no reused shard has images, fail without touching the output.
+    """
+    from tqdm import tqdm
 
     n_todo = sum(len(paths) for _, paths in todo)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_workers = max(1, min(workers or cores, n_todo))
     bar = tqdm(total=n_todo, unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    written, held, started = {}, [], not todo
+    if started:
+        _remove_old(out, names)
     for k, results in _decoded(todo, resolution, n_workers):
-        images, ys, kept, skipped, notes = [], [], [], [], collections.Counter()
-        for (c, rel), (arr, info) in zip(groups[k], results):
-            bar.update(1)
-            if arr is None:
-                skipped.append([rel, info])
-                continue
-            images.append(arr)
-            ys.append(c)
-            kept.append(rel.split("/", 1)[1])
-            notes.update(info)
-        arrays = {
-            "images": np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8),
-            "y": np.asarray(ys, dtype=np.int64),
-            "names": np.asarray(kept, dtype=object),
-        }
-        attrs = {"kind": "real", "fingerprint": fps[k], "resolution": resolution,
-                 "skipped": json.dumps(skipped), "notes": json.dumps(dict(sorted(notes.items())))}
-        entries[k] = shards.write_shard(out / names[k], arrays, attrs)
+        held.append((k, _decode_shard(groups[k], results, resolution, bar)))
+        if not started and not held[-1][1].n_images:
+            continue
+        if not started:
+            _remove_old(out, names)
+            started = True
+        for k2, shard in held:
+            written[k2] = shard.write(out / names[k2], fps[k2], resolution)
+        held = []
     bar.close()
+    if held and not reused_images:
+        reasons = collections.Counter(why for _, shard in held for _, why in shard.skipped)
+        raise TinyGANError(f"none of the {n_todo} files of the selected classes in {root} could be read "
+                           f"({dict(sorted(reasons.items()))}); check the train dir (the previous output in "
+                           f"{out} is left as it was)")
+    if held:
+        _remove_old(out, names)
+        written.update((k, shard.write(out / names[k], fps[k], resolution)) for k, shard in held)
+    return written
 
-    # the manifest, from the shards themselves (so a resumed run gives the same bytes)
+
+def _remove_old(out: Path, names: list[str]) -> None:
+    """Make way for the new shards: drop the manifest (absent means "incomplete" until it is rewritten at the
+    end), shards not in ``names`` and temp files of interrupted writes."""
+    from tinygan import shards
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / shards.MANIFEST).unlink(missing_ok=True)
+    shards.remove_stale(out, PREFIX, keep=names)
+
+
+class _DecodedShard(NamedTuple):
+    images: list[np.ndarray]
+    y: list[int]
+    names: list[str]  # file names (without the wnid dir) of the kept images
+    skipped: list[list[str]]  # [relative path, reason] of the files skipped
+    notes: collections.Counter
+
+    @property
+    def n_images(self) -> int:
+        return len(self.y)
+
+    def write(self, path: Path, fingerprint: str, resolution: int) -> dict:
+        from tinygan import shards
+
+        arrays = {
+            "images": np.stack(self.images) if self.images else np.zeros((0, resolution, resolution, 3), np.uint8),
+            "y": np.asarray(self.y, dtype=np.int64),
+            "names": np.asarray(self.names, dtype=object),
+        }
+        attrs = {"kind": "real", "fingerprint": fingerprint, "resolution": resolution,
+                 "skipped": json.dumps(self.skipped), "notes": json.dumps(dict(sorted(self.notes.items())))}
+        return shards.write_shard(path, arrays, attrs)
+
+
+def _decode_shard(group: list[tuple[int, str]], results: Iterable, resolution: int, bar) -> _DecodedShard:
+    """Collect the ``load_image`` results of one shard's files: kept images, skipped files, notes."""
+    shard = _DecodedShard([], [], [], [], collections.Counter())
+    for (c, rel), (arr, info) in zip(group, results):
+        bar.update(1)
+        if arr is None:
+            shard.skipped.append([rel, info])
+            continue
+        shard.images.append(arr)
+        shard.y.append(c)
+        shard.names.append(rel.split("/", 1)[1])
+        shard.notes.update(info)
+    return shard
+
+
+def _write_manifest(out: Path, root: Path, selected: list[int], entries: list[dict], fps: list[str],
+                    n_files: int, ignored: list[str], args: dict, resolution: int) -> dict:
+    """The manifest, from the shards themselves (so a resumed run gives the same bytes). Fails, one line
+    naming them, if some selected classes ended up without a single readable image."""
     import h5py
+
+    from tinygan import shards
 
     counts = {c: 0 for c in selected}
     skipped_files, reasons, notes = [], collections.Counter(), collections.Counter()
-    for k, entry in enumerate(entries):
+    for entry in entries:
         with h5py.File(out / entry["file"], "r") as f:
             for c, n in zip(*np.unique(f["y"][:], return_counts=True)):
                 counts[int(c)] += int(n)
@@ -252,21 +350,24 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
                 skipped_files.append({"file": rel, "reason": why})
                 reasons[why] += 1
             notes.update(json.loads(f.attrs["notes"]))
-    if not sum(counts.values()):
-        raise TinyGANError(f"none of the {len(plan)} files of the selected classes in {root} could be read "
-                           f"({dict(reasons)}); check the train dir")
+    empty = [c for c in selected if not counts[c]]
+    if empty:
+        why = collections.defaultdict(collections.Counter)  # wnid -> skip reason -> files
+        for s in skipped_files:
+            why[s["file"].split("/", 1)[0]][s["reason"]] += 1
+        raise _no_images_error(root, {c: "none readable, skipped " + " ".join(
+            f"{r}={n}" for r, n in sorted(why[imagenet.wnid_of(c)].items())) for c in empty})
     extra = {
         "source": "imagenet-train",
-        "files": len(plan),
-        "max_per_class": max_per_class,
-        "shard_size": shard_size,
+        "files": n_files,
+        **args,
         "preprocess": f"I128: RGB, centre-crop long edge, PIL BILINEAR resize (v{PREPROCESS_VERSION})",
         "skipped": dict(sorted(reasons.items())),
         "skipped_files": skipped_files,
         "notes": dict(sorted(notes.items())),
         "ignored_dirs": {"count": len(ignored), "examples": ignored[:10]},
     }
-    fingerprint = shards.fingerprint({"kind": "real", "classes": selected, "max_per_class": max_per_class,
-                                      "resolution": resolution, "shard_size": shard_size, "shards": fps})
+    fingerprint = shards.fingerprint({"kind": "real", "classes": selected, "max_per_class": args["max_per_class"],
+                                      "resolution": resolution, "shard_size": args["shard_size"], "shards": fps})
     return shards.write_manifest(out, "real", entries, counts, extra, fingerprint=fingerprint,
                                  resolution=resolution)

@@ -4,37 +4,41 @@ The directory is in the shard format of ``tinygan.shards`` (written with ``shard
 ``shards.write_manifest``, checked by ``shards.verify``): ``teacher-00000.h5``, ... (each with a ``.sha256``
 sidecar) and ``manifest.json``. A shard holds ``z`` float32 [n, 128] (the noise actually fed), ``y`` int64 [n],
 ``images`` uint8 [n, 128, 128, 3] (``quantize`` of the teacher output) and the attrs ``kind="teacher"``,
-``fingerprint``, ``shard`` (its index). The manifest adds ``teacher`` (the handle), ``truncation``, ``seed``
-and ``per_class`` to the common keys.
+``fingerprint``, ``shard`` (its index). The manifest adds ``teacher`` (the handle), ``teacher_sha256`` (its
+content hash, ``tinygan.teacher.content_hash``), ``truncation``, ``seed`` and ``per_class`` to the common keys.
 
 Global order is class-major: sorted classes, then sample index 0..per_class-1; shard k holds global items
 [k * shard_size, (k + 1) * shard_size). Teacher batches never cross a shard boundary, and every z depends only
-on (seed, class, index), so a shard depends only on (handle, classes, per_class, truncation, seed, shard_size,
-k): any shard can be regenerated alone, by any process, in any order.
+on (seed, class, index), so a shard depends only on (teacher content, classes, per_class, truncation, seed,
+shard_size, k): any shard can be regenerated alone, by any process, in any order.
 
 Several processes split the work: process ``rank`` of ``world_size`` does the shards with
 k % world_size == rank. Each one, when its shards are done, calls ``finalize``, which writes the manifest if
 every shard is present (so the last one to finish writes it).
 
 Resumable: shards are written atomically; a rerun keeps shards whose ``fingerprint`` and checksum match and
-removes stale ones (other fingerprint, unreadable, no sidecar, leftover temp files), so an interrupted run (even ``kill -9``) finishes
-with every file bit-identical to an uninterrupted run.
+removes stale ones (other fingerprint, unreadable, no sidecar, leftover temp files), so an interrupted run (even
+``kill -9``) finishes with every file bit-identical to an uninterrupted run. Stale files are removed only once the
+new teacher has produced its first batch: a bad teacher handle fails with the old shards untouched.
 """
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.teacher import N_CLASSES, RESOLUTION, Teacher, load_teacher, quantize, truncated_z_batch
+from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, content_hash, load_teacher, quantize,
+                             truncated_z_batch)
 
 FORMAT = "tinygan-teacher-shards-v1"
 PREFIX = "teacher"
@@ -54,10 +58,13 @@ def _shard_index(name: str) -> int | None:
     return int(m.group(2))
 
 
-def fingerprint(handle: str, kind: str, classes, per_class: int, truncation: float, seed: int,
+def fingerprint(teacher_sha256: str, kind: str, classes, per_class: int, truncation: float, seed: int,
                 shard_size: int) -> str:
-    """Hash of everything that determines the shards' content (not batch size, not world size)."""
-    return shards.fingerprint({"format": FORMAT, "teacher": str(handle), "kind": kind,
+    """Hash of everything that determines the shards' content (not batch size, not world size).
+
+    The teacher enters by its content (``teacher.content_hash``), not its path: a teacher replaced at the
+    same path gives new shards, the same teacher moved elsewhere reuses them."""
+    return shards.fingerprint({"format": FORMAT, "teacher_sha256": str(teacher_sha256), "kind": kind,
                                "classes": sorted(int(c) for c in classes), "per_class": int(per_class),
                                "truncation": repr(float(truncation)), "seed": int(seed),
                                "shard_size": int(shard_size)})
@@ -110,33 +117,40 @@ def _reusable(out: Path, k: int, fp: str, plan: _Plan) -> dict | None:
     return entry if entry is not None and entry["n"] == plan.size(k) else None
 
 
-def _clean(out: Path, fp: str, plan: _Plan, own: set[int]) -> dict[int, dict]:
-    """Remove stale files and return the reusable shards among those this process owns.
+def _reusable_own(out: Path, fp: str, plan: _Plan, own: list[int]) -> dict[int, dict]:
+    """The shards this process owns that are finished and belong to this run (reads only)."""
+    return {k: e for k in own if (e := _reusable(out, k, fp, plan)) is not None}
 
-    Stale: a manifest of another run; shard files (and sidecars, temp files) beyond the last shard; and,
-    for the shards this process owns, temp files of interrupted writes and shards that are not reusable.
+
+def _remove_stale(out: Path, fp: str, plan: _Plan, own: list[int], done: set[int]) -> None:
+    """Remove stale files; called only once this run is known to work (see ``sample``).
+
+    Stale: a manifest of another run, or any manifest while some of this process's shards are to be redone;
+    shard files (and sidecars, temp files) beyond the last shard; and, for the shards this process owns,
+    temp files of interrupted writes and shards that are not reusable (``done`` are the reusable ones).
     Shards owned by other processes are left alone (they may be being written right now).
     """
     man = out / shards.MANIFEST
-    if man.exists():
-        try:
-            stale = json.loads(man.read_text()).get("fingerprint") != fp
-        except (ValueError, OSError):
-            stale = True
-        if stale:
-            man.unlink(missing_ok=True)
-    done = {}
-    for k in sorted(own):
-        entry = _reusable(out, k, fp, plan)
-        if entry is not None:
-            done[k] = entry
+    if len(done) < len(own) or _manifest_fingerprint(man) != fp:
+        man.unlink(missing_ok=True)
     for p in sorted(out.iterdir()):
         k = _shard_index(p.name)
         if k is not None and (k >= plan.n_shards or (k in own and k not in done)):
             p.unlink(missing_ok=True)
-    if len(done) < len(own):
-        man.unlink(missing_ok=True)
-    return done
+
+
+def _manifest_fingerprint(man: Path) -> str | None:
+    try:
+        m = json.loads(man.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return m.get("fingerprint") if isinstance(m, dict) else None
+
+
+def _check_finite(handle: str, k: int, start: int, x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        raise TinyGANError(f"teacher {handle}: returned NaN/inf in shard {k} (items "
+                           f"{start}..{start + len(x) - 1} of the shard); check the teacher")
 
 
 class _ShardWriter:
@@ -171,9 +185,7 @@ class _ShardWriter:
                     _, k, n_k, start, x = item
                     if images is None:
                         images = np.empty((n_k, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
-                    if not np.isfinite(x).all():
-                        raise TinyGANError(f"teacher {self.handle}: returned NaN/inf in shard {k} (items "
-                                           f"{start}..{start + len(x) - 1} of the shard); check the teacher")
+                    _check_finite(self.handle, k, start, x)
                     images[start:start + len(x)] = quantize(x)
                 else:
                     _, k, path, arrays, attrs = item
@@ -218,27 +230,38 @@ def sample(handle: str, kind: str, out_dir: str, classes: list[int], per_class: 
     shard is present afterwards (then it has been written), else None.
 
     ``handle``/``kind`` name the teacher (see ``tinygan.teacher.load_teacher``); pass an already loaded
-    ``teacher`` to skip loading (``handle`` and ``kind`` still go into the fingerprint and manifest).
-    ``batch_size`` is the teacher batch; it does not change which z/y go into a shard.
+    ``teacher`` to skip loading (the content hash of ``handle`` still keys the shards). ``batch_size`` is the
+    teacher batch; it does not change which z/y go into a shard.
+
+    Nothing is deleted until the run is known to work: the teacher is hashed (a missing handle fails here),
+    reusable shards are found, and stale files are removed only after the teacher has loaded and produced its
+    first (finite) batch; with nothing to redo, only once every owned shard was found reusable.
     """
     classes = _check_args(classes, per_class, truncation, batch_size, shard_size, rank, world_size)
+    digest = content_hash(handle, kind)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(handle, kind, classes, per_class, truncation, seed, shard_size)
+    fp = fingerprint(digest, kind, classes, per_class, truncation, seed, shard_size)
     plan = _Plan(classes, per_class, shard_size)
     own = [k for k in range(plan.n_shards) if k % world_size == rank]
-    entries = _clean(out, fp, plan, set(own))
+    entries = _reusable_own(out, fp, plan, own)
     todo = [k for k in own if k not in entries]
-    if todo:
+    clean = functools.partial(_remove_stale, out, fp, plan, own, set(entries))
+    if not todo:
+        clean()
+    else:
         entries.update(_generate(teacher if teacher is not None else load_teacher(handle, kind), out, fp, plan,
-                                 todo, own, truncation, seed, batch_size, progress,
+                                 todo, own, truncation, seed, batch_size, progress, on_start=clean,
                                  desc=f"sample {rank}/{world_size}" if world_size > 1 else "sample"))
-    return finalize(out, handle, kind, classes, per_class, truncation, seed, shard_size, known=entries)
+    return finalize(out, handle, kind, classes, per_class, truncation, seed, shard_size, known=entries,
+                    teacher_sha256=digest)
 
 
 def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int], own: list[int],
-              truncation: float, seed: int, batch_size: int, progress: bool, desc: str) -> dict[int, dict]:
-    """Run the teacher over shards ``todo``; return their manifest entries.
+              truncation: float, seed: int, batch_size: int, progress: bool, desc: str,
+              on_start: Callable[[], None]) -> dict[int, dict]:
+    """Run the teacher over shards ``todo``; return their manifest entries. ``on_start`` is called once the
+    first batch is out (and finite), before anything is written.
 
     Three threads overlap: a helper draws the next shard's z, the main thread only calls the teacher (batches
     never cross a shard boundary), and a writer thread quantises its output and writes finished shards.
@@ -252,7 +275,7 @@ def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int]
         return y, truncated_z_batch(seed, y, idx, truncation)
 
     writer = _ShardWriter(str(getattr(teacher, "handle", "")))
-    ok = False
+    ok = started = False
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygan-z") as pool:
             pending = pool.submit(inputs, todo[0])
@@ -262,6 +285,10 @@ def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int]
                     pending = pool.submit(inputs, todo[i + 1])
                 for s in range(0, len(y), batch_size):
                     x = teacher(z[s:s + batch_size], y[s:s + batch_size], truncation)
+                    if not started:  # the teacher works: now stale files may go
+                        _check_finite(writer.handle, k, s, x)
+                        on_start()
+                        started = True
                     writer.add(k, len(y), s, x)
                     bar.update(len(x))
                 writer.finish(k, out / shard_name(k), {"z": z, "y": y},
@@ -274,16 +301,19 @@ def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int]
 
 
 def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class: int, truncation: float,
-             seed: int, shard_size: int, known: dict[int, dict] | None = None) -> dict | None:
+             seed: int, shard_size: int, known: dict[int, dict] | None = None,
+             teacher_sha256: str | None = None) -> dict | None:
     """If every shard of this run is present and intact, write ``manifest.json`` and return it; else None.
 
     Every process may call it (e.g. each rank when its own shards are done): the manifest depends only on
     the shards, has no timestamps and sorted keys, so concurrent writers write the same bytes. ``known``
-    (shard index -> entry from ``shards.write_shard``) skips re-hashing shards this process has just handled.
+    (shard index -> entry from ``shards.write_shard``) skips re-hashing shards this process has just handled;
+    ``teacher_sha256`` (``teacher.content_hash(handle, kind)``, computed if not given) skips re-hashing the teacher.
     """
     classes = sorted(int(c) for c in classes)
     out = Path(out_dir)
-    fp = fingerprint(handle, kind, classes, per_class, truncation, seed, shard_size)
+    teacher_sha256 = teacher_sha256 or content_hash(handle, kind)
+    fp = fingerprint(teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
     plan = _Plan(classes, per_class, shard_size)
     known = known or {}
     entries = []
@@ -296,7 +326,7 @@ def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class
         k = _shard_index(p.name)
         if k is not None and k >= plan.n_shards and not p.name.startswith("."):
             p.unlink(missing_ok=True)
-    extra = {"teacher": str(handle), "truncation": float(truncation), "seed": int(seed),
-             "per_class": int(per_class)}
+    extra = {"teacher": str(handle), "teacher_sha256": teacher_sha256, "truncation": float(truncation),
+             "seed": int(seed), "per_class": int(per_class)}
     return shards.write_manifest(out, "teacher", entries, {c: per_class for c in classes}, extra,
                                  fingerprint=fp, resolution=RESOLUTION)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -41,6 +42,10 @@ Z_DIM = 128
 MANIFEST = "manifest.json"
 _STR = "str"  # marker for variable-length utf-8 string datasets
 _REQUIRED_KEYS = ("kind", "fingerprint", "n", "resolution", "classes", "class_counts", "shards")
+MAX_N = 10 ** 9  # bounds on sizes read from a manifest: anything larger is corrupt, not a dataset
+MAX_RESOLUTION = 4096
+MAX_BYTES = 1 << 50
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def layout(kind: str, resolution: int) -> dict[str, tuple]:
@@ -210,7 +215,9 @@ def write_manifest(out_dir: str | os.PathLike, kind: str, shards: Sequence[Mappi
 # ---- reading the manifest and verifying ------------------------------------------------------------------
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    """Load ``<directory>/manifest.json``; a missing or malformed manifest raises TinyGANError."""
+    """Load ``<directory>/manifest.json`` and check every field (type, bounds such as n <= 10^9 and
+    resolution <= 4096, shard files inside ``directory``); a missing or malformed manifest raises one
+    TinyGANError line naming the manifest and the field."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.is_dir():
@@ -224,11 +231,107 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TinyGANError(f"{path} is not valid JSON ({e}); delete {directory} and rerun the stage that "
                            f"writes it") from None
-    missing = [k for k in _REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
-    if missing:
-        raise TinyGANError(f"{path} lacks the keys {missing}; delete {directory} and rerun the stage that "
-                           f"writes it")
+    _check_manifest(path, manifest)
     return manifest
+
+
+# ---- manifest validation: every field a reader uses, with its type and bounds --------------------------------
+
+def _field_error(path: Path, field: str, value, want: str) -> TinyGANError:
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return TinyGANError(f"{path}: field '{field}' is {shown}, expected {want}; delete {path.parent} and rerun "
+                        f"the stage that writes it")
+
+
+def _check_int(path: Path, field: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _field_error(path, field, value, f"an integer in [{low}, {high}]")
+    return value
+
+
+def _check_sha256(path: Path, field: str, value) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise _field_error(path, field, value, "64 lowercase hex digits (a sha256)")
+
+
+def _check_manifest(path: Path, m) -> None:
+    """Raise TinyGANError (one line naming ``path`` and the field) unless ``m`` is a well-formed manifest."""
+    if not isinstance(m, dict):
+        raise TinyGANError(f"{path}: the top level is a JSON {type(m).__name__}, expected an object; delete "
+                           f"{path.parent} and rerun the stage that writes it")
+    missing = [k for k in _REQUIRED_KEYS if k not in m]
+    if missing:
+        raise TinyGANError(f"{path} lacks the keys {missing}; delete {path.parent} and rerun the stage that "
+                           f"writes it")
+    if m["kind"] not in ("real", "teacher"):
+        raise _field_error(path, "kind", m["kind"], "'real' or 'teacher'")
+    if not isinstance(m["fingerprint"], str):
+        raise _field_error(path, "fingerprint", m["fingerprint"], "a string")
+    n = _check_int(path, "n", m["n"], 0, MAX_N)
+    _check_int(path, "resolution", m["resolution"], 1, MAX_RESOLUTION)
+    if "format_version" in m:
+        _check_int(path, "format_version", m["format_version"], 1, FORMAT_VERSION)
+    if "teacher_sha256" in m:
+        _check_sha256(path, "teacher_sha256", m["teacher_sha256"])
+    _check_shard_entries(path, m["shards"], n)
+    _check_classes(path, m["classes"], m["class_counts"], n)
+
+
+def _check_classes(path: Path, classes, counts, n: int) -> None:
+    if not isinstance(classes, list):
+        raise _field_error(path, "classes", classes, "a list of class indices")
+    for i, c in enumerate(classes):
+        _check_int(path, f"classes[{i}]", c, 0, 999)
+    if not isinstance(counts, dict):
+        raise _field_error(path, "class_counts", counts, "an object {class index: count}")
+    for c, k in counts.items():
+        if not (c.isascii() and c.isdigit() and int(c) < 1000):
+            raise _field_error(path, f"class_counts key {c!r}", c, "a class index 0-999")
+        _check_int(path, f"class_counts[{c!r}]", k, 0, MAX_N)
+    if sorted(classes) != sorted(int(c) for c in counts):
+        raise _field_error(path, "classes", classes, "the classes of 'class_counts'")
+    if sum(counts.values()) != n:
+        raise _field_error(path, "class_counts", counts, f"counts summing to n={n}")
+
+
+def _check_shard_entries(path: Path, entries, n: int) -> None:
+    if not isinstance(entries, list):
+        raise _field_error(path, "shards", entries, "a list of {file, n, sha256, bytes}")
+    seen = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise _field_error(path, f"shards[{i}]", e, "an object {file, n, sha256, bytes}")
+        for key in ("file", "n", "sha256"):
+            if key not in e:
+                raise TinyGANError(f"{path}: field 'shards[{i}].{key}' is missing; delete {path.parent} and rerun "
+                                   f"the stage that writes it")
+        _confined_path(path.parent, e["file"], f"{path}: field 'shards[{i}].file'")
+        if e["file"] in seen:
+            raise _field_error(path, f"shards[{i}].file", e["file"], "each shard listed once")
+        seen.add(e["file"])
+        _check_int(path, f"shards[{i}].n", e["n"], 0, MAX_N)
+        _check_sha256(path, f"shards[{i}].sha256", e["sha256"])
+        if "bytes" in e:
+            _check_int(path, f"shards[{i}].bytes", e["bytes"], 0, MAX_BYTES)
+    if sum(e["n"] for e in entries) != n:
+        raise _field_error(path, "n", n, f"the sum of the shards' n ({sum(e['n'] for e in entries)})")
+
+
+def _confined_path(directory: Path, name, what: str) -> Path:
+    """``directory / name`` if ``name`` is a relative path that stays inside ``directory`` (symlinks resolved),
+    else TinyGANError: a manifest must not point readers at files elsewhere (``../../etc/passwd``)."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise TinyGANError(f"{what} is {name!r}, expected a file name inside {directory}")
+    rel = Path(name)
+    inside = not rel.is_absolute() and ".." not in rel.parts
+    if inside:
+        root = directory.resolve()
+        inside = (root / rel).resolve().is_relative_to(root)
+    if not inside:
+        raise TinyGANError(f"{what} is {name!r}, which is outside {directory}; shard files must lie in the "
+                           f"manifest's directory (no absolute paths, '..' or symlinks leading out)")
+    return directory / rel
 
 
 class _ShardInfo:

@@ -24,6 +24,10 @@ It has the attributes ``handle`` (where it was loaded from), ``z_dim`` (128), ``
   pytorch-pretrained-BigGAN, wrapped to take the one-hot y and a tensor truncation) or a conditional
   StyleGAN2-ADA generator (wrapped: z -> mapping(z, c, truncation_psi) -> synthesis, resized to 128) can be
   distilled this way. The file is checked on load with a one-sample dry call.
+
+``content_hash(handle, kind)`` is the sha256 of what a handle holds (the file, or every file of the module
+dir), computed without loading it: the sample stage keys its shards on it, so a teacher replaced at the
+same path is resampled rather than reused.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygan.errors import TinyGANError
+from tinygan.io import sha256_file
 
 Z_DIM = 128
 N_CLASSES = 1000
@@ -142,11 +147,15 @@ def load_teacher(handle: str, kind: str = "tfhub", device: str | None = None) ->
     ops itself. Any problem with the handle raises TinyGANError with one line saying what and how to fix.
     """
     handle = str(handle)
+    _check_kind(handle, kind)
     if kind == "tfhub":
         return TFHubTeacher(handle)
-    if kind == "torchscript":
-        return TorchScriptTeacher(handle, device=device)
-    raise TinyGANError(f"teacher {handle}: unknown teacher kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return TorchScriptTeacher(handle, device=device)
+
+
+def _check_kind(handle: str, kind: str) -> None:
+    if kind not in KINDS:
+        raise TinyGANError(f"teacher {handle}: unknown teacher kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 # ---- TF-Hub / SavedModel -------------------------------------------------------------------------------
@@ -208,6 +217,30 @@ def check_signature(handle: str, signatures) -> object:
     return fn
 
 
+def resolve_tfhub(handle: str) -> str:
+    """The local module dir of a TF-Hub handle: a URL is fetched (or found in the TF-Hub cache), a local path
+    must exist. Raises the one-line "cannot fetch" / "does not exist" TinyGANError otherwise."""
+    if not is_remote(handle):
+        if not Path(handle).exists():
+            raise TinyGANError(f"teacher {handle}: local SavedModel dir does not exist; "
+                               "point the teacher handle at a SavedModel dir or a TF-Hub URL")
+        return handle
+    import tensorflow_hub as hub
+
+    try:
+        return hub.resolve(handle)
+    except Exception as e:  # noqa: BLE001 - any fetch failure (offline, HTTP error, bad URL)
+        cache_dir, sha1 = tfhub_cache_location(handle)
+        where = (f"TFHUB_CACHE_DIR={cache_dir}" if os.environ.get("TFHUB_CACHE_DIR")
+                 else f"TFHUB_CACHE_DIR is unset, so the default {cache_dir}")
+        raise TinyGANError(
+            f"teacher {handle}: cannot fetch the TF-Hub module ({_first_line(e)}); either set the teacher "
+            f"handle to a local SavedModel dir, or pre-place the module (its .tar.gz from "
+            f"<URL>?tf-hub-format=compressed, extracted) in {os.path.join(cache_dir, sha1)}/ "
+            f"({where}; {sha1} = sha1 of the URL)"
+        ) from None
+
+
 class TFHubTeacher(Teacher):
     """A SavedModel / TF-Hub module with BigGAN-deep-128's ``default`` signature."""
 
@@ -215,24 +248,7 @@ class TFHubTeacher(Teacher):
         super().__init__(handle, max_batch)
         import tensorflow_hub as hub
 
-        if is_remote(handle):
-            try:
-                path = hub.resolve(handle)
-            except Exception as e:  # noqa: BLE001 - any fetch failure (offline, HTTP error, bad URL)
-                cache_dir, sha1 = tfhub_cache_location(handle)
-                where = (f"TFHUB_CACHE_DIR={cache_dir}" if os.environ.get("TFHUB_CACHE_DIR")
-                         else f"TFHUB_CACHE_DIR is unset, so the default {cache_dir}")
-                raise TinyGANError(
-                    f"teacher {handle}: cannot fetch the TF-Hub module ({_first_line(e)}); either set the teacher "
-                    f"handle to a local SavedModel dir, or pre-place the module (its .tar.gz from "
-                    f"<URL>?tf-hub-format=compressed, extracted) in {os.path.join(cache_dir, sha1)}/ "
-                    f"({where}; {sha1} = sha1 of the URL)"
-                ) from None
-        else:
-            path = handle
-            if not Path(path).exists():
-                raise TinyGANError(f"teacher {handle}: local SavedModel dir does not exist; "
-                                   "point the teacher handle at a SavedModel dir or a TF-Hub URL")
+        path = resolve_tfhub(handle)
         try:
             self._module = hub.load(path)
         except Exception as e:  # noqa: BLE001
@@ -249,6 +265,12 @@ class TFHubTeacher(Teacher):
 
 # ---- TorchScript ---------------------------------------------------------------------------------------
 
+def _check_torchscript_file(handle: str) -> None:
+    if not Path(handle).is_file():
+        raise TinyGANError(f"teacher {handle}: TorchScript file does not exist; "
+                           "point the teacher handle at a file saved with torch.jit.save")
+
+
 class TorchScriptTeacher(Teacher):
     """A TorchScript module: forward(z [N,128], y one-hot [N,1000], truncation 0-d) -> [N,3,128,128]."""
 
@@ -256,9 +278,7 @@ class TorchScriptTeacher(Teacher):
         super().__init__(handle, max_batch)
         import torch
 
-        if not Path(handle).is_file():
-            raise TinyGANError(f"teacher {handle}: TorchScript file does not exist; "
-                               "point the teacher handle at a file saved with torch.jit.save")
+        _check_torchscript_file(handle)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             self._module = torch.jit.load(handle, map_location=self.device).eval()
@@ -293,3 +313,65 @@ class TorchScriptTeacher(Teacher):
             raise TinyGANError(f"teacher {self.handle}: forward returned shape {list(out.shape)}, "
                                f"expected [N, 3, {RESOLUTION}, {RESOLUTION}]")
         return out.permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+# ---- content hash: what the teacher *is*, so replacing it at the same path is noticed -----------------------
+
+def content_hash(handle: str, kind: str = "tfhub") -> str:
+    """sha256 (hex) of the teacher's content, without loading it.
+
+    A TorchScript file: its sha256. A SavedModel dir: a hash over every file in it (sorted relative POSIX
+    paths, each with its sha256; symlinks must stay inside the dir). A TF-Hub URL: that hash of the module
+    dir ``tensorflow_hub.resolve`` gives (offline: the module pre-placed in the TF-Hub cache). Files are
+    read in 1 MiB chunks. A handle that does not exist or cannot be fetched raises TinyGANError.
+    """
+    handle = str(handle)
+    _check_kind(handle, kind)
+    if kind == "torchscript":
+        _check_torchscript_file(handle)
+        return _file_sha256(handle, Path(handle))
+    return _tree_sha256(handle, Path(resolve_tfhub(handle)))
+
+
+def _file_sha256(handle: str, path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise TinyGANError(f"teacher {handle}: cannot read {path} ({e.strerror}); check its permissions") from None
+
+
+def _tree_sha256(handle: str, root: Path) -> str:
+    """Hash of a directory tree: one line per entry (relative POSIX path, then the file's sha256 or, for a
+    symlink, where it points inside the tree), sorted, hashed."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise TinyGANError(f"teacher {handle}: {root} is not a directory; point the teacher handle at a "
+                           "SavedModel dir (saved_model.pb) or a TF-Hub URL")
+
+    def fail(err: OSError):
+        raise TinyGANError(f"teacher {handle}: cannot list {err.filename} ({err.strerror}); check its permissions")
+
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):  # does not follow symlinked dirs
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                lines.append(f"{rel}\0link\0{_link_target(handle, root, path, rel)}")
+            elif name in filenames:
+                if not path.is_file():
+                    raise TinyGANError(f"teacher {handle}: {rel} is not a regular file; remove it from the dir")
+                lines.append(f"{rel}\0file\0{_file_sha256(handle, path)}")
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def _link_target(handle: str, root: Path, link: Path, rel: str) -> str:
+    """Where a symlink in the teacher dir points, relative to the dir; it must exist and stay inside."""
+    target = link.resolve()
+    if not target.is_relative_to(root) or not target.exists():
+        raise TinyGANError(f"teacher {handle}: {rel} is a symlink to {target}, which is missing or outside the "
+                           f"teacher dir; replace the link with the file itself")
+    return target.relative_to(root).as_posix()
