@@ -74,7 +74,16 @@ def test_atomic_dir_creates_a_missing_directory(tmp_path):
     assert snapshot(tmp_path / "x" / "out") == {"b.txt": b"b"}
 
 
-def test_exchange_swaps_two_directories(tmp_path):
+@pytest.mark.parametrize("libc", ["renameat2", "raw syscall"])
+def test_exchange_swaps_two_directories(tmp_path, monkeypatch, libc):
+    import ctypes
+    import platform
+
+    if libc == "raw syscall":  # a libc without the renameat2 wrapper (glibc < 2.28)
+        if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
+            pytest.skip("the raw renameat2 syscall is used on Linux x86_64 / aarch64 only")
+        old_libc = type("OldLibc", (), {"syscall": ctypes.CDLL(None, use_errno=True).syscall})
+        monkeypatch.setattr(tio.ctypes, "CDLL", lambda *a, **k: old_libc())
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
@@ -82,26 +91,6 @@ def test_exchange_swaps_two_directories(tmp_path):
     if not tio._exchange(a, b):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
     assert [p.name for p in b.iterdir()] == ["in_a"] and list(a.iterdir()) == []
-
-
-def test_exchange_through_the_raw_syscall_where_libc_lacks_renameat2(tmp_path, monkeypatch):
-    import ctypes
-    import platform
-
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
-        pytest.skip("the raw renameat2 syscall is used on Linux x86_64 / aarch64 only")
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class OldLibc:  # a libc without the renameat2 wrapper (glibc < 2.28)
-        syscall = libc.syscall
-    monkeypatch.setattr(tio.ctypes, "CDLL", lambda *a, **k: OldLibc())
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    (b / "in_b").write_text("")
-    if not tio._exchange(a, b):
-        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
-    assert [p.name for p in a.iterdir()] == ["in_b"] and list(b.iterdir()) == []
     with pytest.raises(FileNotFoundError):
         tio._exchange(tmp_path / "missing", b)  # other errors are not mistaken for "unsupported"
 
