@@ -212,6 +212,47 @@ def test_missing_extractor_surfaces(world, tmp_path):
         evaluate(out_dir=tmp_path / "out", **dict(world["args"], extractor_path=tmp_path / "nope.pt"))
 
 
+def test_crash_mid_write_keeps_old_outputs_then_a_rerun_replaces_them(world, tmp_path, monkeypatch):
+    from tinygan import evaluate as ev
+    from tinygan.io import is_temp_name
+
+    out = tmp_path / "out"
+    shutil.copytree(world["out"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / ".out.k1lled00.tmp").mkdir()  # what a killed run left: its half-written directory ...
+    (tmp_path / ".out.k1lled00.tmp" / "per_class.csv").write_text("half")
+    (out / ".metrics.json.k1lled01.tmp").write_text("{")  # ... and a temp file inside the old one
+    real = ev.save_png
+
+    def save_png(path, image):  # dies once the CSVs and the first charts are written
+        if path.name == "worst10.png":
+            raise RuntimeError("killed")
+        return real(path, image)
+    monkeypatch.setattr(ev, "save_png", save_png)
+    with pytest.raises(RuntimeError, match="killed"):
+        evaluate(out_dir=out, snapshots_dir=None, **world["args"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new CSVs beside the old metrics.json
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # leftovers removed at the start
+
+    monkeypatch.setattr(ev, "save_png", real)
+    m = evaluate(out_dir=out, snapshots_dir=None, **world["args"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(ev.OUT_FILES)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert (out / "fid_curve.csv").read_text() == "step,fid\n"  # the new run's (no snapshots), not the old one
+    assert not any(is_temp_name(p.name) for p in tmp_path.iterdir())
+
+
+def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tmp_path, monkeypatch):
+    from tinygan import evaluate as ev
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("precious")
+    monkeypatch.setattr(ev, "load_extractor", lambda *a, **k: pytest.fail("measured before checking out_dir"))
+    with pytest.raises(TinyGANError, match="holds thesis.tex"):
+        evaluate(out_dir=tmp_path / "out", **world["args"])
+    assert (tmp_path / "out" / "thesis.tex").read_text() == "precious"
+
+
 # ---- pieces --------------------------------------------------------------------------------------------------
 
 def test_streaming_inception_score_equals_batch_formula():

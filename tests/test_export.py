@@ -181,3 +181,96 @@ def test_onnx_export_of_view_reshape(tmp_path):
         ref = G(torch.from_numpy(z), torch.from_numpy(y)).numpy()
     assert np.abs(sess.run(["image"], {"z": z, "y": y})[0] - ref).max() <= 1e-4
     assert G.fc._forward_hooks == {}  # the export hook is gone
+
+
+# ---- the export directory is all-new or all-old (issue 8) -----------------------------------------------------
+
+def tree(d) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def temp_leftovers(*dirs) -> list[str]:
+    from tinygan.io import is_temp_name
+
+    return [p.name for d in dirs for p in d.iterdir() if is_temp_name(p.name)]
+
+
+@pytest.fixture
+def previous_export(tmp_path, exported):
+    """A copy of a finished export in ``tmp_path/model``, and the trained generator to export again."""
+    out = tmp_path / "model"
+    out.mkdir()
+    for name, data in tree(exported[1]).items():
+        (out / name).write_bytes(data)
+    src = save_train_output(random_generator(5), tmp_path / "g.safetensors")  # other weights: other files
+    return src, out
+
+
+def fail_in(monkeypatch, name):
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(ex, name, boom)
+
+
+@pytest.mark.parametrize("step", ["save_onnx", "check_parity", "model_card"])
+def test_crash_mid_export_keeps_the_previous_export(previous_export, monkeypatch, step):
+    src, out = previous_export
+    before = tree(out)
+    fail_in(monkeypatch, step)  # the files before it (safetensors, config, TorchScript, ...) were written
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.export(src, str(out), [1, 9], None, None, None, None)
+    assert tree(out) == before  # byte-identical: no new weights beside an old parity.json
+    assert temp_leftovers(out, out.parent) == []
+
+
+def test_parity_failure_keeps_the_previous_export(previous_export, monkeypatch):
+    src, out = previous_export
+    before = tree(out)
+    real = ex.check_parity
+    monkeypatch.setattr(ex, "check_parity", lambda G, d, classes, t, atol: real(G, d, classes, t, atol=-1.0))
+    with pytest.raises(TinyGANError, match="parity check failed"):
+        ex.export(src, str(out), [1, 9], None, None, None, None)
+    assert tree(out) == before and temp_leftovers(out, out.parent) == []
+
+
+def test_disk_full_mid_export_is_one_line_naming_the_file(previous_export, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    src, out = previous_export
+    before = tree(out)
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        if ".generator.onnx." in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(TinyGANError) as e:
+        ex.export(src, str(out), [1, 9], None, None, None, None)
+    msg = str(e.value)
+    assert "\n" not in msg and f"to write {out / 'generator.onnx'} " in msg and "free some space" in msg
+    assert tree(out) == before and temp_leftovers(out, out.parent) == []
+
+
+def test_next_export_removes_what_a_killed_one_left(previous_export):
+    src, out = previous_export
+    (out.parent / ".model.k1lled00.tmp").mkdir()  # the half-written directory of a killed export
+    (out.parent / ".model.k1lled00.tmp" / "generator.safetensors").write_bytes(b"half")
+    (out / ".generator.onnx.k1lled01.tmp").write_bytes(b"half")  # as older versions left (and DVC cached)
+    report = ex.export(src, str(out), [1, 9], None, None, None, None)
+    assert sorted(tree(out)) == sorted(ex.OUT_FILES)
+    assert temp_leftovers(out, out.parent) == []
+    assert json.loads((out / "parity.json").read_text()) == report
+    assert json.loads((out / "config.json").read_text())["classes"] == [1, 9]
+
+
+def test_export_refuses_a_directory_with_other_files(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "my_notes.txt").write_text("precious")
+    src = save_train_output(random_generator(1), tmp_path / "g.safetensors")
+    with pytest.raises(TinyGANError, match="holds my_notes.txt"):
+        ex.export(src, str(out), [1], None, None, None, None)
+    assert tree(out) == {"my_notes.txt": b"precious"}

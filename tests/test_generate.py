@@ -220,3 +220,103 @@ def test_interpolation_errors(model, tmp_path):
     with pytest.raises(TinyGANError, match="steps"):
         gen.generate(str(model / "generator.onnx"), str(tmp_path), ["1"], 1, 0.5, 0, interpolate="seeds:1,2",
                      steps=1)
+
+
+# ---- exported config.json is validated before anything is allocated (issue 8) ----------------------------------
+
+BAD_CONFIGS = {
+    "n_classes float": ({"n_classes": 1e9}, "n_classes must be an integer in 1-100000"),
+    "n_classes huge": ({"n_classes": 10 ** 9}, "n_classes must be an integer in 1-100000"),
+    "negative ch": ({"ch": -4}, "ch must be an integer in 1-512"),
+    "ch huge": ({"ch": 100_000}, "ch must be an integer in 1-512"),
+    "string resolution": ({"resolution": "128"}, r"resolution must be an integer in 1-1024, got '128'"),
+    "resolution not a power of two": ({"resolution": 96}, "resolution must be a power of two"),
+    "resolution huge": ({"resolution": 65536}, "resolution must be an integer in 1-1024"),
+    "unknown variant": ({"variant": "huge"}, r"variant 'huge' is unknown"),
+    "variant not a string": ({"variant": ["dw"]}, r"variant \['dw'\] is unknown"),
+    "z_dim huge": ({"z_dim": 10 ** 7}, "z_dim must be an integer in 1-4096"),
+    "emb_dim bool": ({"emb_dim": True}, "emb_dim must be an integer in 1-4096, got True"),
+    "classes out of range": ({"classes": [1, 5000]}, "classes must be a list of class indices 0-999"),
+    "classes not a list": ({"classes": "1,9"}, "classes must be a list"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIGS))
+@pytest.mark.parametrize("fmt", ["generator.safetensors", "generator.onnx"])
+def test_bad_exported_config_is_one_line(model, tmp_path, monkeypatch, name, fmt):
+    import json
+
+    change, match = BAD_CONFIGS[name]
+    (tmp_path / fmt).write_bytes((model / fmt).read_bytes())
+    cfg = json.loads((model / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+    from tinygan import models
+    monkeypatch.setattr(models.Generator, "__init__", lambda *a, **k: pytest.fail("the model was built"))
+    with pytest.raises(TinyGANError, match=rf"model config in .*config.json: {match}") as e:
+        gen.generate(str(tmp_path / fmt), str(tmp_path / "g.png"), ["1"], 1, 0.5, 0)
+    assert "\n" not in str(e.value) and not (tmp_path / "g.png").exists()
+    if fmt.endswith(".safetensors"):
+        with pytest.raises(TinyGANError, match=match):
+            gen.load_generator(tmp_path / fmt)
+
+
+def test_config_limits_accept_the_real_config(model):
+    from tinygan.models import GENERATOR_VARIANTS
+
+    cfg = gen.read_config(model / "generator.safetensors")
+    assert gen.VARIANTS == GENERATOR_VARIANTS
+    assert all(1 <= cfg[k] <= top for k, top in gen.CONFIG_LIMITS.items())
+
+
+# ---- bounded memory: images streamed batch by batch (issue 8) ----------------------------------------------
+
+class CountingRunner:
+    """Wraps a real runner with a small batch; records the batch sizes it is called with."""
+
+    def __init__(self, runner, batch):
+        self.runner, self.batch, self.z_dim, self.calls = runner, batch, runner.z_dim, []
+
+    def __call__(self, z, y):
+        self.calls.append(len(z))
+        return self.runner(z, y)
+
+
+def counting_model(model, monkeypatch, batch=2):
+    runner, cfg = gen.open_model(model / "generator.onnx")
+    counting = CountingRunner(runner, batch)
+    monkeypatch.setattr(gen, "open_model", lambda path: (counting, cfg))
+    return counting, runner
+
+
+def test_no_grid_writes_each_batch_before_making_the_next(model, tmp_path, monkeypatch):
+    counting, runner = counting_model(model, monkeypatch)
+    calls_at_write = []
+    real = gen.save_png
+    monkeypatch.setattr(gen, "save_png", lambda path, image: calls_at_write.append(len(counting.calls))
+                        or real(path, image))
+    files = gen.generate(str(model / "generator.onnx"), str(tmp_path), ["207", "1"], n=5, truncation=0.5, seed=0,
+                         grid=False)
+    assert counting.calls == [2, 2, 1, 2, 2, 1]  # never more than a batch of float images at once
+    assert calls_at_write == [1, 1, 2, 2, 3, 4, 4, 5, 5, 6]  # each PNG written as soon as its batch is made
+    assert [Path(f).name for f in files[:3]] == ["n02099601_0.png", "n02099601_1.png", "n02099601_2.png"]
+    expected = gen.class_grid(runner, [207, 1], 5, 0.5, 0)
+    for k, f in enumerate(files):
+        assert np.array_equal(png(f), expected[k])
+
+
+def test_grid_is_filled_batch_by_batch(model, tmp_path, monkeypatch):
+    counting, runner = counting_model(model, monkeypatch, batch=3)
+    files = gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.png"), ["207", "9"], n=4,
+                         truncation=0.5, seed=1)
+    assert counting.calls == [3, 1, 3, 1]
+    assert np.array_equal(png(files[0]), gen.tile(gen.class_grid(runner, [207, 9], 4, 0.5, 1), 2, 4))
+
+
+@pytest.mark.parametrize("kw", [dict(n=100_000), dict(n=100_000, interpolate="classes:1,207", steps=8),
+                                dict(n=1, interpolate="seeds:1,2", steps=100_000)])
+def test_too_large_sheet_is_refused_before_generating(model, tmp_path, monkeypatch, kw):
+    monkeypatch.setattr(gen, "open_model", lambda path: pytest.fail("the model was opened"))
+    with pytest.raises(TinyGANError, match=r"Mpixel one PNG may have; use (--no-grid|fewer rows)") as e:
+        gen.generate(str(model / "generator.safetensors"), str(tmp_path / "g.png"), ["207", "9"], truncation=0.5,
+                     seed=0, **kw)
+    assert "\n" not in str(e.value) and not (tmp_path / "g.png").exists()

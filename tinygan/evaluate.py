@@ -17,7 +17,8 @@ Two steps, two DVC outputs:
   - teacher: the same metrics from the teacher's stored images in ``data/teacher`` (as many as there
     are; when fewer than requested, ``teacher_note`` in metrics.json says so).
 
-Outputs in ``out_dir`` (each written atomically): ``metrics.json`` (flat numbers for ``dvc metrics``),
+Outputs in ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all new, or all old after a
+failure): ``metrics.json`` (flat numbers for ``dvc metrics``),
 ``per_class.csv`` + ``per_class.png`` (Fig. 9, teacher vs student intra-FID per class),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on
 the teacher's own noise), ``interpolation.png`` (Fig. 10, class and noise interpolation) and
@@ -49,7 +50,7 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import Extractor, load_extractor
 from tinygan.frechet import STATS_FORMAT, ClassStats, Stats, StatsAccumulator, frechet_distance
 from tinygan.generate import interpolation_sheet, load_generator, save_png, to_uint8
-from tinygan.io import sha256_file, write_json, write_text
+from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import inception_score, kid
 from tinygan.shards import ShardDataset
 from tinygan.teacher import truncated_z_batch
@@ -61,6 +62,8 @@ PUBLISHED_TEACHER = {"name": "BigGAN-deep-128", "g_params": 50_400_000, "g_macs"
 DEMO_TEACHER = "procedural demo teacher, n/a"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
 KID_SUBSET = 1000  # StyleGAN2-ADA's max_subset_size
+OUT_FILES = ("metrics.json", "per_class.csv", "per_class.png", "worst10.png", "interpolation.png", "fid_curve.csv",
+             "fid_curve.png")  # everything evaluate writes: out_dir is replaced as a whole
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,6 +499,7 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
     """
     classes = _check_args(classes, n_samples, per_class_samples, truncation, batch_size, is_splits, curve_samples)
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, OUT_FILES)  # before the long measurement: atomic_dir replaces the whole directory
     dev = _device(device)
     ext = load_extractor(extractor_path, extractor_kind, sha256=extractor_sha256, device=dev)
     ref, ref_info = _load_refstats(Path(refstats_dir), ext, extractor_path, classes)
@@ -585,64 +589,64 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
                             n_curve, f"snapshot {step}", False, need_probs=False)
         curve.append((step, frechet_distance(st, ref_overall)))
         del Gs, st
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "fid_curve.csv", _csv(["step", "fid"], [[s, _num(f)] for s, f in curve]))
-    if curve:
-        save_png(out_dir / "fid_curve.png", _chart(
-            [{"x": [s for s, _ in curve], "y": [f for _, f in curve], "color": (31, 119, 180), "lines": True,
-              "name": "student snapshots"}],
-            f"FID over training ({n_curve} samples per snapshot, {ext.name})", "iteration", "FID"))
-    else:
-        why = ("no snapshots_dir given" if not snapshots_dir else
-               f"no G-<step>.safetensors snapshots in {snapshots_dir} (train.snapshot_every = 0, or training "
-               f"stopped before the first snapshot)")
-        save_png(out_dir / "fid_curve.png", _chart([], "FID over training: no snapshots", "iteration", "FID",
-                                                    note=why.replace(" (", "\n(")))
+    with atomic_dir(out_dir, OUT_FILES) as out:  # all outputs new, or (on any error) the old ones kept
+        write_text(out / "fid_curve.csv", _csv(["step", "fid"], [[s, _num(f)] for s, f in curve]))
+        if curve:
+            save_png(out / "fid_curve.png", _chart(
+                [{"x": [s for s, _ in curve], "y": [f for _, f in curve], "color": (31, 119, 180), "lines": True,
+                  "name": "student snapshots"}],
+                f"FID over training ({n_curve} samples per snapshot, {ext.name})", "iteration", "FID"))
+        else:
+            why = ("no snapshots_dir given" if not snapshots_dir else
+                   f"no G-<step>.safetensors snapshots in {snapshots_dir} (train.snapshot_every = 0, or training "
+                   f"stopped before the first snapshot)")
+            save_png(out / "fid_curve.png", _chart([], "FID over training: no snapshots", "iteration", "FID",
+                                                   note=why.replace(" (", "\n(")))
 
-    # -- per-class table and figures
-    write_text(out_dir / "per_class.csv", _csv(
-        ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"],
-        [[r["class"], r["wnid"], r["name"], _num(r["student_intra_fid"]), _num(r["teacher_intra_fid"])]
-         for r in rows]))
-    paired = [r for r in rows if r["teacher_intra_fid"] is not None]
-    save_png(out_dir / "per_class.png", _chart(
-        [{"x": [r["teacher_intra_fid"] for r in paired], "y": [r["student_intra_fid"] for r in paired],
-          "color": (214, 39, 40), "labels": [r["class"] for r in paired] if len(paired) <= 20 else None,
-          "name": "class (above the line: student worse)"}],
-        f"intra-FID per class ({ext.name})", "teacher intra-FID", "student intra-FID", diagonal=True))
-    worst = sorted(rows, key=lambda r: -r["student_intra_fid"])[:worst_k]
-    save_png(out_dir / "worst10.png", _worst_sheet(G, ShardDataset(teacher_dir, fields=("z", "images")), worst,
+        # -- per-class table and figures
+        write_text(out / "per_class.csv", _csv(
+            ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"],
+            [[r["class"], r["wnid"], r["name"], _num(r["student_intra_fid"]), _num(r["teacher_intra_fid"])]
+             for r in rows]))
+        paired = [r for r in rows if r["teacher_intra_fid"] is not None]
+        save_png(out / "per_class.png", _chart(
+            [{"x": [r["teacher_intra_fid"] for r in paired], "y": [r["student_intra_fid"] for r in paired],
+              "color": (214, 39, 40), "labels": [r["class"] for r in paired] if len(paired) <= 20 else None,
+              "name": "class (above the line: student worse)"}],
+            f"intra-FID per class ({ext.name})", "teacher intra-FID", "student intra-FID", diagonal=True))
+        worst = sorted(rows, key=lambda r: -r["student_intra_fid"])[:worst_k]
+        save_png(out / "worst10.png", _worst_sheet(G, ShardDataset(teacher_dir, fields=("z", "images")), worst,
                                                    sheet_samples, truncation, seed, dev))
-    save_png(out_dir / "interpolation.png", _interpolation(G, classes, seed, truncation))
+        save_png(out / "interpolation.png", _interpolation(G, classes, seed, truncation))
 
-    # -- metrics.json
-    metrics = {
-        "is": s_is, "is_std": s_is_std, "fid": s_fid, "intra_fid": s_intra, "kid": s_kid,
-        "teacher_is": t_is, "teacher_is_std": t_is_std, "teacher_fid": t_fid, "teacher_intra_fid": t_intra,
-        "teacher_kid": t_kid,
-        "g_params": comp["student"]["g_params"], "d_params": comp["student"]["d_params"],
-        "g_macs": comp["student"]["g_macs"],
-        "teacher_g_params": comp["teacher"]["g_params"], "teacher_g_macs": comp["teacher"]["g_macs"],
-        "teacher_figures": comp["teacher"]["source"],
-        "compression_ratio": comp["compression_ratio"], "macs_ratio": comp["macs_ratio"],
-        "compression": comp,
-        "n_samples": int(n_samples), "per_class_samples": int(per_class_samples),
-        "teacher_n_samples": int(len(t_idx)),
-        "classes": n_cls, "truncation": float(truncation), "seed": int(seed),
-        "extractor": ext.name, "feature_dim": ext.feature_dim,
-        "kid_subsets": int(kid_subsets), "kid_reservoir": int(kid_reservoir), "is_splits": int(is_splits),
-        "fid_curve_samples": int(n_curve), "fid_curve_points": len(curve),
-        "reference_n": int(ref_info.get("n", 0)),
-    }
-    if not curve:
-        metrics["fid_curve_note"] = why
-    if notes:
-        metrics["teacher_note"] = "; ".join(notes)
-    if set(ref.classes) != set(classes):
-        metrics["reference_note"] = (f"the reference statistics cover {len(ref.classes)} classes, {n_cls} are "
-                                     f"evaluated: FID/KID compare with all {len(ref.classes)}")
-    for k, v in metrics.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise TinyGANError(f"evaluate: metric {k} is {v}; the images or the extractor are broken")
-    write_json(out_dir / "metrics.json", metrics)
+        # -- metrics.json
+        metrics = {
+            "is": s_is, "is_std": s_is_std, "fid": s_fid, "intra_fid": s_intra, "kid": s_kid,
+            "teacher_is": t_is, "teacher_is_std": t_is_std, "teacher_fid": t_fid, "teacher_intra_fid": t_intra,
+            "teacher_kid": t_kid,
+            "g_params": comp["student"]["g_params"], "d_params": comp["student"]["d_params"],
+            "g_macs": comp["student"]["g_macs"],
+            "teacher_g_params": comp["teacher"]["g_params"], "teacher_g_macs": comp["teacher"]["g_macs"],
+            "teacher_figures": comp["teacher"]["source"],
+            "compression_ratio": comp["compression_ratio"], "macs_ratio": comp["macs_ratio"],
+            "compression": comp,
+            "n_samples": int(n_samples), "per_class_samples": int(per_class_samples),
+            "teacher_n_samples": int(len(t_idx)),
+            "classes": n_cls, "truncation": float(truncation), "seed": int(seed),
+            "extractor": ext.name, "feature_dim": ext.feature_dim,
+            "kid_subsets": int(kid_subsets), "kid_reservoir": int(kid_reservoir), "is_splits": int(is_splits),
+            "fid_curve_samples": int(n_curve), "fid_curve_points": len(curve),
+            "reference_n": int(ref_info.get("n", 0)),
+        }
+        if not curve:
+            metrics["fid_curve_note"] = why
+        if notes:
+            metrics["teacher_note"] = "; ".join(notes)
+        if set(ref.classes) != set(classes):
+            metrics["reference_note"] = (f"the reference statistics cover {len(ref.classes)} classes, {n_cls} are "
+                                         f"evaluated: FID/KID compare with all {len(ref.classes)}")
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise TinyGANError(f"evaluate: metric {k} is {v}; the images or the extractor are broken")
+        write_json(out / "metrics.json", metrics)
     return metrics

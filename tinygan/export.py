@@ -1,6 +1,7 @@
 """Export the trained student generator: safetensors + TorchScript + ONNX, parity checks and a model card.
 
-Written to ``out_dir`` (every file atomically):
+Written to ``out_dir`` as a whole (``tinygan.io.atomic_dir``): every file new, or, when the export fails or
+is killed, the previous export untouched:
 
 - ``generator.safetensors``  weights of the eval-mode generator (BatchNorm running statistics included) with the
   config in its metadata; no pickle.
@@ -30,7 +31,7 @@ import torch
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
-from tinygan.io import sha256_file, write_bytes, write_json, write_text
+from tinygan.io import atomic_dir, sha256_file, write_bytes, write_json, write_text
 from tinygan.models import save_weights
 from tinygan.teacher import truncated_z
 
@@ -38,6 +39,7 @@ FORMAT_VERSION = 1
 FORMATS = ("safetensors", "torchscript", "onnx")
 FILES = {"safetensors": "generator.safetensors", "torchscript": "generator.torchscript.pt",
          "onnx": "generator.onnx"}
+OUT_FILES = (*FILES.values(), "config.json", "parity.json", "samples.png", "MODEL_CARD.md")  # all of out_dir
 PARITY_BATCHES = (1, 5, 2)  # 8 fixed (z, y) pairs, run as batches of 1, 5 and 2 (dynamic batch)
 
 
@@ -68,28 +70,28 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     if not class_list or class_list[-1] >= cfg["n_classes"] or class_list[0] < 0:
         raise TinyGANError(f"export: classes must be a non-empty list of indices 0-{cfg['n_classes'] - 1}, "
                            f"got {classes}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TinyGANError(f"cannot create export directory {out} ({e.strerror or e})") from None
-
     config = make_config(cfg, class_list, truncation)
+    with atomic_dir(out, OUT_FILES) as tmp:  # all files new, or (on any error) the previous export untouched
+        report = _write_formats(G, tmp, config, opset, atol)
+        if grid_png:
+            write_bytes(tmp / "samples.png", Path(grid_png).read_bytes())
+        else:
+            shown = class_list[:8]
+            write_bytes(tmp / "samples.png",
+                        png_bytes(tile(class_grid(G, shown, 8, truncation, seed), len(shown), 8)))
+        card = model_card(G, config, tmp, report, metrics, metrics_path, train_summary, params_snapshot, teacher)
+        write_text(tmp / "MODEL_CARD.md", card)
+    return report
+
+
+def _write_formats(G: torch.nn.Module, out: Path, config: dict, opset: int, atol: float) -> dict:
+    """The three formats and config.json into ``out``, checked against G (parity.json); the parity report."""
     save_weights(G, out / FILES["safetensors"], config)
     write_json(out / "config.json", config)
     save_torchscript(G, out / FILES["torchscript"])
     save_onnx(G, out / FILES["onnx"], config, opset)
-
-    report = check_parity(G, out, class_list, truncation, atol)
+    report = check_parity(G, out, config["classes"], config["truncation"], atol)
     write_json(out / "parity.json", report)
-
-    if grid_png:
-        write_bytes(out / "samples.png", Path(grid_png).read_bytes())
-    else:
-        shown = class_list[:8]
-        write_bytes(out / "samples.png", png_bytes(tile(class_grid(G, shown, 8, truncation, seed), len(shown), 8)))
-
-    card = model_card(G, config, out, report, metrics, metrics_path, train_summary, params_snapshot, teacher)
-    write_text(out / "MODEL_CARD.md", card)
     return report
 
 
@@ -120,13 +122,34 @@ def _example_inputs(G: torch.nn.Module, n: int = 2) -> tuple[torch.Tensor, torch
 
 
 def save_torchscript(G: torch.nn.Module, path: Path) -> None:
-    """``torch.jit.trace`` of the eval-mode G (batch size is not baked in: the reshape uses -1)."""
+    """``torch.jit.trace`` of the eval-mode G (batch size is not baked in: the reshape uses -1).
+
+    Reproducible bytes: saved into memory (a file's random temp name would name the zip's folder) and without
+    the ``*.debug_pkl`` records (the tracer's Python call stacks, with absolute paths of this checkout and of
+    site-packages; loading does not need them). Class names (``___torch_mangle_<n>``) are numbered per process,
+    so the same generator gives the same bytes when exported by a fresh process (the export stage)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(G.eval(), _example_inputs(G), check_trace=False)
-    buf = io.BytesIO()  # saving to the (randomly named) temp file would put its name inside the zip
+    buf = io.BytesIO()
     torch.jit.save(traced, buf)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, _without_debug_records(buf.getvalue()))
+
+
+def _without_debug_records(archive: bytes) -> bytes:
+    """A TorchScript zip rewritten by torch's own writer (same alignment, fixed folder name ``archive``) with
+    every record but the ``.debug_pkl`` ones; the writer recomputes ``.data/serialization_id``."""
+    reader = torch._C.PyTorchFileReader(io.BytesIO(archive))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in reader.get_all_records():
+        if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+            continue
+        data = reader.get_record(name)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del writer
+    return out.getvalue()
 
 
 def _onnx_bytes(G: torch.nn.Module, opset: int, shape_fc: bool) -> bytes:
@@ -226,7 +249,7 @@ def check_parity(G: torch.nn.Module, out: Path, class_list: list[int], truncatio
     for name, d in diffs.items():
         if not d <= atol:  # also catches NaN
             raise TinyGANError(f"parity check failed: {name} ({FILES[name]}) differs from the PyTorch model by "
-                               f"{d:.3g} > atol {atol:g}; the export is broken, see {out}")
+                               f"{d:.3g} > atol {atol:g}; the export is broken (no files were kept)")
     return {**diffs, "atol": float(atol)}
 
 

@@ -15,6 +15,10 @@ file when given (every comma-separated name of a line), else from the first name
 ``tinygan/imagenet_wnids.txt`` and the demo classes. A class the model was not trained on is generated anyway
 (the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
 
+Memory does not grow with the number of images: they are made a batch at a time (``class_batches``) and turned
+into uint8 at once; with ``--no-grid`` each PNG is written as its batch is made, a grid holds only its uint8
+pixels, and a grid or sheet above ``MAX_SHEET_PIXELS`` is refused before anything is generated.
+
 Interpolation sheets (paper Fig. 10), one row per fixed item, ``steps`` columns from A to B:
 
 - ``classes:A,B`` — z fixed per row, the shared class embedding mixed linearly from class A to class B. This
@@ -31,7 +35,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +49,10 @@ MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
 ONNX_CONFIG_KEY = "tinygan_config"  # metadata_props key of the config embedded in the ONNX file
 BATCH = 64  # images per forward pass
+VARIANTS = ("dw", "std")  # tinygan.models.GENERATOR_VARIANTS (models imports torch, the ONNX path must not)
+# upper bounds of the sizes in an exported config (resolution must also be a power of two)
+CONFIG_LIMITS = {"ch": 512, "n_classes": 100_000, "z_dim": 4096, "emb_dim": 4096, "resolution": 1024}
+MAX_SHEET_PIXELS = 1 << 26  # largest grid / interpolation sheet (64 Mpixel, 192 MB as uint8): 4096 images of 128²
 
 
 # ---- config and model loading ---------------------------------------------------------------------------
@@ -61,10 +69,34 @@ def _check_model_path(model_path: str | os.PathLike) -> Path:
 
 
 def _valid_config(cfg, where: str) -> dict:
+    """``cfg`` if every size in it is an integer within CONFIG_LIMITS (so a bad file cannot make the model
+    allocate gigabytes), the variant is known and the trained classes are indices of the model; else one
+    TinyGANError line."""
     if not isinstance(cfg, dict) or any(k not in cfg for k in CONFIG_KEYS):
         missing = [k for k in CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
         raise TinyGANError(f"model config in {where} lacks {missing}; re-run the export stage")
+
+    def bad(what: str) -> TinyGANError:
+        return TinyGANError(f"model config in {where}: {what}; re-run the export stage (or fix the file)")
+
+    if cfg["variant"] not in VARIANTS:
+        raise bad(f"variant {_short(cfg['variant'])} is unknown, expected one of {list(VARIANTS)}")
+    for key, top in CONFIG_LIMITS.items():
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise bad(f"{key} must be an integer in 1-{top}, got {_short(v)}")
+    if cfg["resolution"] & (cfg["resolution"] - 1):
+        raise bad(f"resolution must be a power of two, got {cfg['resolution']}")
+    trained = cfg.get("classes")
+    if trained is not None and not (isinstance(trained, list) and all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < cfg["n_classes"] for c in trained)):
+        raise bad(f"classes must be a list of class indices 0-{cfg['n_classes'] - 1}, got {_short(trained)}")
     return cfg
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _embedded_config(path: Path) -> dict | None:
@@ -381,14 +413,43 @@ def _warn_untrained(indices: Sequence[int], cfg: dict) -> None:
 def class_grid(G, indices: Sequence[int], n: int, truncation: float, seed: int) -> np.ndarray:
     """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from truncated_z(seed, c, k).
 
-    One generator call per class, so a class's images are bit-identical whichever other classes are asked
-    for (kernels may round differently for other batch shapes)."""
-    runner = _as_runner(G)
-    rows = []
-    for c in indices:
-        z = truncated_z_batch(seed, [c] * n, range(n), truncation, runner.z_dim)
-        rows.append(to_uint8(runner(z, np.full(n, c, dtype=np.int64))))
-    return np.concatenate(rows)
+    A class's images are bit-identical whichever other classes are asked for (see ``class_batches``)."""
+    return np.concatenate([images for _, _, images in class_batches(_as_runner(G), indices, n, truncation, seed)])
+
+
+def class_batches(runner, indices: Sequence[int], n: int, truncation: float,
+                  seed: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(j, k0, images)``: uint8 [b, H, W, 3] images k0 .. k0+b-1 of class ``indices[j]``, b <= runner.batch,
+    converted as soon as they are made: memory holds one batch of float images, whatever ``n``.
+
+    Image k of class c comes from truncated_z(seed, c, k); a class is cut into batches from k = 0 (the cut the
+    runner itself makes), so its images do not depend on the other classes (kernels may round differently for
+    other batch shapes)."""
+    for j, c in enumerate(indices):
+        for k0 in range(0, n, runner.batch):
+            ks = np.arange(k0, min(n, k0 + runner.batch))
+            z = truncated_z_batch(seed, np.full(len(ks), c), ks, truncation, runner.z_dim)
+            yield j, k0, to_uint8(runner(z, np.full(len(ks), c, dtype=np.int64)))
+
+
+def _fill_sheet(batches: Iterable[tuple[int, int, np.ndarray]], rows: int, cols: int) -> np.ndarray:
+    """uint8 [rows*H, cols*W, 3]: the ``class_batches`` images placed batch by batch (row j, columns k0...)."""
+    sheet = None
+    for j, k0, images in batches:
+        b, h, w, _ = images.shape
+        if sheet is None:
+            sheet = np.empty((rows * h, cols * w, 3), np.uint8)
+        sheet[j * h:(j + 1) * h, k0 * w:(k0 + b) * w] = tile(images, 1, b)
+    return sheet
+
+
+def _check_sheet(rows: int, cols: int, resolution: int, hint: str) -> None:
+    """Refuse, before generating anything, a sheet larger than MAX_SHEET_PIXELS."""
+    pixels = rows * cols * resolution * resolution
+    if pixels > MAX_SHEET_PIXELS:
+        raise TinyGANError(f"a sheet of {rows} x {cols} images of {resolution}x{resolution} px would have "
+                           f"{pixels / 2 ** 20:,.0f} Mpixel, more than the {MAX_SHEET_PIXELS >> 20} Mpixel one PNG "
+                           f"may have; {hint}")
 
 
 def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], steps: int = 8,
@@ -481,6 +542,7 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
             raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
                                "does not expose: use the exported generator.safetensors instead")
         target = out_path if as_file else out_path / f"interp_{kind}_{a}_{b}.png"
+        _check_sheet(len(fixed), steps, cfg["resolution"], "use fewer rows (-n, or fewer classes) or --steps")
         _writable_dir(target.parent)
         runner, _ = open_model(model_path)
         return [save_png(target, interpolation_sheet(runner, kind, a, b, fixed, steps, truncation))]
@@ -491,14 +553,23 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
     _warn_untrained(indices, cfg)
     if not grid and as_file:
         raise TinyGANError(f"output {out} is a .png file, but individual images (no grid) need a directory")
+    if grid:
+        _check_sheet(len(indices), n, cfg["resolution"], "use --no-grid for one PNG per image, or fewer classes "
+                                                         "or a smaller -n")
     _writable_dir(out_path.parent if as_file else out_path)
     runner, _ = open_model(model_path)
-    images = class_grid(runner, indices, n, truncation, seed)
+    return _write_images(runner, out_path, as_file, grid, indices, n, truncation, seed)
+
+
+def _write_images(runner, out_path: Path, as_file: bool, grid: bool, indices: list[int], n: int,
+                  truncation: float, seed: int) -> list[str]:
+    """The grid (filled batch by batch), or one PNG per image written as soon as its batch is made."""
+    batches = class_batches(runner, indices, n, truncation, seed)
     if grid:
         target = out_path if as_file else out_path / "grid.png"
-        return [save_png(target, tile(images, len(indices), n))]
+        return [save_png(target, _fill_sheet(batches, len(indices), n))]
     written = []
-    for j, c in enumerate(indices):
-        for k in range(n):
-            written.append(save_png(out_path / f"{imagenet.wnid_of(c)}_{k}.png", images[j * n + k]))
+    for j, k0, images in batches:
+        for i, image in enumerate(images):
+            written.append(save_png(out_path / f"{imagenet.wnid_of(indices[j])}_{k0 + i}.png", image))
     return written

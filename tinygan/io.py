@@ -1,36 +1,100 @@
-"""Atomic, deterministic file writes (temp file in the same dir + os.replace) and checksums."""
+"""Atomic, deterministic writes and checksums.
+
+- ``atomic_path`` / ``write_bytes|text|json``: one file, written to a temp file beside it (``.<name>.<random>.tmp``)
+  and renamed over it.
+- ``atomic_dir``: a whole output directory, all-new or all-old: written into a temp sibling directory and swapped
+  into place in one step.
+
+Temp files and directories left by a killed run are removed by the next write of the same output. A full disk
+(ENOSPC / EDQUOT) becomes one ``DiskFullError`` line naming the output.
+"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import platform
+import re
+import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
+
+from tinygan.errors import TinyGANError
+
+# temp names made here: "." + the output's name + "." + tempfile's 8 random characters + ".tmp"
+_RANDOM = r"[a-z0-9_]{8}"
+_TEMP_RE = re.compile(rf"^\..+\.{_RANDOM}\.tmp$")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(TinyGANError):
+    """No space (or quota) left while writing ``path``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        super().__init__(f"no space left on the device to write {self.path} (disk full or quota exceeded); "
+                         f"free some space on {self.path.parent} and rerun")
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also when a library (h5py) wraps it in a message without an errno."""
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        return True
+    return any(os.strerror(code) in str(e) for code in _DISK_FULL)
+
+
+def is_temp_name(name: str, of: str | None = None) -> bool:
+    """Whether ``name`` is a temp file/dir name made by this module (for the output called ``of``, if given)."""
+    if of is None:
+        return _TEMP_RE.match(name) is not None
+    return re.fullmatch(rf"\.{re.escape(of)}\.{_RANDOM}\.tmp", name) is not None
+
+
+def remove_stale_temps(directory: str | os.PathLike, of: str | None = None) -> None:
+    """Delete the temp files/dirs a killed run left in ``directory`` (those of the output ``of`` only, if given)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if is_temp_name(entry.name, of):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to ``path``; on clean exit it replaces ``path`` atomically.
 
-    On error the temp file is removed and ``path`` is left untouched.
+    On error the temp file is removed and ``path`` is left untouched; a full disk raises ``DiskFullError``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    remove_stale_temps(path.parent, path.name)
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
+    except Exception as e:
+        if _is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise DiskFullError(path) from None
+        raise
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -39,6 +103,120 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
+# ---- whole directories -------------------------------------------------------------------------------------
+
+def check_replaceable(path: str | os.PathLike, owned: Iterable[str]) -> None:
+    """TinyGANError unless ``path`` is absent or a directory holding only files named in ``owned`` (and temp
+    leftovers): what ``atomic_dir`` may delete when it swaps a new directory in."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise TinyGANError(f"output {path} exists and is not a directory; move it away or choose another "
+                           f"output directory")
+    owned = set(owned)
+    for entry in sorted(path.iterdir()):
+        real_dir = entry.is_dir() and not entry.is_symlink()
+        if not is_temp_name(entry.name) and (entry.name not in owned or real_dir):
+            raise TinyGANError(f"output directory {path} holds {entry.name}, which tinygan does not write there; "
+                               f"it would be deleted when the directory is replaced: move it away or choose "
+                               f"another output directory")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
+    """Yield a fresh temp directory beside ``path`` (``.<name>.<random>.tmp``) to write every output into; on
+    clean exit it replaces ``path`` in one step, so readers see the old directory or the new one, never a mix.
+
+    ``owned``: the file names the directory may hold. An existing ``path`` holding anything else is refused
+    before anything is written (``check_replaceable``). On error the temp directory is removed and ``path``
+    is untouched. Temp leftovers of a killed run (beside ``path`` and inside it) are removed first. A
+    symlink ``path`` is followed: the directory it points to is replaced.
+    """
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    owned = frozenset(owned)
+    check_replaceable(path, owned)
+    remove_stale_temps(path)
+    tmp = _temp_dir(path)
+    try:
+        try:
+            yield tmp
+        except DiskFullError as e:
+            if not e.path.is_relative_to(tmp):
+                raise
+            raise DiskFullError(path / e.path.relative_to(tmp)) from None
+        stray = sorted(p.name for p in tmp.iterdir() if p.name not in owned)
+        if stray:
+            raise RuntimeError(f"atomic_dir({path}): wrote {stray}, which are not in owned")
+        _fsync_dir(tmp)
+        _swap_in(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the new dir on error, the old one after an exchange
+
+
+def _temp_dir(path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, path.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        if _is_disk_full(e):
+            raise DiskFullError(path) from None
+        raise TinyGANError(f"cannot create output directory {path} ({e.strerror or e}); choose a writable "
+                           f"output directory") from None
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    return tmp
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put directory ``new`` at ``path``. An existing ``path`` ends up at ``new`` (exchanged in one step where
+    the kernel can, else renamed aside first); the caller deletes it."""
+    if not os.path.lexists(path):
+        os.rename(new, path)
+    elif not _exchange(new, path):
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.rename(path, aside)  # onto the empty dir
+        os.rename(new, path)
+        os.rename(aside, new)
+    _fsync_dir(path.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically: Linux ``renameat2(RENAME_EXCHANGE)`` via libc, or the raw syscall
+    where libc lacks it. False where neither the platform nor the file system supports it."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    args = (at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if hasattr(libc, "renameat2"):
+        fn = libc.renameat2
+        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+        rc = fn(*args)
+    else:
+        number = {"x86_64": 316, "aarch64": 276}.get(platform.machine())
+        if number is None:
+            return False
+        rc = libc.syscall(ctypes.c_long(number), *(ctypes.c_int(args[0]), args[1], ctypes.c_int(args[2]),
+                                                   args[3], ctypes.c_uint(args[4])))
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- single files ------------------------------------------------------------------------------------------
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:

@@ -270,11 +270,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def save_weights(module: nn.Module, path, config: dict) -> None:
     """``module``'s state dict as safetensors (no pickle), with ``config`` as the one metadata entry (one key,
     sorted JSON: safetensors writes metadata in hash-map order, so several keys would make the bytes vary).
-    Written atomically."""
-    from safetensors.torch import save_file
+    Serialised in memory, then written atomically by ``tinygan.io.write_bytes`` (so a full disk is one line)."""
+    from safetensors.torch import save
 
-    from tinygan.io import atomic_path
+    from tinygan.io import write_bytes
 
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"config": json.dumps(config, sort_keys=True)})
+    write_bytes(path, save(state, metadata={"config": json.dumps(config, sort_keys=True)}))

@@ -13,6 +13,7 @@ EMA state restored from the checkpoint the result is bit-identical on CPU (same 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from tinygan import losses, shards
 from tinygan.errors import TinyGANError
-from tinygan.io import atomic_path, write_json
+from tinygan.io import write_bytes, write_json
 from tinygan.models import EMA, Discriminator, Generator, save_weights
 
 
@@ -148,18 +149,89 @@ class _Prefetch(torch.utils.data.Dataset):
 
 # ---- checkpoint --------------------------------------------------------------------------------------------
 
+# what a checkpoint holds: key -> accepted types
+CHECKPOINT_KEYS = {"G": dict, "D": dict, "opt_g": dict, "opt_d": dict, "ema": dict, "step": int, "epoch": int,
+                   "lambda_pix": (int, float), "rng": dict, "config": str, "heldout_l1_start": (int, float)}
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """``torch.save`` into memory, then an atomic write: saved to a file, the zip's folder would be named after
+    the (random) temp file, so identical states would give different bytes."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def _bad_checkpoint(path: Path, what: str) -> TinyGANError:
+    return TinyGANError(f"checkpoint {path} {what}; delete it to start a fresh run")
 
 
 def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path`` (None if there is none), its layout and types checked (CHECKPOINT_KEYS)."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a corrupt checkpoint is a user-level problem
         raise TinyGANError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None
+    if not isinstance(state, dict):
+        raise _bad_checkpoint(path, f"holds a {type(state).__name__}, not a training checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise _bad_checkpoint(path, f"lacks {missing} (not a checkpoint of this train stage)")
+    for key, types in CHECKPOINT_KEYS.items():
+        if isinstance(state[key], bool) or not isinstance(state[key], types):
+            raise _bad_checkpoint(path, f"has {key} of type {type(state[key]).__name__}")
+    rng = state["rng"].get("torch")
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        raise _bad_checkpoint(path, "has no torch RNG state (rng.torch must be a uint8 tensor)")
+    if state["step"] < 0:
+        raise _bad_checkpoint(path, f"has a negative step {state['step']}")
+    return state
+
+
+def _check_weights(path: Path, name: str, module: torch.nn.Module, weights: dict) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in weights]
+    extra = [k for k in weights if k not in expected]
+    if missing or extra:
+        raise _bad_checkpoint(path, f"holds {name} weights of another architecture (missing {missing[:3]}, "
+                                    f"unexpected {extra[:3]})")
+    for k, v in expected.items():
+        w = weights[k]
+        if not isinstance(w, torch.Tensor):
+            raise _bad_checkpoint(path, f"has {name}.{k} of type {type(w).__name__}, not a tensor")
+        if w.shape != v.shape:
+            raise _bad_checkpoint(path, f"has {name}.{k} of shape {list(w.shape)}, the model's is {list(v.shape)} "
+                                        f"(a checkpoint of another architecture)")
+
+
+def restore_checkpoint(path: Path, state: dict, modules: dict, optimizers: dict, total: int) -> int:
+    """Load a checked ``state`` (``load_checkpoint``) of this run's config into ``modules`` (name -> module or
+    None) and ``optimizers`` (name -> optimizer), restore the RNG; return the step to resume from.
+    Weights or optimiser states that do not fit raise one TinyGANError line naming the checkpoint."""
+    if state["step"] > total:
+        raise _bad_checkpoint(path, f"is at step {state['step']}, beyond this run's {total} steps")
+    for name, module in modules.items():
+        if module is not None:
+            _check_weights(path, name, module, state[name])
+            module.load_state_dict(state[name])
+    for name, opt in optimizers.items():
+        try:
+            opt.load_state_dict(state[name])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise _bad_checkpoint(path, f"has an optimiser state {name} that does not fit the model ({why})") from None
+        for p, slots in opt.state.items():
+            for slot, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise _bad_checkpoint(path, f"has {name} state {slot} of shape {list(value.shape)} for a "
+                                                f"parameter of shape {list(p.shape)}")
+    try:
+        torch.set_rng_state(state["rng"]["torch"])
+    except RuntimeError:
+        raise _bad_checkpoint(path, "has a torch RNG state of the wrong size") from None
+    return int(state["step"])
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
@@ -218,12 +290,8 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
         for f in Path(snapshot_dir).glob("G-*"):
             f.unlink()
     if state is not None:
-        G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["torch"])
-        step = int(state["step"])
+        step = restore_checkpoint(ckpt_path, state, {"G": G, "D": D, "ema": ema.module if ema is not None else None},
+                                  {"opt_g": opt_g, "opt_d": opt_d}, total)
     g_ddp, d_ddp = G, D
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
