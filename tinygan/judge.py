@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -123,6 +124,47 @@ def _fit(net: JudgeNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_siz
             sched.step()
 
 
+_FINAL_LINE = re.compile(r"^  \w+ : Final\[")
+
+
+def torchscript_bytes(module: torch.jit.ScriptModule) -> bytes:
+    """``torch.jit.save`` output that depends only on the module: the same module gives the same bytes.
+
+    Saved to a buffer (a named file would lend its name to the archive's top folder); then rewritten
+    without the ``*.debug_pkl`` records (source ranges with absolute paths of the .py files; loading does
+    not need them), with each class's ``Final`` constants sorted (scripting lists them in Python set
+    order, which changes with the hash seed of each process) and a fresh serialization id.
+    """
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    reader = torch._C.PyTorchFileReader(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in sorted(reader.get_all_records()):
+        if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+            continue
+        data = reader.get_record(name)
+        if name.startswith("code/") and name.endswith(".py"):
+            data = _sort_final_runs(data.decode("utf-8")).encode("utf-8")
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    return out.getvalue()
+
+
+def _sort_final_runs(code: str) -> str:
+    """Sort each run of consecutive ``  name : Final[T] = value`` lines (class constants; order-free)."""
+    lines, out, run = code.split("\n"), [], []
+    for line in lines + [None]:
+        if line is not None and _FINAL_LINE.match(line):
+            run.append(line)
+            continue
+        out += sorted(run)
+        run = []
+        if line is not None:
+            out.append(line)
+    return "\n".join(out)
+
+
 def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list[int],
                 out_path: str | os.PathLike, seed: int = 0, epochs: int = 30, progress: bool = False,
                 heldout_frac: float = 0.2, batch_size: int = 32, lr: float = 2e-3,
@@ -152,9 +194,11 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
     tr, ho = _split(y_all.numpy(), heldout_frac, rng)
 
     old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with torch.random.fork_rng(devices=[]):
             torch.set_num_threads(num_threads)
+            torch.use_deterministic_algorithms(True)
             torch.manual_seed(seed)
             net = JudgeNet(classes, width=width, feature_dim=feature_dim, input_size=input_size)
             x_all = torch.cat([net.preprocess(torch.from_numpy(images[i:i + 256]).permute(0, 3, 1, 2))
@@ -164,13 +208,10 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
             heldout_acc = _accuracy(net, x_all[ho], y_all[ho])
     finally:
         torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det[0], warn_only=old_det[1])
 
-    net.eval()
-    scripted = torch.jit.script(net)
     out_path = Path(out_path)
-    buf = io.BytesIO()  # saving to a buffer, not a named file, keeps the bytes deterministic
-    torch.jit.save(scripted, buf)
-    write_bytes(out_path, buf.getvalue())
+    write_bytes(out_path, torchscript_bytes(torch.jit.script(net.eval())))
     report = {
         "name": "demo-judge",
         "classes": classes,
