@@ -56,6 +56,33 @@ def check_params(params_file: str = typer.Option("params.yaml", "--params", help
     typer.echo(json.dumps(params.load(params_file), indent=2))
 
 
+def _load_for_doctor(arg: str) -> dict:
+    """The validated params `tinygan doctor ARG` checks: ARG is a params file."""
+    from pathlib import Path
+
+    from tinygan import params
+
+    if not Path(arg).is_file():
+        raise TinyGANError(f"doctor: params file {arg} not found; give the params file of the run to check "
+                           f"(default params.yaml in the current dir)")
+    return params.load(arg)
+
+
+@app.command()
+@report_errors
+def doctor(params_file: str = typer.Argument("params.yaml", help="params file of the run to check")):
+    """Before a (paper-scale) run: teacher loadable offline, ImageNet class folders, Inception file and its
+    sha256, free disk for the shards, CUDA. Prints `ok: ...` / `problem: ...` lines; exit code 1 on problems."""
+    from tinygan.doctor import run_checks
+
+    results = run_checks(_load_for_doctor(params_file))
+    for passed, problems in results:
+        for line in [f"problem: {x}" for x in problems] or [f"ok: {passed}"]:
+            typer.echo(line)
+    if any(problems for _, problems in results):
+        raise typer.Exit(1)
+
+
 @app.command()
 @report_errors
 def verify(directory: str = typer.Argument(..., help="a shard directory (data/real, data/teacher)")):
