@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from tinygan.errors import report_errors
+from tinygan.errors import TinyGANError, report_errors
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +25,42 @@ def check_params(params_file: str = typer.Option("params.yaml", "--params", help
     from tinygan import params
 
     typer.echo(json.dumps(params.load(params_file), indent=2))
+
+
+def _load_for_doctor(arg: str, overrides: list[str]) -> dict:
+    """The validated params `tinygan doctor ARG` checks: ARG is a profile of conf/ (composed with the
+    ``-S`` overrides, as `dvc exp run -S profile=ARG` would) or a params file."""
+    from pathlib import Path
+
+    import yaml
+
+    from tinygan import params, profiles
+
+    if Path(profiles.CONF_DIR, "profile", f"{arg}.yaml").is_file():
+        return params.validate(yaml.safe_load(profiles.compose_yaml(arg, overrides)))
+    if overrides:
+        raise TinyGANError(f"doctor: -S overrides apply to a profile; {arg!r} is not one of "
+                           f"{', '.join(profiles.names()) or 'the profiles in conf/profile/'}")
+    if not Path(arg).is_file():
+        raise TinyGANError(f"doctor: {arg} is neither a profile ({', '.join(profiles.names())}) nor a params file; "
+                           f"give the profile or params file of the run to check (default params.yaml)")
+    return params.load(arg)
+
+
+@app.command()
+@report_errors
+def doctor(target: str = typer.Argument("params.yaml", help="a profile (paper, demo) or a params file"),
+           overrides: list[str] = typer.Option([], "--set", "-S", help="profile override, as `dvc exp run -S`")):
+    """Before a (paper-scale) run: teacher loadable offline, ImageNet class folders, Inception file and its
+    sha256, free disk for the shards, CUDA. Prints `ok: ...` / `problem: ...` lines; exit code 1 on problems."""
+    from tinygan.doctor import run_checks
+
+    results = run_checks(_load_for_doctor(target, overrides))
+    for passed, problems in results:
+        for line in [f"problem: {x}" for x in problems] or [f"ok: {passed}"]:
+            typer.echo(line)
+    if any(problems for _, problems in results):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -31,7 +31,7 @@ import torch
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
-from tinygan.io import atomic_dir, sha256_file, write_bytes, write_json, write_text
+from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
 from tinygan.teacher import truncated_z
 
@@ -124,32 +124,12 @@ def _example_inputs(G: torch.nn.Module, n: int = 2) -> tuple[torch.Tensor, torch
 def save_torchscript(G: torch.nn.Module, path: Path) -> None:
     """``torch.jit.trace`` of the eval-mode G (batch size is not baked in: the reshape uses -1).
 
-    Reproducible bytes: saved into memory (a file's random temp name would name the zip's folder) and without
-    the ``*.debug_pkl`` records (the tracer's Python call stacks, with absolute paths of this checkout and of
-    site-packages; loading does not need them). Class names (``___torch_mangle_<n>``) are numbered per process,
+    Reproducible bytes (``tinygan.io.torchscript_bytes``: no debug records with absolute paths). Class names (``___torch_mangle_<n>``) are numbered per process,
     so the same generator gives the same bytes when exported by a fresh process (the export stage)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(G.eval(), _example_inputs(G), check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)
-    write_bytes(path, _without_debug_records(buf.getvalue()))
-
-
-def _without_debug_records(archive: bytes) -> bytes:
-    """A TorchScript zip rewritten by torch's own writer (same alignment, fixed folder name ``archive``) with
-    every record but the ``.debug_pkl`` ones; the writer recomputes ``.data/serialization_id``."""
-    reader = torch._C.PyTorchFileReader(io.BytesIO(archive))
-    out = io.BytesIO()
-    writer = torch._C.PyTorchFileWriter(out)
-    for name in reader.get_all_records():
-        if name.endswith(".debug_pkl") or name == ".data/serialization_id":
-            continue
-        data = reader.get_record(name)
-        writer.write_record(name, data, len(data))
-    writer.write_end_of_file()
-    del writer
-    return out.getvalue()
+    write_bytes(path, torchscript_bytes(traced))
 
 
 def _onnx_bytes(G: torch.nn.Module, opset: int, shape_fc: bool) -> bytes:

@@ -261,3 +261,51 @@ def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs: M
             for k in sorted(attrs or {}):
                 f.attrs[k] = attrs[k]
     return sha256_file(path)
+
+
+# ---- TorchScript archives with reproducible bytes ---------------------------------------------------------
+
+_FINAL_LINE = re.compile(r"^  \w+ : Final\[")
+
+
+def torchscript_bytes(module) -> bytes:
+    """``torch.jit.save`` output that depends only on the module: the same module gives the same bytes.
+
+    Saved to a buffer (a named file would lend its name to the archive's top folder); then rewritten
+    without the ``*.debug_pkl`` records (source ranges with absolute paths of the .py files; loading does
+    not need them), with each class's ``Final`` constants sorted (scripting lists them in Python set
+    order, which changes with the hash seed of each process) and a fresh serialization id.
+    """
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    reader = torch._C.PyTorchFileReader(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in sorted(reader.get_all_records()):
+        if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+            continue
+        data = reader.get_record(name)
+        if name.startswith("code/") and name.endswith(".py"):
+            data = _sort_final_runs(data.decode("utf-8")).encode("utf-8")
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del writer
+    return out.getvalue()
+
+
+def _sort_final_runs(code: str) -> str:
+    """Sort each run of consecutive ``  name : Final[T] = value`` lines (class constants; order-free)."""
+    lines, out, run = code.split("\n"), [], []
+    for line in lines + [None]:
+        if line is not None and _FINAL_LINE.match(line):
+            run.append(line)
+            continue
+        out += sorted(run)
+        run = []
+        if line is not None:
+            out.append(line)
+    return "\n".join(out)

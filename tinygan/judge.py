@@ -12,10 +12,11 @@ measured with it are demo figures only, not comparable to Inception-based number
 """
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tinygan.errors import TinyGANError
-from tinygan.io import sha256_file, write_bytes, write_json
+from tinygan.io import sha256_file, torchscript_bytes, write_bytes, write_json
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -123,6 +124,23 @@ def _fit(net: JudgeNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_siz
             sched.step()
 
 
+@contextlib.contextmanager
+def _seeded_deterministic_cpu(seed: int, num_threads: int) -> Iterator[None]:
+    """Inside: torch seeded with ``seed``, deterministic algorithms only, ``num_threads`` CPU threads.
+    The global RNG state, thread count and determinism setting are restored afterwards."""
+    old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_num_threads(num_threads)
+            torch.use_deterministic_algorithms(True)
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(old[0])
+        torch.use_deterministic_algorithms(old[1], warn_only=old[2])
+
+
 def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list[int],
                 out_path: str | os.PathLike, seed: int = 0, epochs: int = 30, progress: bool = False,
                 heldout_frac: float = 0.2, batch_size: int = 32, lr: float = 2e-3,
@@ -133,8 +151,9 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
     (output position k of the judge is ``classes[k]``). A stratified ``heldout_frac`` of each class
     is held out to report accuracy; the rest trains (Adam, cosine LR, flips + small crops) for
     ``epochs`` epochs, on ``num_threads`` CPU threads (restored afterwards; one thread is fastest
-    for this small net, and far faster than two on a shared, busy machine). Writes ``out_path`` (TorchScript) and ``out_path`` with suffix .json.
-    Returns the report dict (train/held-out accuracy, sizes, sha256 of the .pt, seconds).
+    for this small net, and far faster than two on a shared, busy machine) with deterministic algorithms, so
+    the same inputs and seed give the same weights. Writes ``out_path`` (TorchScript, see
+    ``torchscript_bytes``) and ``out_path`` with suffix .json. Returns the report dict (train/held-out accuracy, sizes, sha256 of the .pt, seconds).
     """
     images = np.asarray(images_uint8_nhwc)
     labels = np.asarray(labels).reshape(-1)
@@ -151,26 +170,16 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
     rng = np.random.default_rng(seed)
     tr, ho = _split(y_all.numpy(), heldout_frac, rng)
 
-    old_threads = torch.get_num_threads()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.set_num_threads(num_threads)
-            torch.manual_seed(seed)
-            net = JudgeNet(classes, width=width, feature_dim=feature_dim, input_size=input_size)
-            x_all = torch.cat([net.preprocess(torch.from_numpy(images[i:i + 256]).permute(0, 3, 1, 2))
-                               for i in range(0, len(images), 256)])
-            _fit(net, x_all[tr], y_all[tr], epochs, batch_size, lr, seed, progress)
-            train_acc = _accuracy(net, x_all[tr], y_all[tr])
-            heldout_acc = _accuracy(net, x_all[ho], y_all[ho])
-    finally:
-        torch.set_num_threads(old_threads)
+    with _seeded_deterministic_cpu(seed, num_threads):
+        net = JudgeNet(classes, width=width, feature_dim=feature_dim, input_size=input_size)
+        x_all = torch.cat([net.preprocess(torch.from_numpy(images[i:i + 256]).permute(0, 3, 1, 2))
+                           for i in range(0, len(images), 256)])
+        _fit(net, x_all[tr], y_all[tr], epochs, batch_size, lr, seed, progress)
+        train_acc = _accuracy(net, x_all[tr], y_all[tr])
+        heldout_acc = _accuracy(net, x_all[ho], y_all[ho])
 
-    net.eval()
-    scripted = torch.jit.script(net)
     out_path = Path(out_path)
-    buf = io.BytesIO()  # saving to a buffer, not a named file, keeps the bytes deterministic
-    torch.jit.save(scripted, buf)
-    write_bytes(out_path, buf.getvalue())
+    write_bytes(out_path, torchscript_bytes(torch.jit.script(net.eval())))
     report = {
         "name": "demo-judge",
         "classes": classes,

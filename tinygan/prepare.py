@@ -51,6 +51,8 @@ def center_crop_resize(img: Image.Image, resolution: int) -> np.ndarray:
     img = img.resize((resolution, resolution), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
+SHOW_CLASSES = 8  # classes named in a one-line error about missing images
+
 
 def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str, ...] | str]:
     """Decode and preprocess one file.
@@ -134,13 +136,15 @@ def _list_class(class_dir: Path, max_per_class: int | None) -> tuple[list[str], 
 
 def _no_images_error(root: Path, problems: dict[int, str]) -> TinyGANError:
     """One line naming every selected class (index and wnid) that would have no images, and why."""
-    shown = ", ".join(f"{c} ({imagenet.wnid_of(c)}: {why})" for c, why in sorted(problems.items()))
+    items = sorted(problems.items())
+    shown = ", ".join(f"{c} ({imagenet.wnid_of(c)}: {why})" for c, why in items[:SHOW_CLASSES])
+    shown += f", ... ({len(items) - SHOW_CLASSES} more)" if len(items) > SHOW_CLASSES else ""
     return TinyGANError(f"train dir {root}: {len(problems)} selected classes have no images: {shown}; point it at "
                         f"an ImageNet-layout train dir (<root>/<wnid>/<images>), fix those class dirs or change "
                         f"the class selection")
 
 
-def _file_plan(root: Path, selected: Sequence[int], max_per_class: int | None) -> tuple[list[tuple[int, str]],
+def file_plan(root: Path, selected: Sequence[int], max_per_class: int | None) -> tuple[list[tuple[int, str]],
                                                                                          list[str]]:
     """(class index, "wnid/name") of every file to use, in (class, name) order, and the ignored dir names.
 
@@ -224,7 +228,7 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
 
     selected = _check_args(train_dir, classes, max_per_class, resolution, shard_size, workers)
     root, out = Path(train_dir), Path(out_dir)
-    plan, ignored = _file_plan(root, selected, max_per_class)
+    plan, ignored = file_plan(root, selected, max_per_class)
     groups = [plan[a:a + shard_size] for a in range(0, len(plan), shard_size)]
     names = [shards.shard_name(PREFIX, k) for k in range(len(groups))]
     fps, entries, todo = [], [None] * len(groups), []

@@ -1,0 +1,130 @@
+"""`tinygan doctor`: before a (paper-scale) run, check that what the params point at is in place.
+
+``check(p)`` takes validated params (``tinygan.params.load``'s output) and returns one line per problem, each
+saying what is wrong and how to fix it; ``run_checks(p)`` gives the same per check, with a line to print
+when it passes. Checks: the teacher loads offline with BigGAN-deep-128's interface, the ImageNet train dir
+has a non-empty folder for every selected class, the Inception file is in place with its pinned sha256,
+the disk holds the teacher and real shards, and CUDA is visible where a device is set to "cuda".
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from tinygan.errors import TinyGANError
+
+REAL_PER_CLASS = 1300  # ImageNet's images per class (at most), when prepare.max_per_class is null
+
+
+def check(p: dict, data_dir: str | os.PathLike = "data") -> list[str]:
+    """Every problem found, one line each (empty: ready to run)."""
+    return [line for _, problems in run_checks(p, data_dir) for line in problems]
+
+
+def run_checks(p: dict, data_dir: str | os.PathLike = "data") -> list[tuple[str, list[str]]]:
+    """``(what passed, problems)`` for each check in turn; a check passed when its problems are empty."""
+    checks: list[Callable[[], tuple[str, list[str]]]] = [
+        lambda: _teacher(p["sample"]["teacher"], p["sample"]["format"]),
+        lambda: _imagenet(Path(p["prepare"]["imagenet_train"]), p["classes"]),
+        lambda: _inception(p["evaluate"]["extractor"], p["evaluate"]["extractor_path"]),
+        lambda: _disk(p, Path(data_dir)),
+        lambda: _cuda(p),
+    ]
+    return [c() for c in checks]
+
+
+def _teacher(handle: str, kind: str) -> tuple[str, list[str]]:
+    """Loadable offline: a TF-Hub URL must be pre-placed in the TF-Hub cache; then it is loaded and checked."""
+    from tinygan import teacher
+
+    if kind == "tfhub" and teacher.is_remote(handle):
+        cache_dir, sha1 = teacher.tfhub_cache_location(handle)
+        module_dir = Path(cache_dir) / sha1
+        if not (module_dir / "saved_model.pb").is_file():
+            env = "" if os.environ.get("TFHUB_CACHE_DIR") else f" and set TFHUB_CACHE_DIR={cache_dir} (it is unset)"
+            return "", [f"teacher {handle}: not pre-placed for offline use ({module_dir}/saved_model.pb is missing); "
+                        f"on a connected machine fetch {handle}?tf-hub-format=compressed, extract it into "
+                        f"{module_dir}/ ({sha1} = sha1 of the URL){env}, or set sample.teacher to a local "
+                        f"SavedModel dir"]
+    try:
+        teacher.load_teacher(handle, kind, device="cpu")
+    except TinyGANError as e:
+        return "", [str(e)]
+    return f"teacher {handle} ({kind}) loads offline with BigGAN-deep-128's interface", []
+
+
+def _imagenet(root: Path, classes: list[int]) -> tuple[str, list[str]]:
+    """Every selected class has a ``<root>/<wnid>/`` folder with image files (prepare's own check)."""
+    from tinygan.prepare import file_plan
+
+    if not root.is_dir():
+        return "", [f"prepare.imagenet_train: {root} is not a directory; set it to your ImageNet train dir "
+                    f"(one folder per wnid, e.g. <root>/n01440764/)"]
+    try:
+        plan, _ = file_plan(root, classes, None)
+    except TinyGANError as e:
+        return "", [f"prepare.imagenet_train: {e}"]
+    return f"ImageNet train dir {root}: image files for each of the {len(classes)} selected classes", []
+
+
+def _inception(kind: str, path: str) -> tuple[str, list[str]]:
+    """The Inception file exists, has the pinned sha256 and loads (tinygan.extractors does the checking)."""
+    if kind != "inception":
+        return f"evaluate.extractor is {kind}: no Inception file needed", []
+    from tinygan.extractors import load_extractor
+
+    try:
+        load_extractor(path, "inception", device="cpu")
+    except TinyGANError as e:
+        return "", [f"evaluate.extractor_path: {e}"]
+    return f"Inception weights at {path} match the pinned sha256 and load", []
+
+
+def _shard_bytes(p: dict) -> tuple[int, int]:
+    """Estimated bytes of the teacher shards and of the real shards at the configured scale."""
+    from tinygan.teacher import Z_DIM
+
+    res = p["prepare"].get("resolution", 128)
+    n = len(p["classes"])
+    teacher = n * p["sample"]["per_class"] * (res * res * 3 + Z_DIM * 4 + 8)
+    real = n * (p["prepare"]["max_per_class"] or REAL_PER_CLASS) * res * res * 3
+    return teacher, real
+
+
+def _gb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.2f} GB"
+
+
+def _disk(p: dict, data_dir: Path) -> tuple[str, list[str]]:
+    """Free space on the disk of ``data_dir`` (its nearest existing parent) for the shards."""
+    where = data_dir.absolute()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    teacher, real = _shard_bytes(p)
+    need = f"{_gb(teacher + real)} (teacher shards {_gb(teacher)}, real shards {_gb(real)})"
+    if teacher + real > free:
+        return "", [f"disk: the shards under {data_dir} need about {need} but only {_gb(free)} is free on {where}; "
+                    f"free space there, or lower sample.per_class / prepare.max_per_class or the class selection"]
+    return f"disk: {_gb(free)} free on {where} for about {need}", []
+
+
+def _devices(p: dict) -> dict[str, str]:
+    """The device settings in force, by params key."""
+    return {f"runtime.{stage}.device": p["runtime"][stage]["device"] for stage in ("train", "evaluate")}
+
+
+def _cuda(p: dict) -> tuple[str, list[str]]:
+    """CUDA is visible to torch wherever a device is set to "cuda"."""
+    wanted = [key for key, device in _devices(p).items() if device == "cuda"]
+    if not wanted:
+        return "device: no setting requires CUDA (auto uses a GPU when one is visible)", []
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA is visible ({torch.cuda.get_device_name(0)}) for {', '.join(wanted)}", []
+    build = f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}"
+    return "", [f"{', '.join(wanted)} is cuda but torch sees no CUDA device ({build}); install a CUDA build of "
+                f"torch and check the driver / CUDA_VISIBLE_DEVICES, or set it to auto or cpu"]
