@@ -257,14 +257,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build_world_stage(where: Path, hash_seed: str) -> Path:
-    """Run stages/demo.py (tiny params) in its own process, cwd ``where``, demo.root an absolute path in it."""
+    """Run the demo stage (tiny params) in its own process, cwd ``where``, demo.root an absolute path in it."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     root = where / "somewhere" / "demo"
-    params["demo"].update(root=str(root), images_per_class=3, min_side=32, max_side=64, judge_epochs=2)
+    params["demo"]["imagenet"].update(root=str(root), images_per_class=3, min_side=32, max_side=64, judge_epochs=2)
     where.mkdir(parents=True, exist_ok=True)
     (where / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, str(ROOT / "stages" / "demo.py"), "--params-file", "params.yaml"],
+    res = subprocess.run([sys.executable, "-m", "stages.demo", "--world", "imagenet", "--params-file", "params.yaml"],
                          cwd=where, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return root
