@@ -120,8 +120,11 @@ def test_readme_commands(repo):
     assert len(cmds) >= 4
     for cmd in cmds:
         cmd = cmd.replace("[--layers]", "--layers")
-        res = sh(f"{sys.executable} -m tinygan.cli {cmd[len('tinygan '):]}", dst)
-        assert res.returncode == 0, cmd
+        res = sh(f"{sys.executable} -m tinygan.cli {cmd[len('tinygan '):]}", dst, check=False)
+        if cmd.startswith("tinygan doctor paper"):  # the recipe's example paths do not exist here
+            assert res.returncode == 1 and "problem: prepare.imagenet_train" in res.stdout, res.stdout
+        else:
+            assert res.returncode == 0, (cmd, res.stderr[-2000:])
     assert (dst / "samples.png").exists()
 
 
