@@ -79,18 +79,18 @@ def build_world(root: Path) -> None:
 def child(root: Path, n: int) -> dict:
     import torch
 
-    from tinygan.evaluate import evaluate
+    from tinygan.evaluate import EvalConfig, evaluate
 
     torch.set_num_threads(1)
-    args = dict(generator_path=root / "generator.safetensors", teacher_dir=root / "teacher",
-                refstats_dir=root / "refstats", extractor_path=root / "judge.pt", extractor_kind="judge",
-                classes=CLASSES, truncation=0.5, seed=0, batch_size=64, device="cpu", progress=False,
-                curve_samples=16, kid_subsets=10, sheet_samples=2)
+    cfg = dict(classes=CLASSES, truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge.pt"),
+               d_ch=None, teacher_handle=None, device="cpu", batch_size=64, progress=False, curve_samples=16,
+               kid_subsets=10, sheet_samples=2)
+    paths = (root / "generator.safetensors", root / "teacher", root / "refstats")
     # warm-up with full batches: imports, first-call buffers and one batch of activations are in the setup peak
-    evaluate(out_dir=root / "warmup", n_samples=64, per_class_samples=64, **args)
+    evaluate(EvalConfig(n_samples=64, per_class_samples=64, **cfg), *paths, root / "warmup")
     before = _peak_mib()
     t = time.perf_counter()
-    m = evaluate(out_dir=root / f"out-{n}", n_samples=n, per_class_samples=max(2, n // 4), **args)
+    m = evaluate(EvalConfig(n_samples=n, per_class_samples=max(2, n // 4), **cfg), *paths, root / f"out-{n}")
     seconds = time.perf_counter() - t
     after = _peak_mib()
     images = n + len(CLASSES) * max(2, n // 4)

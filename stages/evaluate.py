@@ -1,19 +1,15 @@
 """Stage `evaluate`: IS, FID, intra-FID and KID of the student and of the teacher's samples against the real
-images; the compression table; per-class table and plots (paper Fig. 8-11) -> eval/."""
+images; the compression table; the per-class and FID-over-training tables (charts drawn by `dvc plots`) and the
+image sheets (paper Fig. 10, 11) -> eval/."""
 from tinygan import evaluate, params
 from tinygan.errors import run_stage
 
 
 def main(params_file: str = "params.yaml") -> None:
     """Evaluate data/student against data/refstats (and data/teacher for comparison); write eval/."""
-    p = params.load(params_file)
-    e = p["evaluate"]
-    evaluate.evaluate("data/student/generator.safetensors", "data/teacher", "data/refstats", e["extractor_path"],
-                      e["extractor"], "eval", classes=p["classes"], n_samples=e["n_samples"],
-                      per_class_samples=e["per_class_samples"], truncation=p["sample"]["truncation"],
-                      seed=p["seed"], **p["runtime"]["evaluate"],
-                      snapshots_dir="data/train/snapshots", teacher_handle=p["sample"]["teacher"],
-                      d_ch=p["train"]["d_ch"], curve_samples=e["curve_samples"])
+    cfg = evaluate.EvalConfig.from_params(params.load(params_file))
+    evaluate.evaluate(cfg, "data/student/generator.safetensors", "data/teacher", "data/refstats", "eval",
+                      snapshots_dir="data/train/snapshots")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """Evaluation orchestration: reference stats, the evaluate outputs (metrics.json, CSVs, PNGs), and the demo judge."""
 import csv
+import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tinygan import shards
+from tinygan import params, shards
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, _compression, _Measure, evaluate,
+from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, EvalConfig, _compression, _Measure, evaluate,
                               reference_stats)
 from tinygan.extractors import JUDGE_NAME, extract, load_extractor
 from tinygan.frechet import ClassStats, frechet_distance
@@ -21,6 +23,7 @@ from tinygan.models import Generator
 from tinygan.train import save_generator
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = (1, 9, 130)
 REAL_PER_CLASS, TEACHER_PER_CLASS = 16, 12
@@ -82,12 +85,20 @@ def world(tmp_path_factory):
     save_g(root / "student" / "generator.safetensors", seed=0)
     for step in (10, 20):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
-    args = dict(generator_path=root / "student" / "generator.safetensors", teacher_dir=root / "teacher",
-                refstats_dir=root / "refstats", extractor_path=root / "judge" / "judge.pt", extractor_kind="judge",
-                classes=list(CLASSES), n_samples=N_SAMPLES, per_class_samples=PER_CLASS, truncation=0.5, seed=0,
-                batch_size=16, device="cpu", progress=False, curve_samples=12, kid_subsets=5, sheet_samples=2)
-    metrics = evaluate(out_dir=root / "out", snapshots_dir=root / "snapshots", **args)
-    return {"root": root, "judge": judge, "ref": ref, "metrics": metrics, "out": root / "out", "args": args}
+    cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
+                     truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
+                     d_ch=None, teacher_handle=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
+                     sheet_samples=2)
+    w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
+    w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
+    return w
+
+
+def run_eval(w, out_dir, snapshots_dir=None, refstats_dir=None, **cfg_changes):
+    """``evaluate`` on the world, with ``cfg_changes`` to its EvalConfig."""
+    root = w["root"]
+    return evaluate(dataclasses.replace(w["cfg"], **cfg_changes), root / "student" / "generator.safetensors",
+                    root / "teacher", refstats_dir or root / "refstats", out_dir, snapshots_dir=snapshots_dir)
 
 
 def read_csv(path):
@@ -130,25 +141,28 @@ def test_reference_stats_match_one_pass_extraction(world):
 # ---- metrics.json ------------------------------------------------------------------------------------------
 
 NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_std", "teacher_fid",
-           "teacher_intra_fid", "teacher_kid", "g_params", "d_params", "g_macs", "n_samples", "classes",
-           "fid_curve_samples", "fid_curve_points"]
+           "teacher_intra_fid", "teacher_kid", "g_params", "d_params", "g_macs"]
+# metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
+# they say how to read a metric
+KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
+        "extractor", "teacher_note"}
 
 
 def test_metrics_schema(world):
     m = json.loads((world["out"] / "metrics.json").read_text())
     assert m == json.loads(json.dumps(world["metrics"]))
+    assert set(m) == KEYS and not any(isinstance(v, (dict, list)) for v in m.values())
     for key in NUMERIC:
         assert isinstance(m[key], (int, float)) and not isinstance(m[key], bool) and math.isfinite(m[key]), key
     assert m["extractor"] == JUDGE_NAME and "not Inception" in m["extractor"]
-    assert m["classes"] == len(CLASSES) and m["n_samples"] == N_SAMPLES
     assert m["is"] >= 1.0 and m["teacher_is"] >= 1.0
     G = Generator(variant="dw", ch=4)
     assert m["g_params"] == sum(p.numel() for p in G.parameters()) and m["g_macs"] > 0 and m["d_params"] > 0
     # demo teacher: no published figures, labelled as such; the ratios are null (dvc skips them)
     assert m["teacher_figures"] == DEMO_TEACHER and m["compression_ratio"] is None and m["macs_ratio"] is None
     # fewer teacher images than asked for: said so
-    assert m["teacher_n_samples"] == 3 * TEACHER_PER_CLASS and "fewer than n_samples" in m["teacher_note"]
-    assert "per_class_samples" in m["teacher_note"]
+    assert f"the {3 * TEACHER_PER_CLASS} stored teacher images" in m["teacher_note"]
+    assert "fewer than n_samples" in m["teacher_note"] and "per_class_samples" in m["teacher_note"]
 
 
 def test_intra_fid_is_mean_of_per_class_table(world):
@@ -170,9 +184,12 @@ def test_teacher_is_closer_to_real_than_untrained_student(world):
 
 def test_figures_exist(world):
     out = world["out"]
-    for name in ("per_class.png", "worst10.png", "interpolation.png", "fid_curve.png"):
+    for name in ("worst10.png", "interpolation.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.width > 100 and im.height > 100, name
+    # the charts of per_class.csv and fid_curve.csv are drawn by `dvc plots` (dvc.yaml), not here
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["metrics.json", "per_class.csv", "fid_curve.csv", "worst10.png", "interpolation.png"])
     with Image.open(out / "worst10.png") as im:  # header + one row per class (3 < 10)
         assert im.height == 20 + 128 * len(CLASSES)
     with Image.open(out / "interpolation.png") as im:  # caption + 3 class rows, caption + 3 seed rows; 8 steps
@@ -183,16 +200,13 @@ def test_fid_curve_from_snapshots(world):
     rows = read_csv(world["out"] / "fid_curve.csv")
     assert [int(r["step"]) for r in rows] == [10, 20]
     assert all(math.isfinite(float(r["fid"])) for r in rows)
-    m = world["metrics"]
-    assert m["fid_curve_points"] == 2 and m["fid_curve_samples"] == 12 and "fid_curve_note" not in m
+    assert "fid_curve_note" not in world["metrics"]
 
 
 def test_no_snapshots_header_only_and_deterministic(world, tmp_path):
-    args = dict(world["args"], kid_subsets=5)
-    m = evaluate(out_dir=tmp_path / "out", snapshots_dir=tmp_path / "none", **args)
+    m = run_eval(world, tmp_path / "out", snapshots_dir=tmp_path / "none")
     assert (tmp_path / "out" / "fid_curve.csv").read_text() == "step,fid\n"
-    assert m["fid_curve_points"] == 0 and "no G-<step>.safetensors snapshots" in m["fid_curve_note"]
-    assert (tmp_path / "out" / "fid_curve.png").is_file()
+    assert "no G-<step>.safetensors snapshots" in m["fid_curve_note"]
     for key in ("is", "fid", "kid", "intra_fid", "teacher_fid", "teacher_intra_fid"):
         assert m[key] == world["metrics"][key], key  # same arguments, same numbers
     assert (tmp_path / "out" / "per_class.csv").read_bytes() == (world["out"] / "per_class.csv").read_bytes()
@@ -204,12 +218,12 @@ def test_stale_reference_stats_are_rejected(world, tmp_path):
     info = json.loads((ref / "refstats.json").read_text())
     (ref / "refstats.json").write_text(json.dumps(dict(info, extractor_sha256="0" * 64)))
     with pytest.raises(TinyGANError, match="rerun the reference statistics stage"):
-        evaluate(out_dir=tmp_path / "out", **dict(world["args"], refstats_dir=ref))
+        run_eval(world, tmp_path / "out", refstats_dir=ref)
 
 
 def test_missing_extractor_surfaces(world, tmp_path):
     with pytest.raises(TinyGANError, match="demo judge not found"):
-        evaluate(out_dir=tmp_path / "out", **dict(world["args"], extractor_path=tmp_path / "nope.pt"))
+        run_eval(world, tmp_path / "out", extractor_path=str(tmp_path / "nope.pt"))
 
 
 def test_crash_mid_write_keeps_old_outputs_then_a_rerun_replaces_them(world, tmp_path, monkeypatch):
@@ -218,24 +232,25 @@ def test_crash_mid_write_keeps_old_outputs_then_a_rerun_replaces_them(world, tmp
 
     out = tmp_path / "out"
     shutil.copytree(world["out"], out)
+    (out / "per_class.png").write_text("a chart an earlier version drew")  # replaced away, not refused
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     (tmp_path / ".out.k1lled00.tmp").mkdir()  # what a killed run left: its half-written directory ...
     (tmp_path / ".out.k1lled00.tmp" / "per_class.csv").write_text("half")
     (out / ".metrics.json.k1lled01.tmp").write_text("{")  # ... and a temp file inside the old one
     real = ev.save_png
 
-    def save_png(path, image):  # dies once the CSVs and the first charts are written
+    def save_png(path, image):  # dies once the CSVs are written
         if path.name == "worst10.png":
             raise RuntimeError("killed")
         return real(path, image)
     monkeypatch.setattr(ev, "save_png", save_png)
     with pytest.raises(RuntimeError, match="killed"):
-        evaluate(out_dir=out, snapshots_dir=None, **world["args"])
+        run_eval(world, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new CSVs beside the old metrics.json
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # leftovers removed at the start
 
     monkeypatch.setattr(ev, "save_png", real)
-    m = evaluate(out_dir=out, snapshots_dir=None, **world["args"])
+    m = run_eval(world, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(ev.OUT_FILES)
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
     assert (out / "fid_curve.csv").read_text() == "step,fid\n"  # the new run's (no snapshots), not the old one
@@ -249,8 +264,44 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
     (tmp_path / "out" / "thesis.tex").write_text("precious")
     monkeypatch.setattr(ev, "load_extractor", lambda *a, **k: pytest.fail("measured before checking out_dir"))
     with pytest.raises(TinyGANError, match="holds thesis.tex"):
-        evaluate(out_dir=tmp_path / "out", **world["args"])
+        run_eval(world, tmp_path / "out")
     assert (tmp_path / "out" / "thesis.tex").read_text() == "precious"
+
+
+# ---- options -------------------------------------------------------------------------------------------------
+
+PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
+                "extractor_path", "d_ch", "teacher_handle", "device", "batch_size"}
+
+
+def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_own():
+    p = params.load(ROOT / "params.yaml")
+    p["evaluate"].update(n_samples=123, per_class_samples=7, curve_samples=9)
+    p["runtime"]["evaluate"].update(device="cpu", batch_size=5)
+    cfg = EvalConfig.from_params(p)
+    e = p["evaluate"]
+    assert cfg.classes == tuple(p["classes"])
+    assert (cfg.n_samples, cfg.per_class_samples, cfg.curve_samples) == (123, 7, 9)
+    assert (cfg.extractor_kind, cfg.extractor_path) == (e["extractor"], e["extractor_path"])
+    assert (cfg.truncation, cfg.seed, cfg.d_ch, cfg.teacher_handle) == (
+        p["sample"]["truncation"], p["seed"], p["train"]["d_ch"], p["sample"]["teacher"])
+    assert (cfg.device, cfg.batch_size) == ("cpu", 5)
+    # what comes from params has no default here (no second set of defaults to drift apart)
+    assert {f.name for f in dataclasses.fields(EvalConfig) if f.default is dataclasses.MISSING} == PARAM_FIELDS
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"classes": (1, 9, 1)}, "duplicates"),
+    ({"classes": ()}, "no classes"),
+    ({"n_samples": 5}, "n_samples must be an integer >= 10"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"truncation": 1.5}, "truncation"),
+])
+def test_bad_eval_config_is_a_one_line_user_error(change, match):
+    cfg = EvalConfig.from_params(params.load(ROOT / "params.yaml"))
+    with pytest.raises(TinyGANError, match=match) as e:
+        dataclasses.replace(cfg, **change)
+    assert "\n" not in str(e.value)
 
 
 # ---- pieces --------------------------------------------------------------------------------------------------
@@ -273,10 +324,11 @@ def test_streaming_inception_score_equals_batch_formula():
 def test_published_teacher_figures():
     G = Generator(variant="dw", ch=4)
     comp = _compression(G, 4, torch.device("cpu"), "https://tfhub.dev/deepmind/biggan-deep-128/1")
-    assert comp["teacher"]["g_params"] == 50_400_000 and comp["teacher"]["g_macs"] == 8_320_000_000
-    assert comp["teacher"]["source"] == PUBLISHED_TEACHER["source"] and "published" in comp["teacher"]["source"]
-    assert comp["compression_ratio"] == pytest.approx(50.4e6 / comp["student"]["g_params"])
-    assert comp["macs_ratio"] == pytest.approx(8.32e9 / comp["student"]["g_macs"])
+    assert comp["teacher_g_params"] == 50_400_000 and comp["teacher_g_macs"] == 8_320_000_000
+    assert comp["teacher_figures"] == PUBLISHED_TEACHER["source"] and "published" in comp["teacher_figures"]
+    assert comp["g_params"] == sum(p.numel() for p in G.parameters())
+    assert comp["compression_ratio"] == pytest.approx(50.4e6 / comp["g_params"])
+    assert comp["macs_ratio"] == pytest.approx(8.32e9 / comp["g_macs"])
 
 
 # ---- the demo judge on the demo world ----------------------------------------------------------------------

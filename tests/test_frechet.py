@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinygan.errors import TinyGANError
-from tinygan.frechet import (ClassStats, Stats, StatsAccumulator, frechet_distance, frechet_scipy,
+from tinygan.frechet import (ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance, frechet_scipy,
                              trace_sqrt_product)
 
 D = 24
@@ -160,3 +160,17 @@ def test_class_stats_roundtrip_lazy(tmp_path):
     assert loaded.overall.n == 100
     with pytest.raises(TinyGANError, match="index.json"):
         ClassStats.load(tmp_path / "missing")
+
+
+def test_class_stats_writer_makes_the_directory_complete_only_at_close(tmp_path):
+    # reference_stats writes one class at a time: until close, the directory has no index (ClassStats.load refuses)
+    s = Stats.from_features(_features(10, 0))
+    ClassStats({1: s, 2: s}, overall=s).save(tmp_path / "cs")  # an earlier, complete directory
+    writer = ClassStatsWriter(tmp_path / "cs")
+    writer.add(2, Stats.from_features(_features(12, 1)))
+    with pytest.raises(TinyGANError, match="index.json"):
+        ClassStats.load(tmp_path / "cs")
+    writer.close(Stats.from_features(_features(30, 2)))
+    loaded = ClassStats.load(tmp_path / "cs")
+    assert loaded.classes == [2] and loaded[2].n == 12 and loaded.overall.n == 30
+    assert not (tmp_path / "cs" / "class_0001.npz").exists()  # a class of the earlier run is not left behind

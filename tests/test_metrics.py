@@ -1,10 +1,10 @@
-"""Inception Score, KID, FID and intra-FID on constructed inputs."""
+"""Inception Score, KID and intra-FID on constructed inputs (FID itself: test_frechet.py)."""
 import numpy as np
 import pytest
 
 from tinygan.errors import TinyGANError
 from tinygan.frechet import ClassStats, Stats, frechet_distance
-from tinygan.metrics import fid, inception_score, intra_fid, kid
+from tinygan.metrics import inception_score, intra_fid, kid
 
 
 def test_is_of_uniform_predictions_is_one():
@@ -53,12 +53,6 @@ def test_kid_is_seeded():
     assert kid(a, b, num_subsets=5, max_subset_size=50, seed=4) != kid(a, b, num_subsets=5, max_subset_size=50, seed=5)
 
 
-def test_fid_is_frechet_distance():
-    a, b = Stats.from_features(_feats(40, 4)), Stats.from_features(_feats(30, 5, shift=1.0))
-    assert fid(a, b) == frechet_distance(a, b)
-    assert fid(a, b) > 10
-
-
 def test_intra_fid_is_the_mean_of_per_class_fids(tmp_path):
     gen = {c: Stats.from_features(_feats(12 + c, 10 + c, shift=0.1 * c)) for c in (3, 7, 9)}
     real = {c: Stats.from_features(_feats(20, 20 + c)) for c in (3, 7, 9, 11)}
@@ -70,6 +64,22 @@ def test_intra_fid_is_the_mean_of_per_class_fids(tmp_path):
     ClassStats(real).save(tmp_path / "real")
     mean2, _ = intra_fid(ClassStats(gen), ClassStats.load(tmp_path / "real"))
     assert mean2 == pytest.approx(mean)
+
+
+def test_intra_fid_takes_classes_in_order_and_asks_for_each_once():
+    # the evaluate stage passes statistics measured on access, one class at a time, in the `classes` order
+    asked = []
+
+    class Measured(dict):
+        def __getitem__(self, c):
+            asked.append(c)
+            return super().__getitem__(c)
+
+    gen = Measured({c: Stats.from_features(_feats(12, c, shift=0.2)) for c in (9, 3, 7)})
+    real = {c: Stats.from_features(_feats(20, 20 + c)) for c in (3, 7, 9)}
+    mean, per = intra_fid(gen, real)
+    assert asked == [9, 3, 7] and list(per) == [9, 3, 7]
+    assert mean == np.mean([frechet_distance(gen[c], real[c]) for c in (9, 3, 7)])
 
 
 def test_intra_fid_missing_class_is_a_user_error():

@@ -75,7 +75,7 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
         assert f"Running stage '{stage}'" in log
     for path in ("data/demo/teacher/saved_model.pb", "data/demo/judge.pt", "data/real/manifest.json",
                  "data/teacher/manifest.json", "data/student/generator.safetensors", "eval/metrics.json",
-                 "eval/per_class.csv", "eval/worst10.png", "eval/interpolation.png", "eval/fid_curve.png",
+                 "eval/per_class.csv", "eval/worst10.png", "eval/interpolation.png", "eval/fid_curve.csv",
                  "export/generator.onnx", "export/generator.torchscript.pt", "export/MODEL_CARD.md",
                  "dvclive/train/plots/images/grid.png"):
         assert (dst / path).exists(), path

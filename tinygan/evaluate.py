@@ -1,29 +1,35 @@
 """Evaluation (paper Sec. 4): IS, FID, intra-FID and KID of the student and of the teacher, the
-compression table, and the paper's figures (Fig. 8-11).
+compression table, and the paper's image figures (Fig. 10, 11).
 
-Two steps, two DVC outputs:
+Two stages, two DVC outputs:
 
-* ``reference_stats``: features of the real shards (``data/real``), one class at a time, saved as a
-  ``tinygan.frechet.ClassStats`` directory (``class_XXXX.npz`` per class, ``overall.npz`` with a KID
-  reservoir, ``index.json``) plus ``refstats.json`` (extractor, counts). Computed once per extractor.
-* ``evaluate``: generated images are streamed batch by batch through the extractor, never all held:
+* ``reference_stats`` (stage refstats): features of the real shards (``data/real``), one class at a
+  time, saved as a ``tinygan.frechet.ClassStats`` directory (``class_XXXX.npz`` per class, ``overall.npz``
+  with a KID reservoir, ``index.json``) plus ``refstats.json`` (extractor, counts). Computed once per
+  extractor.
+* ``evaluate`` (stage evaluate): one options object, ``EvalConfig`` (``EvalConfig.from_params(p)``), and
+  named steps on the loaded ``Inputs``, in the manner of stylegan2-ada-pytorch's ``metrics/`` (one small
+  function per metric). Generated images are streamed batch by batch through the extractor, never all held:
 
-  - student, overall: ``n_samples`` images, labels round-robin over ``classes`` (exactly uniform; image
-    ``k`` of class ``c`` uses noise ``truncated_z(seed, c, k, truncation)``, the same noise as
-    ``tinygan generate``); IS over 10 splits from the class probabilities, FID against the overall
-    reference stats, KID against the reference reservoir;
-  - student, per class: ``per_class_samples`` images of one class vs that class's reference stats
-    (intra-FID), one class at a time (its statistics are dropped before the next class);
-  - teacher: the same metrics from the teacher's stored images in ``data/teacher`` (as many as there
-    are; when fewer than requested, ``teacher_note`` in metrics.json says so).
+  - ``student_metrics``: IS (10 splits of the class probabilities), FID against the overall reference
+    stats and KID against the reference reservoir, of ``n_samples`` student images, labels round-robin over
+    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``truncated_z(seed, c, k,
+    truncation)``, the same noise as ``tinygan generate``);
+  - ``teacher_metrics``: the same from the teacher's stored images in ``data/teacher`` (as many as there
+    are; when fewer than requested, ``teacher_note`` in metrics.json says so);
+  - ``intra_fid_metrics``: ``per_class_samples`` images of each class vs that class's reference stats
+    (``tinygan.metrics.intra_fid`` over statistics measured class by class), student and teacher;
+  - ``_compression``: parameters and MACs of the student, the teacher's figures and the ratios;
+  - ``fid_curve``: FID of the train stage's G snapshots (Fig. 8) on the first ``curve_samples`` images;
+  - ``write_outputs``: everything into ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all
+    new, or all old after a failure).
 
-Outputs in ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all new, or all old after a
-failure): ``metrics.json`` (flat numbers for ``dvc metrics``),
-``per_class.csv`` + ``per_class.png`` (Fig. 9, teacher vs student intra-FID per class),
+Outputs: ``metrics.json`` (metrics only, flat, for ``dvc metrics`` / ``dvc exp show``: the numbers, and the
+strings that say how to read them: ``extractor``, ``teacher_figures``, ``*_note``; the settings they were
+measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class) and
+``fid_curve.csv`` (Fig. 8 data), both drawn by ``dvc plots`` (top-level ``plots:`` in dvc.yaml),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on
-the teacher's own noise), ``interpolation.png`` (Fig. 10, class and noise interpolation) and
-``fid_curve.csv`` + ``fid_curve.png`` (Fig. 8, FID of the train-stage G snapshots, with fewer samples).
-matplotlib is not a dependency: the charts are drawn with PIL.
+the teacher's own noise) and ``interpolation.png`` (Fig. 10, class and noise interpolation).
 
 Memory: the overall statistics are O(d^2) (a float64 scatter matrix once n > d) plus KID reservoirs of
 ``kid_reservoir`` rows; IS keeps the probabilities of one split at a time (n_samples / 10 rows of K
@@ -38,8 +44,9 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,10 +55,10 @@ from tqdm import tqdm
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.extractors import Extractor, load_extractor
-from tinygan.frechet import STATS_FORMAT, ClassStats, Stats, StatsAccumulator, frechet_distance
+from tinygan.frechet import ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance
 from tinygan.generate import interpolation_sheet, load_generator, save_png, to_uint8
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
-from tinygan.metrics import inception_score, kid
+from tinygan.metrics import inception_score, intra_fid, kid
 from tinygan.shards import ShardDataset
 from tinygan.teacher import truncated_z_batch
 
@@ -61,9 +68,70 @@ PUBLISHED_TEACHER = {"name": "BigGAN-deep-128", "g_params": 50_400_000, "g_macs"
                      "source": "published (Chang & Lu 2020, Table 1)"}
 DEMO_TEACHER = "procedural demo teacher, n/a"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
-KID_SUBSET = 1000  # StyleGAN2-ADA's max_subset_size
-OUT_FILES = ("metrics.json", "per_class.csv", "per_class.png", "worst10.png", "interpolation.png", "fid_curve.csv",
-             "fid_curve.png")  # everything evaluate writes: out_dir is replaced as a whole
+# Internals that are not params (rarely changed; StyleGAN2-ADA's values where it has them)
+KID_SUBSET = 1000      # StyleGAN2-ADA's max_subset_size
+KID_SUBSETS = 100      # StyleGAN2-ADA's num_subsets
+KID_RESERVOIR = 5000   # raw feature rows kept per image set for KID
+IS_SPLITS = 10
+SHEET_SAMPLES = 6      # worst10.png: teacher and student samples per class
+WORST_K = 10           # worst10.png: classes shown
+OUT_FILES = ("metrics.json", "per_class.csv", "worst10.png", "interpolation.png",
+             "fid_curve.csv")  # everything evaluate writes: out_dir is replaced as a whole
+RETIRED_FILES = ("per_class.png", "fid_curve.png")  # written by earlier versions (dvc plots draws them now)
+
+
+# ----------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything ``evaluate`` measures with. Fields without a default come from params (``from_params``);
+    the rest are internals with named defaults. See ``evaluate`` for the paths."""
+
+    classes: tuple[int, ...]          # params classes: the evaluated class indices
+    n_samples: int                    # evaluate.n_samples: images for IS/FID/KID (paper: 50,000)
+    per_class_samples: int            # evaluate.per_class_samples: images per class for intra-FID (paper: 5,000)
+    curve_samples: int                # evaluate.curve_samples: images per snapshot for the FID curve
+    truncation: float                 # sample.truncation: the student's noise (as the teacher's)
+    seed: int                         # seed: noise of image k of class c is truncated_z(seed, c, k, truncation)
+    extractor_kind: str               # evaluate.extractor
+    extractor_path: str               # evaluate.extractor_path
+    d_ch: int | None                  # train.d_ch (None: the generator's ch), for the D parameter count
+    teacher_handle: str | None        # sample.teacher, for the compression table (None: the teacher manifest's)
+    device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
+    batch_size: int                   # runtime.evaluate.batch_size
+    progress: bool = True
+    extractor_sha256: str | None = None
+    kid_reservoir: int = KID_RESERVOIR
+    kid_subsets: int = KID_SUBSETS
+    is_splits: int = IS_SPLITS
+    sheet_samples: int = SHEET_SAMPLES
+    worst_k: int = WORST_K
+
+    def __post_init__(self):
+        classes = tuple(int(c) for c in self.classes)
+        object.__setattr__(self, "classes", classes)
+        if not classes:
+            raise TinyGANError("evaluate: no classes given; set `classes`")
+        if len(set(classes)) != len(classes):
+            raise TinyGANError(f"evaluate: classes {list(classes)} contain duplicates")
+        for name, low in (("n_samples", self.is_splits), ("per_class_samples", 2), ("batch_size", 1),
+                          ("curve_samples", 2), ("kid_subsets", 1), ("is_splits", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise TinyGANError(f"evaluate: {name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 < float(self.truncation) <= 1.0:
+            raise TinyGANError(f"evaluate: truncation must be in (0, 1], got {self.truncation}")
+
+    @classmethod
+    def from_params(cls, p: dict, progress: bool = True) -> "EvalConfig":
+        """The evaluation options from validated params (``tinygan.params.load``)."""
+        e = p["evaluate"]
+        return cls(classes=tuple(p["classes"]), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
+                   curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
+                   extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
+                   teacher_handle=p["sample"]["teacher"], progress=progress, **p["runtime"]["evaluate"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +154,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLike, extractor_kind: str,
                     out_dir: str | os.PathLike, sha256: str | None = None, batch_size: int = 64,
-                    device: str | torch.device = "cpu", progress: bool = True, kid_reservoir: int = 5000,
+                    device: str | torch.device = "cpu", progress: bool = True, kid_reservoir: int = KID_RESERVOIR,
                     seed: int = 0) -> dict:
     """Features of every real image in ``real_dir``, saved as per-class and overall statistics.
 
@@ -100,7 +168,6 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     Writes into ``out_dir`` the ``ClassStats`` layout (``class_XXXX.npz``, ``overall.npz``, ``index.json``
     last) and ``refstats.json``; returns the latter's content (extractor name and sha256, counts).
     """
-    out_dir = Path(out_dir)
     if batch_size < 1:
         raise TinyGANError(f"reference stats batch_size must be at least 1, got {batch_size}")
     ds = ShardDataset(real_dir, fields=("images",), kind="real")
@@ -108,32 +175,12 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     counts = ds.class_counts()
     if not counts:
         raise TinyGANError(f"the real shards in {real_dir} hold no images; run the prepare stage first")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / "index.json"
-    index_path.unlink(missing_ok=True)  # the directory is incomplete until index.json is rewritten
+    writer = ClassStatsWriter(out_dir)  # removes index.json: the directory is incomplete until close()
     overall = StatsAccumulator(ext.feature_dim, reservoir=kid_reservoir, seed=seed)
-    index = {"format": STATS_FORMAT, "classes": {}, "overall": None}
-    bar = tqdm(total=len(ds), desc=f"reference features ({ext.name})", unit="img", disable=not progress)
-    for c in sorted(counts):
-        acc = StatsAccumulator(ext.feature_dim)
-        for batch in ds.iter_read(ds.class_indices(c), batch_size=batch_size, raw=True, fields=("images",)):
-            feats, _ = ext(_nchw(batch["images"]), need_probs=False)
-            acc.update(feats)
-            overall.update(feats)
-            bar.update(len(feats))
-        stats = acc.finalize()
-        name = f"class_{c:04d}.npz"
-        stats.save(out_dir / name)
-        index["classes"][str(c)] = {"file": name, "n": stats.n, "d": stats.d}
-        del acc, stats
-    bar.close()
+    with tqdm(total=len(ds), desc=f"reference features ({ext.name})", unit="img", disable=not progress) as bar:
+        for c in sorted(counts):
+            writer.add(c, _class_stats(ds, ext, c, batch_size, overall, bar))
     total = overall.finalize()
-    total.save(out_dir / "overall.npz")
-    index["overall"] = {"file": "overall.npz", "n": total.n, "d": total.d}
-    keep = {v["file"] for v in index["classes"].values()} | {"overall.npz"}
-    for stale in out_dir.glob("*.npz"):
-        if stale.name not in keep:
-            stale.unlink()
     info = {
         "extractor": ext.name,
         "extractor_kind": extractor_kind,
@@ -147,12 +194,27 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
         "real_fingerprint": str(ds.manifest.get("fingerprint", "")),
         "seed": int(seed),
     }
-    write_json(out_dir / REFSTATS_JSON, info)
-    write_json(index_path, index)  # last: a directory with an index is complete (ClassStats.load)
+    write_json(Path(out_dir) / REFSTATS_JSON, info)
+    writer.close(total)  # index.json last: a directory with an index is complete (ClassStats.load)
     return info
 
 
-def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: Sequence[int]) -> tuple[ClassStats, dict]:
+def _class_stats(ds: ShardDataset, ext: Extractor, c: int, batch_size: int, overall: StatsAccumulator,
+                 bar: tqdm) -> Stats:
+    """Statistics of the real images of class ``c``; their features also go into ``overall``."""
+    acc = StatsAccumulator(ext.feature_dim)
+    for batch in ds.iter_read(ds.class_indices(c), batch_size=batch_size, raw=True, fields=("images",)):
+        feats, _ = ext(_nchw(batch["images"]), need_probs=False)
+        acc.update(feats)
+        overall.update(feats)
+        bar.update(len(feats))
+    return acc.finalize()
+
+
+def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
+                   classes: Sequence[int]) -> tuple[ClassStats, Stats]:
+    """The reference statistics (per class, lazily loaded; overall), checked: same extractor (name and
+    sha256), every evaluated class, an overall KID reservoir."""
     ref = ClassStats.load(refstats_dir)
     info_path = refstats_dir / REFSTATS_JSON
     if not info_path.is_file():
@@ -167,7 +229,11 @@ def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: 
     if missing:
         raise TinyGANError(f"reference statistics in {refstats_dir} lack classes {missing[:10]}; the real shards "
                            f"must hold every evaluated class (check `classes` and rerun prepare + refstats)")
-    return ref, info
+    overall = ref.overall
+    if overall is None or overall.reservoir is None or len(overall.reservoir) < 2:
+        raise TinyGANError(f"reference statistics in {refstats_dir} have no overall KID reservoir; rerun the "
+                           f"reference statistics stage")
+    return ref, overall
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +248,7 @@ class _Measure:
     and dropped. mean/std over the splits then equal ``inception_score(all_probs, splits)``.
     """
 
-    def __init__(self, d: int, n_total: int, splits: int = 10, reservoir: int = 0, seed: int = 0,
+    def __init__(self, d: int, n_total: int, splits: int = IS_SPLITS, reservoir: int = 0, seed: int = 0,
                  need_probs: bool = True):
         self.acc = StatsAccumulator(d, reservoir=reservoir, seed=seed)
         self.n_total, self.splits, self.need_probs = int(n_total), int(splits), need_probs
@@ -216,7 +282,7 @@ class _Measure:
 
 
 def _measure(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, desc: str, progress: bool,
-             splits: int = 10, reservoir: int = 0, seed: int = 0,
+             splits: int = IS_SPLITS, reservoir: int = 0, seed: int = 0,
              need_probs: bool = True) -> tuple[Stats, float | None, float | None]:
     """Run uint8 NCHW image batches through ``ext``; return (stats, IS mean, IS std)."""
     m = _Measure(ext.feature_dim, n_total, splits, reservoir, seed, need_probs)
@@ -228,12 +294,17 @@ def _measure(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, desc
     return m.result()
 
 
-def _generated(G, ys: np.ndarray, ks: np.ndarray, truncation: float, seed: int, batch_size: int,
-               device: torch.device) -> Iterator[torch.Tensor]:
-    """Student images (uint8 NCHW, CPU) of classes ``ys``, image index ``ks`` within each class."""
-    for a in range(0, len(ys), batch_size):
-        y = ys[a:a + batch_size]
-        z = truncated_z_batch(seed, y, ks[a:a + batch_size], truncation)
+def _stats(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int) -> Stats:
+    """Feature statistics of the images (no IS, no KID reservoir, no progress bar)."""
+    return _measure(ext, batches, n_total, "", False, need_probs=False)[0]
+
+
+def _generated(G, ys: np.ndarray, ks: np.ndarray, cfg: EvalConfig, device: torch.device) -> Iterator[torch.Tensor]:
+    """Student images (uint8 NCHW, CPU) of classes ``ys``, image index ``ks`` within each class: the noise of
+    image k of class c is ``truncated_z(cfg.seed, c, k, cfg.truncation)``; batches of ``cfg.batch_size``."""
+    for a in range(0, len(ys), cfg.batch_size):
+        y = ys[a:a + cfg.batch_size]
+        z = truncated_z_batch(cfg.seed, y, ks[a:a + cfg.batch_size], cfg.truncation)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.from_numpy(y).to(device))
         yield _nchw(to_uint8(x.float().cpu().numpy()))
@@ -253,6 +324,30 @@ def _round_robin(ds: ShardDataset, classes: Sequence[int], n: int) -> np.ndarray
     return np.asarray(order[:n], dtype=np.int64)
 
 
+def _student_labels(classes: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, image index within the class) of ``n`` student images, labels round-robin over ``classes``."""
+    ys = np.asarray(classes, dtype=np.int64)[np.arange(n) % len(classes)]
+    return ys, np.arange(n, dtype=np.int64) // len(classes)
+
+
+class _Measured(Mapping):
+    """class -> Stats, measured when asked for and not kept: intra-FID holds one class at a time."""
+
+    def __init__(self, classes: Sequence[int], measure: Callable[[int], Stats]):
+        self._classes, self._measure = list(classes), measure
+
+    def __getitem__(self, c) -> Stats:
+        if c not in self._classes:
+            raise KeyError(c)
+        return self._measure(c)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
 # ----------------------------------------------------------------------------------------------
 # Compression table
 
@@ -270,6 +365,9 @@ def _teacher_figures(handle: str | None) -> dict:
 
 
 def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str | None) -> dict:
+    """The compression table as flat metrics: student G/D parameters and G MACs per 128x128 image (measured
+    by tinygan.summary), the teacher's figures (``teacher_figures`` says where they come from) and the
+    ratios (None when the teacher's size is unknown)."""
     from tinygan.models import Discriminator
     from tinygan.summary import count_macs, count_params
 
@@ -279,99 +377,23 @@ def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str 
     g_params, g_macs = count_params(G), count_macs(G, z, y)
     d_params = count_params(Discriminator(ch=int(d_ch or cfg["ch"]), n_classes=cfg["n_classes"]))
     teacher = _teacher_figures(teacher_handle)
-    ratio = teacher["g_params"] / g_params if teacher["g_params"] else None
-    macs_ratio = teacher["g_macs"] / g_macs if teacher["g_macs"] else None
     return {
-        "student": {"g_params": int(g_params), "g_macs": int(g_macs), "d_params": int(d_params),
-                    "variant": cfg["variant"], "ch": cfg["ch"], "d_ch": int(d_ch or cfg["ch"]),
-                    "source": "measured (tinygan.summary: conv/linear multiply-adds per 128x128 image)"},
-        "teacher": teacher,
-        "compression_ratio": ratio,
-        "macs_ratio": macs_ratio,
+        "g_params": int(g_params), "d_params": int(d_params), "g_macs": int(g_macs),
+        "teacher_g_params": teacher["g_params"], "teacher_g_macs": teacher["g_macs"],
+        "teacher_figures": teacher["source"],
+        "compression_ratio": teacher["g_params"] / g_params if teacher["g_params"] else None,
+        "macs_ratio": teacher["g_macs"] / g_macs if teacher["g_macs"] else None,
     }
 
 
 # ----------------------------------------------------------------------------------------------
-# Charts and sheets (PIL only)
+# Image sheets (PIL)
 
 
 def _font():
     from PIL import ImageFont
 
     return ImageFont.load_default()
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    span = hi - lo
-    mag = 10 ** math.floor(math.log10(span / n))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if span / (m * mag) <= n)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3g}"
-
-
-def _chart(series: list[dict], title: str, xlabel: str, ylabel: str, diagonal: bool = False,
-           size: tuple[int, int] = (720, 540), note: str | None = None) -> np.ndarray:
-    """A simple chart as uint8 HxWx3. Each series: {x, y, color, lines (bool), labels (optional), name}.
-    ``diagonal``: equal x/y ranges and a dashed y = x line (for teacher-vs-student scatter plots).
-    ``note``: a message written in the middle of the plot area (e.g. why it is empty)."""
-    from PIL import Image, ImageDraw
-
-    W, H = size
-    left, right, top, bottom = 78, 24, 44, 56
-    img = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(img)
-    font = _font()
-    xs = [float(v) for s in series for v in s["x"]]
-    ys = [float(v) for s in series for v in s["y"]]
-    if diagonal:
-        xs = ys = xs + ys
-    def rng(vals):
-        lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-        pad = 0.05 * (hi - lo) if hi > lo else max(1.0, abs(lo) * 0.1)
-        return lo - pad, hi + pad
-    (x0, x1), (y0, y1) = rng(xs), rng(ys)
-    pw, ph = W - left - right, H - top - bottom
-    fx = lambda v: left + (v - x0) / (x1 - x0) * pw  # noqa: E731
-    fy = lambda v: top + ph - (v - y0) / (y1 - y0) * ph  # noqa: E731
-    for t in _ticks(x0, x1):
-        draw.line([(fx(t), top), (fx(t), top + ph)], fill=(230, 230, 230))
-        draw.text((fx(t), top + ph + 6), _fmt(t), fill="black", font=font, anchor="ma")
-    for t in _ticks(y0, y1):
-        draw.line([(left, fy(t)), (left + pw, fy(t))], fill=(230, 230, 230))
-        draw.text((left - 6, fy(t)), _fmt(t), fill="black", font=font, anchor="rm")
-    draw.rectangle([left, top, left + pw, top + ph], outline="black")
-    if diagonal:
-        lo, hi = max(x0, y0), min(x1, y1)
-        n = 40
-        for i in range(0, n, 2):
-            a, b = lo + (hi - lo) * i / n, lo + (hi - lo) * (i + 1) / n
-            draw.line([(fx(a), fy(a)), (fx(b), fy(b))], fill=(150, 150, 150))
-    for s in series:
-        pts = [(fx(float(x)), fy(float(y))) for x, y in zip(s["x"], s["y"])]
-        if s.get("lines") and len(pts) > 1:
-            draw.line(pts, fill=s["color"], width=2)
-        for i, (px, py) in enumerate(pts):
-            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=s["color"])
-            if s.get("labels"):
-                draw.text((px + 6, py - 6), str(s["labels"][i]), fill=(60, 60, 60), font=font)
-    if note:
-        draw.multiline_text((left + pw / 2, top + ph / 2), note, fill=(120, 120, 120), font=font, anchor="mm",
-                            align="center")
-    draw.text((W / 2, 14), title, fill="black", font=font, anchor="ma")
-    draw.text((left + pw / 2, H - 18), xlabel, fill="black", font=font, anchor="ma")
-    label = Image.new("RGB", (ph, 16), "white")
-    ImageDraw.Draw(label).text((ph / 2, 2), ylabel, fill="black", font=font, anchor="ma")
-    img.paste(label.rotate(90, expand=True), (8, top))
-    x = left
-    for s in (s for s in series if s.get("name")):  # legend: one line between the title and the plot
-        draw.ellipse([x, top - 16, x + 8, top - 8], fill=s["color"])
-        draw.text((x + 12, top - 18), s["name"], fill="black", font=font)
-        x += 24 + int(draw.textlength(s["name"], font=font))
-    return np.asarray(img)
 
 
 def _text_strip(lines: list[str], width: int, height: int, top: int = 6) -> np.ndarray:
@@ -458,195 +480,176 @@ def _snapshots(snapshots_dir: str | os.PathLike | None) -> list[tuple[int, Path]
 
 
 # ----------------------------------------------------------------------------------------------
-# The evaluation
+# The evaluation: inputs, one function per metric, outputs
 
 
-def _check_args(classes, n_samples, per_class_samples, truncation, batch_size, is_splits, curve_samples) -> list[int]:
-    classes = [int(c) for c in classes]
-    if not classes:
-        raise TinyGANError("evaluate: no classes given; set `classes`")
-    if len(set(classes)) != len(classes):
-        raise TinyGANError(f"evaluate: classes {classes} contain duplicates")
-    for name, value, low in (("n_samples", n_samples, is_splits), ("per_class_samples", per_class_samples, 2),
-                             ("batch_size", batch_size, 1), ("curve_samples", curve_samples, 2)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise TinyGANError(f"evaluate: {name} must be an integer >= {low}, got {value!r}")
-    if not 0.0 < float(truncation) <= 1.0:
-        raise TinyGANError(f"evaluate: truncation must be in (0, 1], got {truncation}")
-    return classes
+@dataclass
+class Inputs:
+    """What the steps measure: the extractor, the reference statistics, the student and the teacher shards."""
+
+    cfg: EvalConfig
+    device: torch.device
+    ext: Extractor
+    ref: ClassStats           # per class, loaded lazily
+    ref_overall: Stats        # with the KID reservoir
+    G: torch.nn.Module
+    teacher: ShardDataset     # the teacher shards (fields z, images)
+    teacher_idx: np.ndarray   # the teacher images for IS/FID/KID: round-robin over the classes, <= n_samples
 
 
-def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, refstats_dir: str | os.PathLike,
-             extractor_path: str | os.PathLike, extractor_kind: str, out_dir: str | os.PathLike,
-             classes: Sequence[int], n_samples: int = 50_000, per_class_samples: int = 5_000,
-             truncation: float = 0.5, seed: int = 0, batch_size: int = 64, device: str | torch.device = "cpu",
-             snapshots_dir: str | os.PathLike | None = None, teacher_handle: str | None = None,
-             progress: bool = True, *, extractor_sha256: str | None = None, d_ch: int | None = None,
-             curve_samples: int = 1000, kid_reservoir: int = 5000, kid_subsets: int = 100,
-             is_splits: int = 10, sheet_samples: int = 6, worst_k: int = 10) -> dict:
-    """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
-
-    generator_path: ``data/student/generator.safetensors`` (or an exported one). teacher_dir: the teacher
-    shards. refstats_dir: the output of ``reference_stats`` made with the same extractor (checked by name
-    and sha256). classes: the evaluated class indices. n_samples: images for IS/FID/KID (paper: 50,000);
-    per_class_samples: images per class for intra-FID (paper: 5,000). truncation/seed: the student's noise
-    (image k of class c uses ``truncated_z(seed, c, k, truncation)``). snapshots_dir: the train stage's
-    ``G-<step>.safetensors`` snapshots for the FID curve, each measured on the first
-    ``min(curve_samples, n_samples)`` images of the same noise. teacher_handle: for the compression table
-    (default: the ``teacher`` recorded in the teacher manifest); BigGAN-deep-128 uses its published
-    figures. d_ch: the discriminator's channel multiplier (default: the generator's ``ch``).
-    Returns the dict written to ``metrics.json``.
-    """
-    classes = _check_args(classes, n_samples, per_class_samples, truncation, batch_size, is_splits, curve_samples)
-    out_dir = Path(out_dir)
-    check_replaceable(out_dir, OUT_FILES)  # before the long measurement: atomic_dir replaces the whole directory
-    dev = _device(device)
-    ext = load_extractor(extractor_path, extractor_kind, sha256=extractor_sha256, device=dev)
-    ref, ref_info = _load_refstats(Path(refstats_dir), ext, extractor_path, classes)
-    ref_overall = ref.overall
-    if ref_overall is None or ref_overall.reservoir is None or len(ref_overall.reservoir) < 2:
-        raise TinyGANError(f"reference statistics in {refstats_dir} have no overall KID reservoir; rerun the "
-                           f"reference statistics stage")
+def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
+                refstats_dir: str | os.PathLike) -> Inputs:
+    """Load and check everything before the long measurement (user mistakes: one TinyGANError line)."""
+    dev = _device(cfg.device)
+    ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev)
+    ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
     G = load_generator(generator_path).to(dev)
     n_classes = G.config["n_classes"]
-    if max(classes) >= n_classes:
-        raise TinyGANError(f"evaluate: class {max(classes)} is out of range for the generator ({n_classes} classes)")
-    tds = ShardDataset(teacher_dir, fields=("images",), kind="teacher")
-    teacher_handle = teacher_handle if teacher_handle is not None else tds.manifest.get("teacher")
-    notes: list[str] = []
-    kid_seed = seed
+    if max(cfg.classes) >= n_classes:
+        raise TinyGANError(f"evaluate: class {max(cfg.classes)} is out of range for the generator "
+                           f"({n_classes} classes)")
+    teacher = ShardDataset(teacher_dir, fields=("z", "images"), kind="teacher")
+    teacher_idx = _round_robin(teacher, cfg.classes, cfg.n_samples)
+    if len(teacher_idx) < cfg.is_splits:
+        raise TinyGANError(f"the teacher shards in {teacher_dir} hold {len(teacher_idx)} images of the evaluated "
+                           f"classes; IS needs at least {cfg.is_splits}: rerun the sample stage")
+    return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx)
 
-    # -- student: IS / FID / KID over n_samples images, labels round-robin over the classes
-    n_cls = len(classes)
-    ys = np.asarray(classes, dtype=np.int64)[np.arange(n_samples) % n_cls]
-    ks = np.arange(n_samples, dtype=np.int64) // n_cls
-    s_stats, s_is, s_is_std = _measure(ext, _generated(G, ys, ks, truncation, seed, batch_size, dev), n_samples,
-                                       "student samples", progress, is_splits, kid_reservoir, seed)
-    s_fid = frechet_distance(s_stats, ref_overall)
-    s_kid = kid(ref_overall.reservoir, s_stats.reservoir, num_subsets=kid_subsets, max_subset_size=KID_SUBSET,
-                seed=kid_seed)
-    del s_stats
 
-    # -- teacher: the same from its stored images
-    t_idx = _round_robin(tds, classes, n_samples)
-    if len(t_idx) < is_splits:
-        raise TinyGANError(f"the teacher shards in {teacher_dir} hold {len(t_idx)} images of the evaluated classes; "
-                           f"IS needs at least {is_splits}: rerun the sample stage")
-    if len(t_idx) < n_samples:
-        notes.append(f"teacher IS/FID/KID use the {len(t_idx)} stored teacher images of the evaluated classes "
-                     f"(fewer than n_samples={n_samples})")
-    t_stats, t_is, t_is_std = _measure(ext, _stored(tds, t_idx, batch_size), len(t_idx), "teacher samples",
-                                       progress, is_splits, kid_reservoir, seed)
-    t_fid = frechet_distance(t_stats, ref_overall)
-    t_kid = kid(ref_overall.reservoir, t_stats.reservoir, num_subsets=kid_subsets, max_subset_size=KID_SUBSET,
-                seed=kid_seed)
-    del t_stats
+def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
+    """IS (mean, std over splits), FID and KID of ``n`` images, from one pass through the extractor."""
+    cfg = inp.cfg
+    stats, is_mean, is_std = _measure(inp.ext, images, n, desc, cfg.progress, cfg.is_splits, cfg.kid_reservoir,
+                                      cfg.seed)
+    ref = inp.ref_overall
+    return {f"{prefix}is": is_mean, f"{prefix}is_std": is_std, f"{prefix}fid": frechet_distance(stats, ref),
+            f"{prefix}kid": kid(ref.reservoir, stats.reservoir, num_subsets=cfg.kid_subsets,
+                                max_subset_size=KID_SUBSET, seed=cfg.seed)}
 
-    # -- intra-FID, one class at a time (student and teacher)
-    rows = []
-    short = []
-    bar = tqdm(total=n_cls, desc="intra-FID", unit="class", disable=not progress)
-    for c in classes:
-        ref_c = ref[c]
-        ks_c = np.arange(per_class_samples, dtype=np.int64)
-        g_c, _, _ = _measure(ext, _generated(G, np.full(per_class_samples, c, np.int64), ks_c, truncation, seed,
-                                             batch_size, dev), per_class_samples, f"student class {c}", False,
-                             need_probs=False)
-        s_c = frechet_distance(g_c, ref_c)
-        t_ids = tds.class_indices(c)[:per_class_samples]
-        t_c = None
-        if len(t_ids) >= 2:
-            tc_stats, _, _ = _measure(ext, _stored(tds, t_ids, batch_size), len(t_ids), f"teacher class {c}",
-                                      False, need_probs=False)
-            t_c = frechet_distance(tc_stats, ref_c)
-            del tc_stats
-        if len(t_ids) < per_class_samples:
-            short.append((c, len(t_ids)))
-        rows.append({"class": c, "wnid": imagenet.wnid_of(c), "name": imagenet.name_of(c),
-                     "student_intra_fid": s_c, "teacher_intra_fid": t_c, "teacher_n": int(len(t_ids))})
-        del g_c, ref_c
-        bar.update(1)
-    bar.close()
-    s_intra = float(np.mean([r["student_intra_fid"] for r in rows]))
-    t_vals = [r["teacher_intra_fid"] for r in rows if r["teacher_intra_fid"] is not None]
-    t_intra = float(np.mean(t_vals)) if t_vals else None
-    if short:
-        few = min(n for _, n in short)
-        notes.append(f"teacher intra-FID uses the stored teacher images: {len(short)} of {n_cls} classes have fewer "
-                     f"than per_class_samples={per_class_samples} (as few as {few})"
-                     + ("; classes with < 2 images are left out of the mean" if len(t_vals) < n_cls else ""))
 
-    # -- compression table
-    comp = _compression(G, d_ch, dev, teacher_handle)
+def student_metrics(inp: Inputs) -> dict:
+    """is, is_std, fid, kid of ``n_samples`` student images, labels round-robin over the classes."""
+    cfg = inp.cfg
+    ys, ks = _student_labels(cfg.classes, cfg.n_samples)
+    images = _generated(inp.G, ys, ks, cfg, inp.device)
+    return _is_fid_kid(inp, images, cfg.n_samples, "student samples", "")
 
-    # -- FID over training (Fig. 8)
-    snaps = _snapshots(snapshots_dir)
-    n_curve = min(curve_samples, n_samples)
+
+def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
+    """teacher_is, teacher_is_std, teacher_fid, teacher_kid of the stored teacher images; a note when there
+    are fewer than ``n_samples``."""
+    n, want = len(inp.teacher_idx), inp.cfg.n_samples
+    images = _stored(inp.teacher, inp.teacher_idx, inp.cfg.batch_size)
+    note = None if n >= want else (f"teacher IS/FID/KID use the {n} stored teacher images of the evaluated "
+                                   f"classes (fewer than n_samples={want})")
+    return _is_fid_kid(inp, images, n, "teacher samples", "teacher_"), note
+
+
+def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
+    """intra_fid and teacher_intra_fid (``metrics.intra_fid``: the mean over classes of the class's FID
+    against its reference stats); the per-class rows; a note on classes with fewer stored teacher images
+    than ``per_class_samples`` (classes with < 2 are left out of the teacher's mean)."""
+    cfg, n = inp.cfg, inp.cfg.per_class_samples
+
+    def student(c: int) -> Stats:
+        ys, ks = np.full(n, c, np.int64), np.arange(n, dtype=np.int64)
+        return _stats(inp.ext, _generated(inp.G, ys, ks, cfg, inp.device), n)
+
+    def teacher(c: int) -> Stats:
+        ids = inp.teacher.class_indices(c)[:n]
+        return _stats(inp.ext, _stored(inp.teacher, ids, cfg.batch_size), len(ids))
+
+    s_mean, s_per = intra_fid(_Measured(cfg.classes, student), inp.ref, cfg.progress, "intra-FID (student)")
+    t_n = {c: min(n, len(inp.teacher.class_indices(c))) for c in cfg.classes}
+    t_classes = [c for c in cfg.classes if t_n[c] >= 2]
+    t_mean, t_per = (intra_fid(_Measured(t_classes, teacher), inp.ref, cfg.progress, "intra-FID (teacher)")
+                     if t_classes else (None, {}))
+    rows = [{"class": c, "wnid": imagenet.wnid_of(c), "name": imagenet.name_of(c), "student_intra_fid": s_per[c],
+             "teacher_intra_fid": t_per.get(c)} for c in cfg.classes]
+    short = [k for k in t_n.values() if k < n]
+    note = None if not short else (
+        f"teacher intra-FID uses the stored teacher images: {len(short)} of {len(cfg.classes)} classes have "
+        f"fewer than per_class_samples={n} (as few as {min(short)})"
+        + ("; classes with < 2 images are left out of the mean" if len(t_classes) < len(cfg.classes) else ""))
+    return rows, {"intra_fid": s_mean, "teacher_intra_fid": t_mean}, note
+
+
+def fid_curve(inp: Inputs, snapshots_dir: str | os.PathLike | None) -> tuple[list[tuple[int, float]], str | None]:
+    """Paper Fig. 8: (step, FID) of each ``G-<step>.safetensors`` snapshot on the first
+    ``min(curve_samples, n_samples)`` student images' noise; a note saying why when there are none."""
+    cfg = inp.cfg
+    n = min(cfg.curve_samples, cfg.n_samples)
+    ys, ks = _student_labels(cfg.classes, n)
     curve = []
-    for step, path in tqdm(snaps, desc="FID over training", unit="snapshot", disable=not progress):
-        Gs = load_generator(path).to(dev)
-        st, _, _ = _measure(ext, _generated(Gs, ys[:n_curve], ks[:n_curve], truncation, seed, batch_size, dev),
-                            n_curve, f"snapshot {step}", False, need_probs=False)
-        curve.append((step, frechet_distance(st, ref_overall)))
-        del Gs, st
-    with atomic_dir(out_dir, OUT_FILES) as out:  # all outputs new, or (on any error) the old ones kept
-        write_text(out / "fid_curve.csv", _csv(["step", "fid"], [[s, _num(f)] for s, f in curve]))
-        if curve:
-            save_png(out / "fid_curve.png", _chart(
-                [{"x": [s for s, _ in curve], "y": [f for _, f in curve], "color": (31, 119, 180), "lines": True,
-                  "name": "student snapshots"}],
-                f"FID over training ({n_curve} samples per snapshot, {ext.name})", "iteration", "FID"))
-        else:
-            why = ("no snapshots_dir given" if not snapshots_dir else
+    for step, path in tqdm(_snapshots(snapshots_dir), desc="FID over training", unit="snapshot",
+                           disable=not cfg.progress):
+        G = load_generator(path).to(inp.device)
+        curve.append((step, frechet_distance(_stats(inp.ext, _generated(G, ys, ks, cfg, inp.device), n),
+                                             inp.ref_overall)))
+        del G
+    if curve:
+        return curve, None
+    return curve, ("no snapshots_dir given" if not snapshots_dir else
                    f"no G-<step>.safetensors snapshots in {snapshots_dir} (train.snapshot_every = 0, or training "
                    f"stopped before the first snapshot)")
-            save_png(out / "fid_curve.png", _chart([], "FID over training: no snapshots", "iteration", "FID",
-                                                   note=why.replace(" (", "\n(")))
 
-        # -- per-class table and figures
+
+def _checked(metrics: dict) -> dict:
+    for k, v in metrics.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise TinyGANError(f"evaluate: metric {k} is {v}; the images or the extractor are broken")
+    return metrics
+
+
+def write_outputs(out_dir: Path, inp: Inputs, metrics: dict, rows: list[dict],
+                  curve: list[tuple[int, float]]) -> None:
+    """metrics.json, per_class.csv, fid_curve.csv, worst10.png, interpolation.png: all new, or (on any error)
+    the old ones kept."""
+    cfg = inp.cfg
+    worst = sorted(rows, key=lambda r: -r["student_intra_fid"])[:cfg.worst_k]
+    with atomic_dir(out_dir, OUT_FILES + RETIRED_FILES) as out:
+        write_text(out / "fid_curve.csv", _csv(["step", "fid"], [[s, _num(f)] for s, f in curve]))
         write_text(out / "per_class.csv", _csv(
             ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"],
             [[r["class"], r["wnid"], r["name"], _num(r["student_intra_fid"]), _num(r["teacher_intra_fid"])]
              for r in rows]))
-        paired = [r for r in rows if r["teacher_intra_fid"] is not None]
-        save_png(out / "per_class.png", _chart(
-            [{"x": [r["teacher_intra_fid"] for r in paired], "y": [r["student_intra_fid"] for r in paired],
-              "color": (214, 39, 40), "labels": [r["class"] for r in paired] if len(paired) <= 20 else None,
-              "name": "class (above the line: student worse)"}],
-            f"intra-FID per class ({ext.name})", "teacher intra-FID", "student intra-FID", diagonal=True))
-        worst = sorted(rows, key=lambda r: -r["student_intra_fid"])[:worst_k]
-        save_png(out / "worst10.png", _worst_sheet(G, ShardDataset(teacher_dir, fields=("z", "images")), worst,
-                                                   sheet_samples, truncation, seed, dev))
-        save_png(out / "interpolation.png", _interpolation(G, classes, seed, truncation))
-
-        # -- metrics.json
-        metrics = {
-            "is": s_is, "is_std": s_is_std, "fid": s_fid, "intra_fid": s_intra, "kid": s_kid,
-            "teacher_is": t_is, "teacher_is_std": t_is_std, "teacher_fid": t_fid, "teacher_intra_fid": t_intra,
-            "teacher_kid": t_kid,
-            "g_params": comp["student"]["g_params"], "d_params": comp["student"]["d_params"],
-            "g_macs": comp["student"]["g_macs"],
-            "teacher_g_params": comp["teacher"]["g_params"], "teacher_g_macs": comp["teacher"]["g_macs"],
-            "teacher_figures": comp["teacher"]["source"],
-            "compression_ratio": comp["compression_ratio"], "macs_ratio": comp["macs_ratio"],
-            "compression": comp,
-            "n_samples": int(n_samples), "per_class_samples": int(per_class_samples),
-            "teacher_n_samples": int(len(t_idx)),
-            "classes": n_cls, "truncation": float(truncation), "seed": int(seed),
-            "extractor": ext.name, "feature_dim": ext.feature_dim,
-            "kid_subsets": int(kid_subsets), "kid_reservoir": int(kid_reservoir), "is_splits": int(is_splits),
-            "fid_curve_samples": int(n_curve), "fid_curve_points": len(curve),
-            "reference_n": int(ref_info.get("n", 0)),
-        }
-        if not curve:
-            metrics["fid_curve_note"] = why
-        if notes:
-            metrics["teacher_note"] = "; ".join(notes)
-        if set(ref.classes) != set(classes):
-            metrics["reference_note"] = (f"the reference statistics cover {len(ref.classes)} classes, {n_cls} are "
-                                         f"evaluated: FID/KID compare with all {len(ref.classes)}")
-        for k, v in metrics.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                raise TinyGANError(f"evaluate: metric {k} is {v}; the images or the extractor are broken")
+        save_png(out / "worst10.png", _worst_sheet(inp.G, inp.teacher, worst, cfg.sheet_samples, cfg.truncation,
+                                                   cfg.seed, inp.device))
+        save_png(out / "interpolation.png", _interpolation(inp.G, cfg.classes, cfg.seed, cfg.truncation))
         write_json(out / "metrics.json", metrics)
+
+
+def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
+             refstats_dir: str | os.PathLike, out_dir: str | os.PathLike,
+             snapshots_dir: str | os.PathLike | None = None) -> dict:
+    """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
+
+    generator_path: ``data/student/generator.safetensors`` (or an exported one). teacher_dir: the teacher
+    shards. refstats_dir: the output of ``reference_stats`` made with the same extractor (checked by name
+    and sha256). snapshots_dir: the train stage's ``G-<step>.safetensors`` snapshots for the FID curve.
+    Returns the dict written to ``metrics.json``.
+    """
+    out_dir = Path(out_dir)
+    check_replaceable(out_dir, OUT_FILES + RETIRED_FILES)  # before the long measurement
+    inp = load_inputs(cfg, generator_path, teacher_dir, refstats_dir)
+    student = student_metrics(inp)
+    teacher, teacher_note = teacher_metrics(inp)
+    rows, intra, intra_note = intra_fid_metrics(inp)
+    handle = cfg.teacher_handle if cfg.teacher_handle is not None else inp.teacher.manifest.get("teacher")
+    comp = _compression(inp.G, cfg.d_ch, inp.device, handle)
+    curve, curve_note = fid_curve(inp, snapshots_dir)
+    notes = {"fid_curve_note": curve_note,
+             "teacher_note": "; ".join(n for n in (teacher_note, intra_note) if n) or None,
+             "reference_note": _reference_note(inp)}
+    metrics = _checked({**student, **teacher, **intra, **comp, "extractor": inp.ext.name,
+                        **{k: v for k, v in notes.items() if v}})
+    write_outputs(out_dir, inp, metrics, rows, curve)
     return metrics
+
+
+def _reference_note(inp: Inputs) -> str | None:
+    ref_classes, n_cls = inp.ref.classes, len(inp.cfg.classes)
+    if set(ref_classes) == set(inp.cfg.classes):
+        return None
+    return (f"the reference statistics cover {len(ref_classes)} classes, {n_cls} are evaluated: FID/KID "
+            f"compare with all {len(ref_classes)}")

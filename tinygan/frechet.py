@@ -398,22 +398,10 @@ class ClassStats:
         self._overall, self._overall_file = stats, None
 
     def save(self, directory: str | os.PathLike) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        index = {"format": STATS_FORMAT, "classes": {}, "overall": None}
+        writer = ClassStatsWriter(directory)
         for c, s in self.items():
-            name = f"class_{c:04d}.npz"
-            s.save(directory / name)
-            index["classes"][str(c)] = {"file": name, "n": s.n, "d": s.d}
-        overall = self.overall
-        if overall is not None:
-            overall.save(directory / "overall.npz")
-            index["overall"] = {"file": "overall.npz", "n": overall.n, "d": overall.d}
-        keep = {v["file"] for v in index["classes"].values()} | {"overall.npz", "index.json"}
-        for stale in directory.glob("*.npz"):
-            if stale.name not in keep:
-                stale.unlink()
-        write_json(directory / "index.json", index)
+            writer.add(c, s)
+        writer.close(self.overall)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "ClassStats":
@@ -432,3 +420,30 @@ class ClassStats:
         out._dir, out._files = directory, files
         out._overall_file = index["overall"]["file"] if index.get("overall") else None
         return out
+
+
+class ClassStatsWriter:
+    """Writes a ``ClassStats`` directory one class at a time, so a caller can drop each class's statistics
+    once added: ``add`` saves ``class_XXXX.npz``; ``close`` saves ``overall.npz``, deletes stale ``.npz``
+    files and writes ``index.json`` last (it is removed on open: a directory with an index is complete)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "index.json").unlink(missing_ok=True)
+        self.index = {"format": STATS_FORMAT, "classes": {}, "overall": None}
+
+    def add(self, cls: int, stats: Stats) -> None:
+        name = f"class_{int(cls):04d}.npz"
+        stats.save(self.directory / name)
+        self.index["classes"][str(int(cls))] = {"file": name, "n": stats.n, "d": stats.d}
+
+    def close(self, overall: Stats | None = None) -> None:
+        if overall is not None:
+            overall.save(self.directory / "overall.npz")
+            self.index["overall"] = {"file": "overall.npz", "n": overall.n, "d": overall.d}
+        keep = {v["file"] for v in self.index["classes"].values()} | {"overall.npz"}
+        for stale in self.directory.glob("*.npz"):
+            if stale.name not in keep:
+                stale.unlink()
+        write_json(self.directory / "index.json", self.index)

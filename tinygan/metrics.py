@@ -1,4 +1,6 @@
-"""GAN metrics on extracted features: Inception Score, FID, intra-FID, KID (StyleGAN2-ADA definitions)."""
+"""GAN metrics on extracted features: Inception Score, intra-FID, KID (StyleGAN2-ADA definitions).
+
+FID itself is ``tinygan.frechet.frechet_distance`` on two feature sets' statistics."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -60,19 +62,15 @@ def kid(feats_real: np.ndarray, feats_gen: np.ndarray, num_subsets: int = 100,
     return float(t / num_subsets / m)
 
 
-def fid(stats_a: Stats, stats_b: Stats) -> float:
-    """Fréchet Inception Distance between two feature sets' statistics (exact fast path)."""
-    return frechet_distance(stats_a, stats_b)
-
-
-def intra_fid(per_class_a: Mapping[int, Stats], per_class_b: Mapping[int, Stats],
-              progress: bool = False) -> tuple[float, dict[int, float]]:
+def intra_fid(per_class_a: Mapping[int, Stats], per_class_b: Mapping[int, Stats], progress: bool = False,
+              desc: str = "intra-FID") -> tuple[float, dict[int, float]]:
     """Per-class FID between matching classes; returns (mean over classes, {class: fid}).
 
-    Every class of ``per_class_a`` (e.g. generated) must be in ``per_class_b`` (e.g. real).
-    Works with dicts and with ``ClassStats`` (lazily loaded, one class at a time).
+    Every class of ``per_class_a`` (e.g. generated) must be in ``per_class_b`` (e.g. real); classes are
+    taken in ``per_class_a``'s order and each class's statistics are asked for once, so lazy mappings
+    (``ClassStats`` loaded from disk, or statistics measured on access) hold one class at a time.
     """
-    classes = sorted(int(c) for c in (per_class_a.classes if hasattr(per_class_a, "classes") else per_class_a))
+    classes = [int(c) for c in (per_class_a.classes if hasattr(per_class_a, "classes") else per_class_a)]
     if not classes:
         raise TinyGANError("intra-FID: no classes to compare")
     missing = [c for c in classes if c not in per_class_b]
@@ -80,6 +78,6 @@ def intra_fid(per_class_a: Mapping[int, Stats], per_class_b: Mapping[int, Stats]
         raise TinyGANError(f"intra-FID: classes {missing[:10]} have no reference statistics; "
                            "compute real per-class stats for every evaluated class")
     per = {}
-    for c in tqdm(classes, desc="intra-FID", unit="class", disable=not progress):
+    for c in tqdm(classes, desc=desc, unit="class", disable=not progress):
         per[c] = frechet_distance(per_class_a[c], per_class_b[c])
     return float(np.mean(list(per.values()))), per
