@@ -174,40 +174,27 @@ def test_verify_catches_wrong_layout(tmp_path):
         shards.verify(tmp_path)
 
 
-def _ids(batch) -> list[int]:
-    return batch["z"][:, 0].long().tolist()
+def test_epoch_batches_cover_every_sample_once_and_are_deterministic(tmp_path):
+    def epoch(seed, e, batch=4):
+        return [b.tolist() for b in shards.epoch_batches(16, batch, seed=seed, epoch=e)]
 
-
-def test_every_sample_once_per_epoch_and_deterministic(tmp_path):
+    epoch0 = epoch(3, 0)
+    assert sorted(sum(epoch0, [])) == list(range(16)) and [len(b) for b in epoch0] == [4] * 4
+    assert all(b == sorted(b) for b in epoch0)  # sorted: one ascending gather per read
+    assert epoch(3, 0) == epoch0
+    assert sorted(sum(epoch(3, 1), [])) == list(range(16)) and epoch(3, 1) != epoch0
+    assert epoch(4, 0) != epoch0
+    # an incomplete last batch is dropped: 3 batches of 5 distinct samples, a different one left out per epoch
+    left_out = [set(range(16)) - set(sum(epoch(3, e, batch=5), [])) for e in range(4)]
+    assert all(len(s) == 1 for s in left_out) and len(set(map(frozenset, left_out))) > 1
+    with pytest.raises(TinyGANError, match="batch size"):
+        shards.epoch_batches(16, 0, seed=0, epoch=0)
+    # a batch read the way training reads it holds the stored samples of those indices
     make_teacher(tmp_path)
-    ds = shards.ShardDataset(tmp_path)
-    epoch0 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
-    assert sorted(sum(epoch0, [])) == list(range(16))
-    assert [len(b) for b in epoch0] == [5, 5, 5, 1]
-    again = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
-    assert again == epoch0
-    epoch1 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=1, drop_last=False)]
-    assert sorted(sum(epoch1, [])) == list(range(16)) and epoch1 != epoch0
-    other_seed = [_ids(b) for b in shards.batches(ds, 5, seed=4, epoch=0, drop_last=False)]
-    assert other_seed != epoch0
-    dropped = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=True)]
-    assert dropped == epoch0[:3]
-    # batch content matches the stored samples
     ref = all_raw(tmp_path)
-    b = next(shards.batches(tmp_path, 4, seed=0, epoch=0))
-    ids = _ids(b)
-    assert b["y"].tolist() == ref["y"][ids].tolist()
-
-
-def test_dataloader_with_two_workers(tmp_path):
-    make_teacher(tmp_path)
-    ds = shards.ShardDataset(tmp_path)
-    serial = list(shards.batches(ds, 3, seed=1, epoch=2, drop_last=False, num_workers=0))
-    parallel = list(shards.batches(tmp_path, 3, seed=1, epoch=2, drop_last=False, num_workers=2))
-    assert len(serial) == len(parallel) == 6
-    for a, b in zip(serial, parallel):
-        for k in ("z", "y", "images"):
-            assert torch.equal(a[k], b[k])
+    idx = epoch0[0]
+    b = shards.ShardDataset(tmp_path).__getitems__(idx)
+    assert b["z"][:, 0].long().tolist() == idx and b["y"].tolist() == ref["y"][idx].tolist()
 
 
 def test_reader_handles_chunked_compressed_shards(tmp_path):

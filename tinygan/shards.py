@@ -15,9 +15,9 @@ process) and gathers random rows with numpy indexing, as fast as a sequential h5
 Manifest: ``{kind, fingerprint, n, resolution, classes, class_counts {str(idx): n}, shards [{file, n,
 sha256, bytes}], format_version, ...extra}``.
 
-Randomness of ``batches``: each epoch is a uniformly random permutation of all samples drawn from
-``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no block or
-buffer shuffling: random rows cost about as much as sequential ones with this layout).
+Randomness of ``epoch_batches`` (training's batch plan): each epoch is a uniformly random permutation of all
+samples drawn from ``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no
+block or buffer shuffling: random rows cost about as much as sequential ones with this layout).
 """
 from __future__ import annotations
 
@@ -651,33 +651,15 @@ def _to_tensors(batch: dict) -> dict:
     return out
 
 
-def _identity(batch):
-    return batch
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """Index batches of one epoch: a random permutation of range(n) from (seed, epoch), cut in order
     (each batch sorted ascending, which makes reads a single gather; the order inside a batch is moot).
 
-    With ``drop_last=False`` every sample appears exactly once; with ``drop_last=True`` the final
-    incomplete batch (fewer than ``batch_size`` samples, a different set each epoch) is left out.
+    The final incomplete batch (fewer than ``batch_size`` samples, a different set each epoch) is left out;
+    every other sample appears exactly once.
     """
     if batch_size < 1:
         raise TinyGANError(f"batch size must be >= 1, got {batch_size}")
     perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
+    stop = (n // batch_size) * batch_size
     return [np.sort(perm[a:a + batch_size]) for a in range(0, stop, batch_size)]
-
-
-def batches(source: str | os.PathLike | ShardDataset, batch_size: int, seed: int, epoch: int,
-            drop_last: bool = True, num_workers: int = 0, fields: Sequence[str] | None = None,
-            pin_memory: bool = False) -> Iterator[dict]:
-    """Random mini-batches (dicts of tensors, see ShardDataset) of one epoch of a shard directory.
-
-    Deterministic given (seed, epoch) whatever ``num_workers`` is; see ``epoch_batches`` for coverage.
-    """
-    ds = source if isinstance(source, ShardDataset) else ShardDataset(source, fields=fields)
-    plan = epoch_batches(len(ds), batch_size, seed, epoch, drop_last)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=num_workers,
-                                         collate_fn=_identity, pin_memory=pin_memory)
-    return iter(loader)
