@@ -488,11 +488,7 @@ def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tup
         d_terms, t_feats = losses.discriminator_terms(
             run.d_ddp, d_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
             real_img=r["images"] if r else None, y_real=r["y"] if r else None, fake_img=fake_gan)
-    loss_d, d_logs = losses.discriminator_loss(d_terms, d_w)
-    run.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    run.opt_d.step()
-    return {("loss_d" if k == "total" else k): float(v) for k, v in d_logs.items()}, t_feats
+    return _optimise(run.opt_d, *losses.discriminator_loss(d_terms, d_w), "loss_d"), t_feats
 
 
 def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fake_gan, t_feats) -> dict:
@@ -511,11 +507,15 @@ def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fak
             t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None)
     for p in run.D.parameters():
         p.requires_grad_(True)
-    loss_g, g_logs = losses.generator_loss(g_terms, g_w)
-    run.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    run.opt_g.step()
-    return {("loss_g" if k == "total" else k): float(v) for k, v in g_logs.items()}
+    return _optimise(run.opt_g, *losses.generator_loss(g_terms, g_w), "loss_g")
+
+
+def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, logs: dict, total_name: str) -> dict:
+    """One optimiser step on ``loss``; returns ``logs`` as floats, the total renamed ``total_name``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {(total_name if k == "total" else k): float(v) for k, v in logs.items()}
 
 
 # ---- evaluation helpers used during training -----------------------------------------------------------------
