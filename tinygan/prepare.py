@@ -242,7 +242,8 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
     return _write_manifest(run, root, selected, len(plan), ignored, args, resolution)
 
 
-def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution: int, workers: int, progress: bool) -> None:
+def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution: int, workers: int,
+                  progress: bool) -> None:
     """Decode the shards ``todo`` and write them (``run.write``).
 
     ``run.start()`` (stale outputs go, the shards held back so far are written) comes once a shard with a

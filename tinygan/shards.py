@@ -7,7 +7,8 @@ A shard directory holds ``<prefix>-00000.h5``, ``<prefix>-00001.h5``, ... (each 
     teacher shards  z float32 [N,128],      y int64 [N], images uint8 [N,R,R,3]
 
 Shard attrs: ``kind`` ("real" | "teacher"), ``fingerprint`` (hash of the arguments that produced the
-shard; a rerun reuses a shard whose fingerprint and checksum still match), ``format_version``, ``n``.
+shard; a rerun reuses a shard whose fingerprint and checksum still match, see ``ShardRun``),
+``format_version``, ``n``.
 Datasets are stored contiguously and uncompressed (see ``tinygan.io.write_h5``), so row ``i`` of a
 dataset is one byte range of the file: the reader memory-maps each shard (read-only, lazily, per
 process) and gathers random rows with numpy indexing, as fast as a sequential h5py read.
