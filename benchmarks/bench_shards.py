@@ -7,7 +7,7 @@ alternately (best of --repeats):
   random_raw        ShardDataset.read(random batch, raw=True)               (uint8, same arrays)
   seq_h5py_tensor   the sequential read + the reader's conversion to float NCHW [-1, 1] tensors
   random_tensor     ShardDataset.__getitems__(random batch)                   (what training gets)
-  random_loader     shards.batches(..., num_workers=0) (DataLoader + seeded batch sampler)
+  random_loader     train.step_loader over train.StepBatches, workers=0 (what training runs)
 
 Goal: random / sequential >= 0.8. Prints one JSON object.
 
@@ -69,7 +69,11 @@ def random_read(ds: shards.ShardDataset, batch: int, tensors: bool, epoch: int) 
 
 
 def random_loader(ds: shards.ShardDataset, batch: int, epoch: int, workers: int) -> int:
-    return sum(len(b["y"]) for b in shards.batches(ds, batch, seed=0, epoch=epoch, num_workers=workers))
+    from tinygan.train import StepBatches, step_loader
+
+    source = StepBatches(ds, np.arange(len(ds)), batch, rank=0, world=1, seed=0, stream=1)
+    first = epoch * source.steps_per_epoch
+    return sum(len(b["t"]["y"]) for b in step_loader({"t": source}, first, first + source.steps_per_epoch, workers))
 
 
 def rate(fn) -> tuple[float, float]:

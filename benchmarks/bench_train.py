@@ -9,13 +9,12 @@ averaged in)."""
 import argparse
 import json
 import time
-from contextlib import nullcontext
 
 import torch
 
 from tinygan import losses, summary
 from tinygan.models import Discriminator, Generator
-from tinygan.train import TrainConfig, _iteration
+from tinygan.train import TrainConfig, _iteration, _Run, _When
 
 
 def matmul_flops(n=1024, reps=10):
@@ -37,10 +36,10 @@ def bench(cfg: TrainConfig, steps: int) -> dict:
     batch = {"t": {"z": torch.randn(b, 128) * 0.5, "y": y, "images": torch.rand(b, 3, 128, 128) * 2 - 1},
              "r": {"y": y, "images": torch.rand(b, 3, 128, 128) * 2 - 1}}
     times = []
+    run = _Run(cfg, G, D, opt_g, opt_d, None, torch.device("cpu"), rank=0, world=1)
     for step in range(steps + 1):  # first step is warm-up
         t = time.perf_counter()
-        _iteration(cfg, G, D, G, D, opt_g, opt_d, batch, step, 0, torch.device("cpu"), nullcontext(), 0.2,
-                   True, losses.adversarial_g_step(step, cfg.adv_every))
+        _iteration(run, batch, _When(step, 0, 0.2, True, losses.adversarial_g_step(step, cfg.adv_every)))
         times.append(time.perf_counter() - t)
     sec = sorted(times[1:])[len(times[1:]) // 2]
     g_mac = summary.count_macs(G.eval(), torch.zeros(1, 128), torch.zeros(1, dtype=torch.long))

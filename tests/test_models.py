@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from tinygan.errors import TinyGANError
-from tinygan.models import EMA, ConditionalBatchNorm2d, Discriminator, Generator
+from tinygan.models import ConditionalBatchNorm2d, Discriminator, Generator, make_ema, update_ema
 from tinygan.summary import count_macs, count_params, summary
 
 
@@ -211,40 +211,62 @@ def test_discriminator_bf16_autocast():
 def test_ema_update_math_and_buffers():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
-    ema = EMA(model, decay=0.9)
-    old = {k: v.clone() for k, v in ema.state_dict().items()}
-    assert all(not p.requires_grad for p in ema.module.parameters())
+    ema = make_ema(model, decay=0.9)
+    old = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    assert all(torch.equal(old[k], v) for k, v in model.state_dict().items())  # starts at the model's weights
+    assert all(not p.requires_grad for p in ema.module.parameters()) and not ema.module.training
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     model(torch.randn(4, 3))  # changes BN running stats
-    ema.update(model)
+    update_ema(ema, model)
     new = model.state_dict()
     for name, _ in model.named_parameters():
-        torch.testing.assert_close(ema.state_dict()[name], 0.9 * old[name] + 0.1 * new[name])
+        torch.testing.assert_close(ema.module.state_dict()[name], 0.9 * old[name] + 0.1 * new[name])
     for name, _ in model.named_buffers():  # buffers are copied, not averaged
-        assert torch.equal(ema.state_dict()[name], new[name])
-    ema.update(model, decay=0.0)  # plain copy
-    for name, _ in model.named_parameters():
-        torch.testing.assert_close(ema.state_dict()[name], new[name])
+        assert torch.equal(ema.module.state_dict()[name], new[name])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    update_ema(ema, model, copy=True)  # before train.ema_start: an exact copy
+    for name, p in model.named_parameters():
+        assert torch.equal(ema.module.state_dict()[name], p)
+    update_ema(ema, model)  # and averaging goes on afterwards
+    with pytest.raises(TinyGANError):
+        make_ema(model, decay=1.5)
 
 
-def test_ema_state_dict_and_copy_to():
+def test_ema_is_bit_equal_to_a_lerp_per_step():
+    """The EMA (AveragedModel + get_ema_multi_avg_fn) gives the bits of shadow.lerp_(param, 1 - decay) per tensor
+    after every G update, as the EMA of earlier versions did: checkpoints and exports keep their bytes."""
     G = small_g()
-    ema = EMA(G, decay=0.999)
+    decay = 0.999
+    ema = make_ema(G, decay)
+    ref = {k: v.clone() for k, v in G.state_dict().items()}
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    for step in range(4):
+        G(torch.randn(4, 128), torch.randint(0, 10, (4,))).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        update_ema(ema, G, copy=step == 0)
+        params = dict(G.named_parameters())
+        for k, v in G.state_dict().items():
+            ref[k] = ref[k].lerp(v, 1.0 if step == 0 else 1.0 - decay) if k in params else v.clone()
+        for k, v in ema.module.state_dict().items():
+            assert torch.equal(v, ref[k]), (step, k)
+
+
+def test_ema_state_dict_loads_into_a_fresh_generator():
+    G = small_g()
+    ema = make_ema(G, decay=0.999)
     with torch.no_grad():
         for p in G.parameters():
             p.mul_(0.5)
-    ema.update(G)
-    sd = roundtrip(ema.state_dict())
-    ema2 = EMA(small_g(), decay=0.999)
-    ema2.load_state_dict(sd)
+    update_ema(ema, G)
     target = small_g()
-    ema2.copy_to(target)
+    target.load_state_dict(roundtrip(ema.module.state_dict()))  # what a checkpoint's "ema" entry holds
     for k, v in target.state_dict().items():
-        assert torch.equal(v, ema.state_dict()[k])
-    with pytest.raises(TinyGANError):
-        EMA(G, decay=1.5)
+        assert torch.equal(v, ema.module.state_dict()[k])
 
 
 # ----------------------------------------------------------------------------- params / MACs
@@ -270,6 +292,18 @@ def test_generator_macs_match_paper():
     assert "to_rgb" in info["table"]
     macs_std16 = count_macs(Generator("std", 16), z, y)
     assert abs(macs_std16 / 0.58e9 - 1) < 0.02  # paper: 0.58 B
+    assert sum(r["macs"] for r in info["layers"]) == info["macs_per_image"]
+
+
+@pytest.mark.parametrize("make, macs", [
+    (lambda: Generator("dw", 32), 428_843_008), (lambda: Generator("std", 32), 2_280_759_296),
+    (lambda: Generator("std", 16), 574_148_608), (lambda: Discriminator(32), 140_509_696)])
+def test_macs_exact(make, macs):
+    """Exact MACs per image (the figures of the hand-written counter FlopCounterMode replaced), at batch 1 and 2."""
+    model = make()
+    for n in (1, 2):
+        x = torch.zeros(n, 128) if isinstance(model, Generator) else torch.zeros(n, 3, 128, 128)
+        assert count_macs(model, x, torch.zeros(n, dtype=torch.long)) == macs
 
 
 def test_mac_counter_restores_training_mode():

@@ -186,13 +186,14 @@ def test_nan_teacher_is_a_clear_error_and_keeps_finished_shards(ts_path, tmp_pat
 
 
 def test_shard_file_names():
-    from tinygan.sample import _shard_index
-    assert _shard_index("teacher-00012.h5") == 12
-    assert _shard_index("teacher-00012.h5.sha256") == 12
-    assert _shard_index(".teacher-00012.h5.k3_x9q.tmp") == 12
-    assert _shard_index(".teacher-00012.h5.sha256.abc.tmp") == 12
-    for other in ("manifest.json", "teacher-00012.h5.tmp", ".teacher-00012.h5", "real-00001.h5", "teacher-1.h5"):
-        assert _shard_index(other) is None
+    assert shards.shard_index("teacher", "teacher-00012.h5") == 12
+    assert shards.shard_index("teacher", "teacher-00012.h5.sha256") == 12
+    assert shards.shard_index("teacher", ".teacher-00012.h5.k3_x9q.tmp") == 12
+    assert shards.shard_index("teacher", ".teacher-00012.h5.sha256.abc.tmp") == 12
+    assert shards.shard_index("real", ".real-00003.h5.sha256.abc.tmp") == 3
+    for other in ("manifest.json", "teacher-00012.h5.tmp", ".teacher-00012.h5", "real-00001.h5", "teacher-1.h5",
+                  "teacher-00012.h5x", ".manifest.json.abcdefgh.tmp"):
+        assert shards.shard_index("teacher", other) is None
 
 
 def shard_stats(d: Path) -> dict:

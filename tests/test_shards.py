@@ -174,40 +174,27 @@ def test_verify_catches_wrong_layout(tmp_path):
         shards.verify(tmp_path)
 
 
-def _ids(batch) -> list[int]:
-    return batch["z"][:, 0].long().tolist()
+def test_epoch_batches_cover_every_sample_once_and_are_deterministic(tmp_path):
+    def epoch(seed, e, batch=4):
+        return [b.tolist() for b in shards.epoch_batches(16, batch, seed=seed, epoch=e)]
 
-
-def test_every_sample_once_per_epoch_and_deterministic(tmp_path):
+    epoch0 = epoch(3, 0)
+    assert sorted(sum(epoch0, [])) == list(range(16)) and [len(b) for b in epoch0] == [4] * 4
+    assert all(b == sorted(b) for b in epoch0)  # sorted: one ascending gather per read
+    assert epoch(3, 0) == epoch0
+    assert sorted(sum(epoch(3, 1), [])) == list(range(16)) and epoch(3, 1) != epoch0
+    assert epoch(4, 0) != epoch0
+    # an incomplete last batch is dropped: 3 batches of 5 distinct samples, a different one left out per epoch
+    left_out = [set(range(16)) - set(sum(epoch(3, e, batch=5), [])) for e in range(4)]
+    assert all(len(s) == 1 for s in left_out) and len(set(map(frozenset, left_out))) > 1
+    with pytest.raises(TinyGANError, match="batch size"):
+        shards.epoch_batches(16, 0, seed=0, epoch=0)
+    # a batch read the way training reads it holds the stored samples of those indices
     make_teacher(tmp_path)
-    ds = shards.ShardDataset(tmp_path)
-    epoch0 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
-    assert sorted(sum(epoch0, [])) == list(range(16))
-    assert [len(b) for b in epoch0] == [5, 5, 5, 1]
-    again = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=False)]
-    assert again == epoch0
-    epoch1 = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=1, drop_last=False)]
-    assert sorted(sum(epoch1, [])) == list(range(16)) and epoch1 != epoch0
-    other_seed = [_ids(b) for b in shards.batches(ds, 5, seed=4, epoch=0, drop_last=False)]
-    assert other_seed != epoch0
-    dropped = [_ids(b) for b in shards.batches(ds, 5, seed=3, epoch=0, drop_last=True)]
-    assert dropped == epoch0[:3]
-    # batch content matches the stored samples
     ref = all_raw(tmp_path)
-    b = next(shards.batches(tmp_path, 4, seed=0, epoch=0))
-    ids = _ids(b)
-    assert b["y"].tolist() == ref["y"][ids].tolist()
-
-
-def test_dataloader_with_two_workers(tmp_path):
-    make_teacher(tmp_path)
-    ds = shards.ShardDataset(tmp_path)
-    serial = list(shards.batches(ds, 3, seed=1, epoch=2, drop_last=False, num_workers=0))
-    parallel = list(shards.batches(tmp_path, 3, seed=1, epoch=2, drop_last=False, num_workers=2))
-    assert len(serial) == len(parallel) == 6
-    for a, b in zip(serial, parallel):
-        for k in ("z", "y", "images"):
-            assert torch.equal(a[k], b[k])
+    idx = epoch0[0]
+    b = shards.ShardDataset(tmp_path).__getitems__(idx)
+    assert b["z"][:, 0].long().tolist() == idx and b["y"].tolist() == ref["y"][idx].tolist()
 
 
 def test_reader_handles_chunked_compressed_shards(tmp_path):
@@ -233,7 +220,7 @@ def test_reader_handles_chunked_compressed_shards(tmp_path):
         np.testing.assert_array_equal(b[k], ref[k][idx])
 
 
-def test_existing_shard_and_remove_stale(tmp_path):
+def test_existing_shard(tmp_path):
     make_teacher(tmp_path)
     p = tmp_path / "teacher-00000.h5"
     e = shards.existing_shard(p, "fp0")
@@ -241,11 +228,39 @@ def test_existing_shard_and_remove_stale(tmp_path):
     assert shards.existing_shard(p, "other") is None
     (tmp_path / "teacher-00000.h5.sha256").unlink()
     assert shards.existing_shard(p, "fp0") is None  # no sidecar: a write may not have finished
-    (tmp_path / ".teacher-00003.h5.abc.tmp").write_bytes(b"partial")
-    (tmp_path / "unrelated.txt").write_text("keep me")
-    removed = shards.remove_stale(tmp_path, "teacher", keep=["teacher-00000.h5", "teacher-00001.h5"])
-    assert sorted(removed) == [".teacher-00003.h5.abc.tmp", "teacher-00002.h5", "teacher-00002.h5.sha256"]
-    assert (tmp_path / "unrelated.txt").exists() and (tmp_path / "teacher-00001.h5").exists()
+
+
+def _teacher_arrays(n: int) -> dict:
+    return {"z": np.zeros((n, 128), np.float32), "y": np.zeros(n, np.int64),
+            "images": np.zeros((n, RES, RES, 3), np.uint8)}
+
+
+def test_shard_run_protocol(tmp_path):
+    """find reusable -> nothing touched until start -> start removes exactly the stale files -> held writes land."""
+    make_teacher(tmp_path)  # shards 0-2 with fingerprints fp0, fp1, fp2 (sizes 5, 7, 4) and a manifest
+    for name in (".teacher-00000.h5.abcdefgh.tmp", ".teacher-00002.h5.abcdefgh.tmp", "teacher-00003.h5",
+                 "teacher-00003.h5.sha256", "unrelated.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # this process owns shards 0 and 1 (1 has another fingerprint now); another process owns shard 2
+    run = shards.ShardRun(tmp_path, "teacher", ["fp0", "new1", "fp2"], "run2", own=[0, 1], sizes=[5, 7, 4])
+    assert run.find_reusable() == [1] and list(run.entries) == [0]
+    run.write(1, _teacher_arrays(7), {"kind": "teacher", "fingerprint": "new1"})  # held back
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and run.complete() is None
+    run.start()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".teacher-00002.h5.abcdefgh.tmp",  # another process's shard: may be being written
+        "teacher-00000.h5", "teacher-00000.h5.sha256", "teacher-00001.h5", "teacher-00001.h5.sha256",
+        "teacher-00002.h5", "teacher-00002.h5.sha256", "unrelated.txt"]  # manifest, shard 3, own temp: gone
+    assert [e["file"] for e in run.complete()] == ["teacher-00000.h5", "teacher-00001.h5", "teacher-00002.h5"]
+    assert shards.existing_shard(tmp_path / "teacher-00001.h5", "new1")["n"] == 7
+    # a shard of the right fingerprint but another size is not reused; a finished run keeps its manifest
+    assert shards.ShardRun(tmp_path, "teacher", ["fp0"], "x", sizes=[4]).find_reusable() == [0]
+    shards.write_manifest(tmp_path, "teacher", run.complete(), {0: 16}, fingerprint="run2", resolution=RES)
+    again = shards.ShardRun(tmp_path, "teacher", ["fp0", "new1", "fp2"], "run2")
+    assert again.find_reusable() == []
+    again.start()
+    assert (tmp_path / "manifest.json").exists() and again.complete() is not None
 
 
 def _set(path: str, value):

@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,19 @@ def test_ddp_gloo_two_processes(tiny_data, tmp_path):
     assert metrics["world_size"] == 2
     # 24 training pairs / (batch 6 x 2 processes) = 2 steps per epoch
     assert metrics["steps"] == 4
+
+
+def test_step_loader_same_batches_with_worker_processes(tiny_data):
+    """train.workers > 0 prefetches in worker processes (the shard reader forked): the same batches per step."""
+    from tinygan import shards
+    from tinygan.train import StepBatches, step_loader
+
+    ds = shards.ShardDataset(tiny_data / "teacher")
+    source = StepBatches(ds, np.arange(24), 4, rank=0, world=1, seed=0, stream=1)  # 6 steps per epoch
+    serial = list(step_loader({"t": source}, 3, 9, workers=0))  # across an epoch boundary
+    parallel = list(step_loader({"t": source}, 3, 9, workers=2))
+    assert len(serial) == len(parallel) == 6
+    for step, (a, b) in enumerate(zip(serial, parallel), start=3):
+        assert torch.equal(a["t"]["z"], source.get(step)["z"])
+        for k in ("z", "y", "images"):
+            assert torch.equal(a["t"][k], b["t"][k])

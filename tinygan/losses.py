@@ -69,24 +69,32 @@ def kd_feat(
     return total
 
 
+def _generator_hinge(d_logit: torch.Tensor) -> torch.Tensor:
+    return -d_logit.float().mean()
+
+
+def _discriminator_hinge(d_logit_real: torch.Tensor, d_logit_fake: torch.Tensor) -> torch.Tensor:
+    return torch.relu(1.0 - d_logit_real.float()).mean() + torch.relu(1.0 + d_logit_fake.float()).mean()
+
+
 def kd_s(d_logit_student: torch.Tensor) -> torch.Tensor:
     """L_KD_S = -mean D(S(z, y), y) (Eq. 3, generator side)."""
-    return -d_logit_student.float().mean()
+    return _generator_hinge(d_logit_student)
 
 
 def kd_d(d_logit_teacher: torch.Tensor, d_logit_student: torch.Tensor) -> torch.Tensor:
     """L_KD_D = mean relu(1 - D(T)) + mean relu(1 + D(S)) (Eq. 4, hinge; teacher images count as real)."""
-    return torch.relu(1.0 - d_logit_teacher.float()).mean() + torch.relu(1.0 + d_logit_student.float()).mean()
+    return _discriminator_hinge(d_logit_teacher, d_logit_student)
 
 
 def gan_s(d_logit_fake: torch.Tensor) -> torch.Tensor:
     """L_GAN_S = -mean D(S(z', y_r), y_r) (Eq. 5, generator side)."""
-    return -d_logit_fake.float().mean()
+    return _generator_hinge(d_logit_fake)
 
 
 def gan_d(d_logit_real: torch.Tensor, d_logit_fake: torch.Tensor) -> torch.Tensor:
     """L_GAN_D = mean relu(1 - D(x_real)) + mean relu(1 + D(S(z', y_r))) (Eq. 6, hinge)."""
-    return torch.relu(1.0 - d_logit_real.float()).mean() + torch.relu(1.0 + d_logit_fake.float()).mean()
+    return _discriminator_hinge(d_logit_real, d_logit_fake)
 
 
 # ---------------------------------------------------------------------------------------------------

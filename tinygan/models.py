@@ -1,4 +1,4 @@
-"""TinyGAN student generator, projection discriminator and an EMA helper.
+"""TinyGAN student generator, projection discriminator and the EMA of a generator.
 
 Architecture (Chang & Lu, ACCV 2020; see shared/reference/tinygan-facts.md):
 
@@ -17,7 +17,6 @@ Discriminator (ch=32 -> 3,300,321 parameters)
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tinygan.errors import TinyGANError
 
@@ -222,49 +222,25 @@ class Discriminator(nn.Module):
         return logit, feats
 
 
-class EMA:
-    """Exponential moving average of a model's parameters (buffers such as BN running stats are copied).
-
-    shadow = decay * shadow + (1 - decay) * param, after each optimiser step via ``update(model)``.
-    ``ema.module`` is an eval-mode copy for sampling; ``state_dict()`` is that copy's state dict, so it
-    loads straight into a fresh model of the same config.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        if not 0.0 <= decay <= 1.0:
-            raise TinyGANError(f"EMA decay must be in [0, 1], got {decay}")
-        self.decay = float(decay)
-        self.module = copy.deepcopy(_unwrap(model)).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, decay: float | None = None) -> None:
-        """Move the shadow towards ``model``. ``decay=0.0`` copies the weights (e.g. before EMA start)."""
-        d = self.decay if decay is None else float(decay)
-        model = _unwrap(model)
-        params = dict(model.named_parameters())
-        for name, p_ema in self.module.named_parameters():
-            p_ema.lerp_(params[name].detach().to(p_ema.dtype), 1.0 - d)
-        buffers = dict(model.named_buffers())
-        for name, b_ema in self.module.named_buffers():
-            b_ema.copy_(buffers[name])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state_dict)
-
-    def copy_to(self, model: nn.Module) -> None:
-        """Load the averaged weights and buffers into ``model``."""
-        _unwrap(model).load_state_dict(self.module.state_dict())
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """Exponential moving average of ``model``'s parameters: ``torch.optim.swa_utils.AveragedModel`` with
+    ``get_ema_multi_avg_fn``, i.e. after each ``update_ema``, shadow = lerp(shadow, param, 1 - decay); buffers
+    such as BN running stats are copied. The shadow starts at ``model``'s current weights. ``ema.module`` is
+    the averaged copy (eval mode, no grad) for sampling; its state dict loads straight into a fresh model of
+    the same config (that is what checkpoints hold)."""
+    if not 0.0 <= decay <= 1.0:
+        raise TinyGANError(f"EMA decay must be in [0, 1], got {decay}")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    ema.update_parameters(model)  # AveragedModel's first update copies: the shadow starts at the weights
+    return ema.eval().requires_grad_(False)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Return the plain module inside a DistributedDataParallel / torch.compile wrapper."""
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
+def update_ema(ema: AveragedModel, model: nn.Module, copy: bool = False) -> None:
+    """Move the shadow towards ``model`` (a plain module, not a DDP wrapper); ``copy=True`` makes it an exact
+    copy instead (before ``train.ema_start``)."""
+    if copy:
+        ema.n_averaged.zero_()  # AveragedModel copies on an update with nothing averaged yet
+    ema.update_parameters(model)
 
 
 def save_weights(module: nn.Module, path, config: dict) -> None:

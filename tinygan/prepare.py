@@ -24,13 +24,16 @@ import multiprocessing
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
+
+if TYPE_CHECKING:  # shards imports torch: loaded only when shards are written
+    from tinygan.shards import ShardRun
 
 PREFIX = "real"
 PREPROCESS_VERSION = 1  # bump when the pixels a file turns into change
@@ -230,71 +233,45 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
     root, out = Path(train_dir), Path(out_dir)
     plan, ignored = file_plan(root, selected, max_per_class)
     groups = [plan[a:a + shard_size] for a in range(0, len(plan), shard_size)]
-    names = [shards.shard_name(PREFIX, k) for k in range(len(groups))]
-    fps, entries, todo = [], [None] * len(groups), []
-    for k, group in enumerate(groups):
-        files = [[c, rel, _size(str(root / rel))] for c, rel in group]
-        fps.append(shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
-                                       "files": files}))
-        entries[k] = shards.existing_shard(out / names[k], fps[k])
-        if entries[k] is None:
-            todo.append((k, [str(root / rel) for _, rel in group]))
-    reused_images = sum(e["n"] for e in entries if e is not None)
-    for k, entry in _build_shards(out, root, groups, names, fps, todo, resolution, workers, progress,
-                                  reused_images).items():
-        entries[k] = entry
-    return _write_manifest(out, root, selected, entries, fps, len(plan), ignored,
-                           {"max_per_class": max_per_class, "shard_size": shard_size}, resolution)
+    fps = [shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
+                               "files": [[c, rel, _size(str(root / rel))] for c, rel in group]}) for group in groups]
+    args = {"max_per_class": max_per_class, "shard_size": shard_size}
+    run = shards.ShardRun(out, PREFIX, fps, shards.fingerprint({
+        "kind": "real", "classes": selected, **args, "resolution": resolution, "shards": fps}))
+    _build_shards(run, root, groups, run.find_reusable(), resolution, workers, progress)
+    return _write_manifest(run, root, selected, len(plan), ignored, args, resolution)
 
 
-def _build_shards(out: Path, root: Path, groups, names: list[str], fps: list[str], todo, resolution: int,
-                  workers: int, progress: bool, reused_images: int) -> dict[int, dict]:
-    """Decode and write the shards ``todo``; return their entries.
+def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution: int, workers: int,
+                  progress: bool) -> None:
+    """Decode the shards ``todo`` and write them (``run.write``).
 
-    Stale outputs (the manifest, shards not in ``names``, temp files) are removed right before the first
-    shard is written, and shards are written only once a shard with a readable image has been decoded;
-    shards without images decoded before that are held back (they hold no pixels). If nothing decodes and
-    no reused shard has images, fail without touching the output.
+    ``run.start()`` (stale outputs go, the shards held back so far are written) comes once a shard with a
+    readable image has been decoded: shards without images decoded before that are held back (they hold no
+    pixels). If nothing decodes and no reused shard has images, fail without touching the output.
     """
     from tqdm import tqdm
 
-    n_todo = sum(len(paths) for _, paths in todo)
+    n_todo = sum(len(groups[k]) for k in todo)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_workers = max(1, min(workers or cores, n_todo))
     bar = tqdm(total=n_todo, unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
-    written, held, started = {}, [], not todo
-    if started:
-        _remove_old(out, names)
-    for k, results in _decoded(todo, resolution, n_workers):
-        held.append((k, _decode_shard(groups[k], results, resolution, bar)))
-        if not started and not held[-1][1].n_images:
-            continue
-        if not started:
-            _remove_old(out, names)
-            started = True
-        for k2, shard in held:
-            written[k2] = shard.write(out / names[k2], fps[k2], resolution)
-        held = []
+    reasons = collections.Counter()  # why files were skipped
+    if not todo:
+        run.start()
+    for k, results in _decoded([(k, [str(root / rel) for _, rel in groups[k]]) for k in todo], resolution,
+                               n_workers):
+        shard = _decode_shard(groups[k], results, resolution, bar)
+        reasons.update(why for _, why in shard.skipped)
+        shard.write(run, k, resolution)
+        if shard.n_images:
+            run.start()
     bar.close()
-    if held and not reused_images:
-        reasons = collections.Counter(why for _, shard in held for _, why in shard.skipped)
+    if not run.started and not any(e["n"] for e in run.entries.values()):  # nothing decoded, nothing reused
         raise TinyGANError(f"none of the {n_todo} files of the selected classes in {root} could be read "
                            f"({dict(sorted(reasons.items()))}); check the train dir (the previous output in "
-                           f"{out} is left as it was)")
-    if held:
-        _remove_old(out, names)
-        written.update((k, shard.write(out / names[k], fps[k], resolution)) for k, shard in held)
-    return written
-
-
-def _remove_old(out: Path, names: list[str]) -> None:
-    """Make way for the new shards: drop the manifest (absent means "incomplete" until it is rewritten at the
-    end), shards not in ``names`` and temp files of interrupted writes."""
-    from tinygan import shards
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / shards.MANIFEST).unlink(missing_ok=True)
-    shards.remove_stale(out, PREFIX, keep=names)
+                           f"{run.out} is left as it was)")
+    run.start()
 
 
 class _DecodedShard(NamedTuple):
@@ -308,17 +285,16 @@ class _DecodedShard(NamedTuple):
     def n_images(self) -> int:
         return len(self.y)
 
-    def write(self, path: Path, fingerprint: str, resolution: int) -> dict:
-        from tinygan import shards
-
+    def write(self, run: ShardRun, k: int, resolution: int) -> None:
+        """Write as shard ``k`` of ``run`` (a ``shards.ShardRun``)."""
         arrays = {
             "images": np.stack(self.images) if self.images else np.zeros((0, resolution, resolution, 3), np.uint8),
             "y": np.asarray(self.y, dtype=np.int64),
             "names": np.asarray(self.names, dtype=object),
         }
-        attrs = {"kind": "real", "fingerprint": fingerprint, "resolution": resolution,
+        attrs = {"kind": "real", "fingerprint": run.fingerprints[k], "resolution": resolution,
                  "skipped": json.dumps(self.skipped), "notes": json.dumps(dict(sorted(self.notes.items())))}
-        return shards.write_shard(path, arrays, attrs)
+        run.write(k, arrays, attrs)
 
 
 def _decode_shard(group: list[tuple[int, str]], results: Iterable, resolution: int, bar) -> _DecodedShard:
@@ -336,14 +312,15 @@ def _decode_shard(group: list[tuple[int, str]], results: Iterable, resolution: i
     return shard
 
 
-def _write_manifest(out: Path, root: Path, selected: list[int], entries: list[dict], fps: list[str],
-                    n_files: int, ignored: list[str], args: dict, resolution: int) -> dict:
+def _write_manifest(run: ShardRun, root: Path, selected: list[int], n_files: int, ignored: list[str], args: dict,
+                    resolution: int) -> dict:
     """The manifest, from the shards themselves (so a resumed run gives the same bytes). Fails, one line
     naming them, if some selected classes ended up without a single readable image."""
     import h5py
 
     from tinygan import shards
 
+    out, entries = run.out, run.complete()  # every shard is reused or written by now
     counts = {c: 0 for c in selected}
     skipped_files, reasons, notes = [], collections.Counter(), collections.Counter()
     for entry in entries:
@@ -371,7 +348,5 @@ def _write_manifest(out: Path, root: Path, selected: list[int], entries: list[di
         "notes": dict(sorted(notes.items())),
         "ignored_dirs": {"count": len(ignored), "examples": ignored[:10]},
     }
-    fingerprint = shards.fingerprint({"kind": "real", "classes": selected, "max_per_class": args["max_per_class"],
-                                      "resolution": resolution, "shard_size": args["shard_size"], "shards": fps})
-    return shards.write_manifest(out, "real", entries, counts, extra, fingerprint=fingerprint,
+    return shards.write_manifest(out, "real", entries, counts, extra, fingerprint=run.fingerprint,
                                  resolution=resolution)

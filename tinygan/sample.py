@@ -16,21 +16,17 @@ Several processes split the work: process ``rank`` of ``world_size`` does the sh
 k % world_size == rank. Each one, when its shards are done, calls ``finalize``, which writes the manifest if
 every shard is present (so the last one to finish writes it).
 
-Resumable: shards are written atomically; a rerun keeps shards whose ``fingerprint`` and checksum match and
-removes stale ones (other fingerprint, unreadable, no sidecar, leftover temp files), so an interrupted run (even
-``kill -9``) finishes with every file bit-identical to an uninterrupted run. Stale files are removed only once the
-new teacher has produced its first batch: a bad teacher handle fails with the old shards untouched.
+Resumable (``shards.ShardRun``, shared with ``prepare``): shards are written atomically; a rerun keeps shards
+whose ``fingerprint`` and checksum match and removes stale ones (other fingerprint, unreadable, no sidecar,
+leftover temp files), so an interrupted run (even ``kill -9``) finishes with every file bit-identical to an
+uninterrupted run. Stale files are removed only once the new teacher has produced its first batch: a bad teacher
+handle fails with the old shards untouched.
 """
 from __future__ import annotations
 
-import functools
-import json
 import queue
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -42,20 +38,6 @@ from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, content_hash, load_
 
 FORMAT = "tinygan-teacher-shards-v1"
 PREFIX = "teacher"
-_NAME = re.compile(r"^(\.?)teacher-(\d{5})\.h5(\.sha256)?(\.[A-Za-z0-9_]+\.tmp)?$")
-
-
-def shard_name(k: int) -> str:
-    return shards.shard_name(PREFIX, k)
-
-
-def _shard_index(name: str) -> int | None:
-    """Index k of ``teacher-0000k.h5``, its ``.sha256`` sidecar, or their atomic-write temp files
-    (``.teacher-0000k.h5[.sha256].<random>.tmp``); None for any other name."""
-    m = _NAME.match(name)
-    if m is None or bool(m.group(1)) != bool(m.group(4)):
-        return None
-    return int(m.group(2))
 
 
 def fingerprint(teacher_sha256: str, kind: str, classes, per_class: int, truncation: float, seed: int,
@@ -111,40 +93,16 @@ class _Plan:
         return np.asarray(self.classes, dtype=np.int64)[g // self.per_class], g % self.per_class
 
 
-def _reusable(out: Path, k: int, fp: str, plan: _Plan) -> dict | None:
-    """The manifest entry of shard k if it is finished and belongs to this run (fingerprint, checksum, n)."""
-    entry = shards.existing_shard(out / shard_name(k), fp)
-    return entry if entry is not None and entry["n"] == plan.size(k) else None
-
-
-def _reusable_own(out: Path, fp: str, plan: _Plan, own: list[int]) -> dict[int, dict]:
-    """The shards this process owns that are finished and belong to this run (reads only)."""
-    return {k: e for k in own if (e := _reusable(out, k, fp, plan)) is not None}
-
-
-def _remove_stale(out: Path, fp: str, plan: _Plan, own: list[int], done: set[int]) -> None:
-    """Remove stale files; called only once this run is known to work (see ``sample``).
-
-    Stale: a manifest of another run, or any manifest while some of this process's shards are to be redone;
-    shard files (and sidecars, temp files) beyond the last shard; and, for the shards this process owns,
-    temp files of interrupted writes and shards that are not reusable (``done`` are the reusable ones).
-    Shards owned by other processes are left alone (they may be being written right now).
-    """
-    man = out / shards.MANIFEST
-    if len(done) < len(own) or _manifest_fingerprint(man) != fp:
-        man.unlink(missing_ok=True)
-    for p in sorted(out.iterdir()):
-        k = _shard_index(p.name)
-        if k is not None and (k >= plan.n_shards or (k in own and k not in done)):
-            p.unlink(missing_ok=True)
-
-
-def _manifest_fingerprint(man: Path) -> str | None:
-    try:
-        m = json.loads(man.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return None
-    return m.get("fingerprint") if isinstance(m, dict) else None
+def _shard_run(out_dir: str, teacher_sha256: str, kind: str, classes: list[int], per_class: int,
+               truncation: float, seed: int, shard_size: int, rank: int = 0,
+               world_size: int = 1) -> tuple[shards.ShardRun, _Plan]:
+    """The shards of this run (every one keyed by the run's fingerprint, of a known size), process ``rank``
+    owning those with k % world_size == rank."""
+    fp = fingerprint(teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
+    plan = _Plan(classes, per_class, shard_size)
+    run = shards.ShardRun(out_dir, PREFIX, [fp] * plan.n_shards, fp, own=range(rank, plan.n_shards, world_size),
+                          sizes=[plan.size(k) for k in range(plan.n_shards)])
+    return run, plan
 
 
 def _check_finite(handle: str, k: int, start: int, x: np.ndarray) -> None:
@@ -161,11 +119,10 @@ class _ShardWriter:
     the number of samples, and the main thread does nothing but call the teacher.
     """
 
-    def __init__(self, handle: str, depth: int = 4):
-        self.handle = handle
+    def __init__(self, handle: str, run: shards.ShardRun, depth: int = 4):
+        self.handle, self.run = handle, run  # finished shards go to run.write
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.entries: dict[int, dict] = {}  # shard index -> manifest entry of the shards written
         self.thread = threading.Thread(target=self._run, name="tinygan-shard-writer", daemon=True)
         self.thread.start()
 
@@ -173,9 +130,9 @@ class _ShardWriter:
         """Teacher output ``x`` for items [start, start + len(x)) of shard k (which has n_k items)."""
         self._put(("batch", k, n_k, start, x))
 
-    def finish(self, k: int, path: Path, arrays: dict, attrs: dict) -> None:
-        """Shard k is complete: write ``arrays`` plus the quantised ``images`` to ``path``."""
-        self._put(("end", k, path, arrays, attrs))
+    def finish(self, k: int, arrays: dict, attrs: dict) -> None:
+        """Shard k is complete: write ``arrays`` plus the quantised ``images`` as shard k of the run."""
+        self._put(("end", k, arrays, attrs))
 
     def _run(self) -> None:
         images = None
@@ -188,8 +145,8 @@ class _ShardWriter:
                     _check_finite(self.handle, k, start, x)
                     images[start:start + len(x)] = quantize(x)
                 else:
-                    _, k, path, arrays, attrs = item
-                    self.entries[k] = shards.write_shard(path, {**arrays, "images": images}, attrs)
+                    _, k, arrays, attrs = item
+                    self.run.write(k, {**arrays, "images": images}, attrs)
                     images = None
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
                 self.error = e
@@ -239,34 +196,26 @@ def sample(handle: str, kind: str, out_dir: str, classes: list[int], per_class: 
     """
     classes = _check_args(classes, per_class, truncation, batch_size, shard_size, rank, world_size)
     digest = content_hash(handle, kind)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(digest, kind, classes, per_class, truncation, seed, shard_size)
-    plan = _Plan(classes, per_class, shard_size)
-    own = [k for k in range(plan.n_shards) if k % world_size == rank]
-    entries = _reusable_own(out, fp, plan, own)
-    todo = [k for k in own if k not in entries]
-    clean = functools.partial(_remove_stale, out, fp, plan, own, set(entries))
+    run, plan = _shard_run(out_dir, digest, kind, classes, per_class, truncation, seed, shard_size, rank, world_size)
+    todo = run.find_reusable()
     if not todo:
-        clean()
+        run.start()
     else:
-        entries.update(_generate(teacher if teacher is not None else load_teacher(handle, kind), out, fp, plan,
-                                 todo, own, truncation, seed, batch_size, progress, on_start=clean,
-                                 desc=f"sample {rank}/{world_size}" if world_size > 1 else "sample"))
-    return finalize(out, handle, kind, classes, per_class, truncation, seed, shard_size, known=entries,
+        _generate(teacher if teacher is not None else load_teacher(handle, kind), run, plan, todo, truncation,
+                  seed, batch_size, progress, desc=f"sample {rank}/{world_size}" if world_size > 1 else "sample")
+    return finalize(out_dir, handle, kind, classes, per_class, truncation, seed, shard_size, known=run.entries,
                     teacher_sha256=digest)
 
 
-def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int], own: list[int],
-              truncation: float, seed: int, batch_size: int, progress: bool, desc: str,
-              on_start: Callable[[], None]) -> dict[int, dict]:
-    """Run the teacher over shards ``todo``; return their manifest entries. ``on_start`` is called once the
-    first batch is out (and finite), before anything is written.
+def _generate(teacher: Teacher, run: shards.ShardRun, plan: _Plan, todo: list[int], truncation: float, seed: int,
+              batch_size: int, progress: bool, desc: str) -> None:
+    """Run the teacher over shards ``todo`` and write them (``run.write``). ``run.start()`` (stale files go) is
+    called once the first batch is out and finite, before anything is written.
 
     Three threads overlap: a helper draws the next shard's z, the main thread only calls the teacher (batches
     never cross a shard boundary), and a writer thread quantises its output and writes finished shards.
     """
-    total = sum(plan.size(k) for k in own)
+    total = sum(plan.size(k) for k in run.own)
     bar = tqdm(total=total, initial=total - sum(plan.size(k) for k in todo), unit="img", dynamic_ncols=True,
                desc=desc, disable=not progress)
 
@@ -274,7 +223,7 @@ def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int]
         y, idx = plan.items(k)
         return y, truncated_z_batch(seed, y, idx, truncation)
 
-    writer = _ShardWriter(str(getattr(teacher, "handle", "")))
+    writer = _ShardWriter(str(getattr(teacher, "handle", "")), run)
     ok = started = False
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygan-z") as pool:
@@ -287,17 +236,15 @@ def _generate(teacher: Teacher, out: Path, fp: str, plan: _Plan, todo: list[int]
                     x = teacher(z[s:s + batch_size], y[s:s + batch_size], truncation)
                     if not started:  # the teacher works: now stale files may go
                         _check_finite(writer.handle, k, s, x)
-                        on_start()
+                        run.start()
                         started = True
                     writer.add(k, len(y), s, x)
                     bar.update(len(x))
-                writer.finish(k, out / shard_name(k), {"z": z, "y": y},
-                              {"kind": "teacher", "fingerprint": fp, "shard": k})
+                writer.finish(k, {"z": z, "y": y}, {"kind": "teacher", "fingerprint": run.fingerprint, "shard": k})
         ok = True
     finally:
         bar.close()
         writer.close(raise_error=ok)  # on error, still land the shards already finished
-    return writer.entries
 
 
 def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class: int, truncation: float,
@@ -311,22 +258,13 @@ def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class
     ``teacher_sha256`` (``teacher.content_hash(handle, kind)``, computed if not given) skips re-hashing the teacher.
     """
     classes = sorted(int(c) for c in classes)
-    out = Path(out_dir)
     teacher_sha256 = teacher_sha256 or content_hash(handle, kind)
-    fp = fingerprint(teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
-    plan = _Plan(classes, per_class, shard_size)
-    known = known or {}
-    entries = []
-    for k in range(plan.n_shards):
-        entry = known.get(k) or _reusable(out, k, fp, plan)
-        if entry is None:
-            return None
-        entries.append(entry)
-    for p in sorted(out.iterdir()):  # shard files beyond the last one (a previous, larger run)
-        k = _shard_index(p.name)
-        if k is not None and k >= plan.n_shards and not p.name.startswith("."):
-            p.unlink(missing_ok=True)
+    run, _ = _shard_run(out_dir, teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
+    run.entries.update(known or {})
+    entries = run.complete()
+    if entries is None:
+        return None
     extra = {"teacher": str(handle), "teacher_sha256": teacher_sha256, "truncation": float(truncation),
              "seed": int(seed), "per_class": int(per_class)}
-    return shards.write_manifest(out, "teacher", entries, {c: per_class for c in classes}, extra,
-                                 fingerprint=fp, resolution=RESOLUTION)
+    return shards.write_manifest(out_dir, "teacher", entries, {c: per_class for c in classes}, extra,
+                                 fingerprint=run.fingerprint, resolution=RESOLUTION)

@@ -7,7 +7,8 @@ A shard directory holds ``<prefix>-00000.h5``, ``<prefix>-00001.h5``, ... (each 
     teacher shards  z float32 [N,128],      y int64 [N], images uint8 [N,R,R,3]
 
 Shard attrs: ``kind`` ("real" | "teacher"), ``fingerprint`` (hash of the arguments that produced the
-shard; a rerun reuses a shard whose fingerprint and checksum still match), ``format_version``, ``n``.
+shard; a rerun reuses a shard whose fingerprint and checksum still match, see ``ShardRun``),
+``format_version``, ``n``.
 Datasets are stored contiguously and uncompressed (see ``tinygan.io.write_h5``), so row ``i`` of a
 dataset is one byte range of the file: the reader memory-maps each shard (read-only, lazily, per
 process) and gathers random rows with numpy indexing, as fast as a sequential h5py read.
@@ -15,14 +16,13 @@ process) and gathers random rows with numpy indexing, as fast as a sequential h5
 Manifest: ``{kind, fingerprint, n, resolution, classes, class_counts {str(idx): n}, shards [{file, n,
 sha256, bytes}], format_version, ...extra}``.
 
-Randomness of ``batches``: each epoch is a uniformly random permutation of all samples drawn from
-``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no block or
-buffer shuffling: random rows cost about as much as sequential ones with this layout).
+Randomness of ``epoch_batches`` (training's batch plan): each epoch is a uniformly random permutation of all
+samples drawn from ``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no
+block or buffer shuffling: random rows cost about as much as sequential ones with this layout).
 """
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import json
 import mmap
@@ -153,26 +153,6 @@ def existing_shard(path: str | os.PathLike, fingerprint: str) -> dict | None:
     return {"file": path.name, "n": n, "sha256": sha, "bytes": st.st_size}
 
 
-def remove_stale(out_dir: str | os.PathLike, prefix: str, keep: Iterable[str]) -> list[str]:
-    """Delete ``<prefix>-*.h5`` shards (and sidecars) not named in ``keep``, and leftover temp files of
-    interrupted writes (``.<prefix>-*.tmp``, ``.manifest.json.*.tmp``). Returns the removed names."""
-    out_dir = Path(out_dir)
-    keep = set(keep)
-    removed = []
-    candidates = glob.glob(glob.escape(str(out_dir)) + f"/{glob.escape(prefix)}-*.h5")
-    candidates += glob.glob(glob.escape(str(out_dir)) + f"/{glob.escape(prefix)}-*.h5.sha256")
-    for p in sorted(candidates):
-        name = os.path.basename(p)
-        if name.removesuffix(".sha256") not in keep:
-            os.unlink(p)
-            removed.append(name)
-    for pattern in (f".{glob.escape(prefix)}-*.tmp", f".{MANIFEST}.*.tmp"):
-        for p in sorted(glob.glob(glob.escape(str(out_dir)) + "/" + pattern)):
-            os.unlink(p)
-            removed.append(os.path.basename(p))
-    return removed
-
-
 def write_manifest(out_dir: str | os.PathLike, kind: str, shards: Sequence[Mapping],
                    class_counts: Mapping[int, int], extra: Mapping | None = None, *,
                    fingerprint: str | None = None, resolution: int | None = None) -> dict:
@@ -210,6 +190,109 @@ def write_manifest(out_dir: str | os.PathLike, kind: str, shards: Sequence[Mappi
     }
     write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+# ---- the resumable-shard protocol of prepare and sample -------------------------------------------------------
+
+def shard_index(prefix: str, name: str) -> int | None:
+    """Index k of ``<prefix>-0000k.h5``, its ``.sha256`` sidecar, or their atomic-write temp files
+    (``.<prefix>-0000k.h5[.sha256].<random>.tmp``); None for any other name."""
+    m = re.fullmatch(rf"(\.?){re.escape(prefix)}-(\d{{5,}})\.h5(\.sha256)?(\.[A-Za-z0-9_]+\.tmp)?", name)
+    if m is None or bool(m.group(1)) != bool(m.group(4)):
+        return None
+    return int(m.group(2))
+
+
+class ShardRun:
+    """One run's shards ``<prefix>-00000.h5``, ... in ``out_dir`` (``fingerprints[k]`` keys shard k; the run's
+    manifest has ``fingerprint``), of which this process writes ``own`` (default: all), in four steps:
+
+    1. ``find_reusable()`` (reads only): finished owned shards whose fingerprint, checksum and (if ``sizes``
+       is given) sample count match go to ``entries``; the others are returned, to do.
+    2. ``start()``, called by the caller once its work is known to succeed (inputs checked, a first good
+       piece produced), removes stale files: the manifest if some owned shard is to be redone or it is of
+       another run; shard files (sidecars, temp files) beyond the plan; the owned shards to redo and the temp
+       files of owned shards. Other processes' shards are left alone: they may be being written right now.
+    3. ``write(k, arrays, attrs)`` writes shard k (``write_shard``); before ``start`` it is held back in memory
+       and written by ``start``, so a run that fails before starting leaves the directory as it was.
+    4. ``complete()``: the entries of every shard in order once all are present, for ``write_manifest``.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, prefix: str, fingerprints: Sequence[str], fingerprint: str,
+                 own: Iterable[int] | None = None, sizes: Sequence[int] | None = None):
+        self.out, self.prefix, self.fingerprint = Path(out_dir), prefix, fingerprint
+        self.fingerprints, self.sizes = list(fingerprints), sizes
+        self.own = list(range(len(self.fingerprints)) if own is None else own)
+        self.entries: dict[int, dict] = {}  # shard index -> manifest entry, of the shards reused or written
+        self.started = False
+        self._held: list[tuple[int, Mapping, Mapping]] = []
+
+    def path(self, k: int) -> Path:
+        return self.out / shard_name(self.prefix, k)
+
+    def reusable(self, k: int) -> dict | None:
+        """The entry of shard k if it is finished and of this run (fingerprint, checksum, size), else None."""
+        entry = existing_shard(self.path(k), self.fingerprints[k])
+        if entry is None or (self.sizes is not None and entry["n"] != self.sizes[k]):
+            return None
+        return entry
+
+    def find_reusable(self) -> list[int]:
+        """Record the reusable owned shards in ``entries``; return the owned shards to do."""
+        for k in self.own:
+            if k not in self.entries and (entry := self.reusable(k)) is not None:
+                self.entries[k] = entry
+        return [k for k in self.own if k not in self.entries]
+
+    def start(self) -> None:
+        """Remove the stale files (see the class docstring) and write the shards held back; once."""
+        if self.started:
+            return
+        self.started = True
+        self.out.mkdir(parents=True, exist_ok=True)
+        manifest = self.out / MANIFEST
+        if any(k not in self.entries for k in self.own) or _manifest_fingerprint(manifest) != self.fingerprint:
+            manifest.unlink(missing_ok=True)
+        own, n = set(self.own), len(self.fingerprints)
+        self._unlink(lambda k, temp: k >= n or (k in own and (temp or k not in self.entries)))
+        held, self._held = self._held, []
+        for k, arrays, attrs in held:
+            self.write(k, arrays, attrs)
+
+    def write(self, k: int, arrays: Mapping[str, np.ndarray], attrs: Mapping) -> None:
+        """Write shard k (see ``write_shard``), or hold it back until ``start``."""
+        if self.started:
+            self.entries[k] = write_shard(self.path(k), arrays, attrs)
+        else:
+            self._held.append((k, arrays, attrs))
+
+    def complete(self) -> list[dict] | None:
+        """The entries of all shards in order if every one is present (written or reused here, or reusable),
+        after removing shard files beyond the plan (left by a previous, larger run); else None."""
+        entries = []
+        for k in range(len(self.fingerprints)):
+            entry = self.entries.get(k) or self.reusable(k)
+            if entry is None:
+                return None
+            entries.append(entry)
+        n = len(self.fingerprints)
+        self._unlink(lambda k, temp: k >= n and not temp)
+        return entries
+
+    def _unlink(self, stale) -> None:
+        """Delete the shard files, sidecars and their temp files with ``stale(index, is_temp)``."""
+        for p in sorted(self.out.iterdir()):
+            k = shard_index(self.prefix, p.name)
+            if k is not None and stale(k, p.name.startswith(".")):
+                p.unlink(missing_ok=True)
+
+
+def _manifest_fingerprint(path: Path) -> str | None:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return m.get("fingerprint") if isinstance(m, dict) else None
 
 
 # ---- reading the manifest and verifying ------------------------------------------------------------------
@@ -651,33 +734,15 @@ def _to_tensors(batch: dict) -> dict:
     return out
 
 
-def _identity(batch):
-    return batch
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """Index batches of one epoch: a random permutation of range(n) from (seed, epoch), cut in order
     (each batch sorted ascending, which makes reads a single gather; the order inside a batch is moot).
 
-    With ``drop_last=False`` every sample appears exactly once; with ``drop_last=True`` the final
-    incomplete batch (fewer than ``batch_size`` samples, a different set each epoch) is left out.
+    The final incomplete batch (fewer than ``batch_size`` samples, a different set each epoch) is left out;
+    every other sample appears exactly once.
     """
     if batch_size < 1:
         raise TinyGANError(f"batch size must be >= 1, got {batch_size}")
     perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
+    stop = (n // batch_size) * batch_size
     return [np.sort(perm[a:a + batch_size]) for a in range(0, stop, batch_size)]
-
-
-def batches(source: str | os.PathLike | ShardDataset, batch_size: int, seed: int, epoch: int,
-            drop_last: bool = True, num_workers: int = 0, fields: Sequence[str] | None = None,
-            pin_memory: bool = False) -> Iterator[dict]:
-    """Random mini-batches (dicts of tensors, see ShardDataset) of one epoch of a shard directory.
-
-    Deterministic given (seed, epoch) whatever ``num_workers`` is; see ``epoch_batches`` for coverage.
-    """
-    ds = source if isinstance(source, ShardDataset) else ShardDataset(source, fields=fields)
-    plan = epoch_batches(len(ds), batch_size, seed, epoch, drop_last)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=num_workers,
-                                         collate_fn=_identity, pin_memory=pin_memory)
-    return iter(loader)

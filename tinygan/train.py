@@ -20,16 +20,18 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from tinygan import losses, shards
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes, write_json
-from tinygan.models import EMA, Discriminator, Generator, save_weights
+from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
 
 
 @dataclasses.dataclass
@@ -236,18 +238,115 @@ def restore_checkpoint(path: Path, state: dict, modules: dict, optimizers: dict,
 
 # ---- the loop ----------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class _Run:
+    """What every iteration works with: the config, the models, their optimisers and EMA, and where they run."""
+    cfg: TrainConfig
+    G: torch.nn.Module                 # the plain modules: checkpoints, EMA, sampling, the frozen-D forward
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: AveragedModel | None
+    device: torch.device
+    rank: int
+    world: int
+    g_ddp: torch.nn.Module | None = None  # forwards with gradients go through these: G and D, or their DDP
+    d_ddp: torch.nn.Module | None = None  # wrappers when world > 1 (see _wrap_ddp)
+    autocast: Any = dataclasses.field(default_factory=nullcontext)
+
+    def __post_init__(self):
+        self.g_ddp = self.G if self.g_ddp is None else self.g_ddp
+        self.d_ddp = self.D if self.d_ddp is None else self.d_ddp
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator to sample and export: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+
+@dataclasses.dataclass(frozen=True)
+class _When:
+    """The schedule of one iteration: its epoch, λ_pix of that epoch, whether G is updated (and with the
+    adversarial terms)."""
+    step: int
+    epoch: int
+    lam_pix: float
+    update_g: bool
+    adversarial: bool
+
+    @classmethod
+    def at(cls, cfg: TrainConfig, step: int, steps_per_epoch: int) -> "_When":
+        epoch = step // steps_per_epoch
+        update_g = (step + 1) % cfg.g_every == 0
+        return cls(step, epoch, losses.lambda_pix_at(epoch, cfg.lambda_pix, cfg.lambda_pix_decay), update_g,
+                   update_g and losses.adversarial_g_step(step, cfg.adv_every))
+
+
+@dataclasses.dataclass
+class _Data:
+    """The teacher pairs split into training and held-out pairs, and this rank's step -> batch sources."""
+    sources: dict                      # "t" (teacher pairs, if any loss uses them), "r" (real images, if used)
+    hold: dict                         # the held-out teacher pairs on the device: held-out L1 and the grid
+    n_train: int
+    n_hold: int
+    steps_per_epoch: int
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """Where a master process writes: checkpoint, snapshots, dvclive."""
+    ckpt_path: Path
+    snapshot_dir: str | None
+    live: Any = None
+    l1_start: float = float("nan")
+
+
 def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, live_dir: str,
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
     master = rank == 0
     torch.manual_seed(cfg.seed)
+    data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
+    total = cfg.epochs * data.steps_per_epoch
+    run = _build(cfg, device, rank, world)
+    out = _Outputs(Path(ckpt_path), snapshot_dir)
+    state, step = _resume(run, out, total)
+    _wrap_ddp(run)
+    out.l1_start = state["heldout_l1_start"] if state is not None else heldout_l1(run.G, data.hold)
+    if master:
+        out.live = _open_live(live_dir, resume_step=step)
+        if state is None:
+            _log(out.live, 0, {"heldout_l1": out.l1_start})
+    bar = tqdm(total=total, initial=step, unit="step", disable=not (progress and master), dynamic_ncols=True,
+               desc="train")
+    t0, seen = time.perf_counter(), 0
+    for batch in step_loader(data.sources, step, total, cfg.workers):
+        when = _When.at(cfg, step, data.steps_per_epoch)
+        _set_lr(run, step, total)
+        logs = _iteration(run, batch, when)
+        if run.ema is not None and when.update_g:
+            update_ema(run.ema, run.G, copy=step < cfg.ema_start)
+        step += 1
+        seen += cfg.batch_size * world
+        bar.update(1)
+        if master and (step % cfg.log_every == 0 or step == total):
+            _log_step(run, out.live, bar, step, when, logs, seen / (time.perf_counter() - t0))
+        if master:
+            _save_step(run, out, data.hold, step, total, when)
+    bar.close()
+    summary = _finish(run, out, data, generator_out, total) if master else {}
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
 
-    # data
+
+def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, world: int, device) -> _Data:
+    """Split the teacher pairs (the first ``holdout_per_class`` of each class are held out) and set up the
+    step -> batch sources of this rank; too small a dataset for the global batch is one TinyGANError line."""
     tds = shards.ShardDataset(teacher_dir, fields=("z", "y", "images"))
-    labels = tds.labels()
-    within = _index_within_class(labels)
-    is_holdout = within < cfg.holdout_per_class
+    is_holdout = _index_within_class(tds.labels()) < cfg.holdout_per_class
     train_idx, hold_idx = np.flatnonzero(~is_holdout), np.flatnonzero(is_holdout)
     need = cfg.batch_size * world
     if len(train_idx) < need:
@@ -262,161 +361,161 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
             raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
-    steps_per_epoch = teacher_batches.steps_per_epoch
-    total = cfg.epochs * steps_per_epoch
+    return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
+                 teacher_batches.steps_per_epoch)
 
-    # models and optimisers
+
+def step_loader(sources: dict, first: int, last: int, workers: int) -> torch.utils.data.DataLoader:
+    """The batches of steps [first, last) (``{name: source.get(step)}``); ``workers`` processes prefetch them."""
+    return torch.utils.data.DataLoader(_Prefetch(sources, first, last), batch_size=None, shuffle=False,
+                                       num_workers=workers, persistent_workers=False)
+
+
+def _build(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> _Run:
+    """Fresh G and D (seeded by the caller), their Adam optimisers and the EMA of G."""
     G = Generator(cfg.variant, cfg.ch).to(device)
     D = Discriminator(cfg.d_ch).to(device)
     if device.type == "cuda":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    ema = EMA(G, cfg.ema_decay) if cfg.ema else None
+    ema = make_ema(G, cfg.ema_decay) if cfg.ema else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    return _Run(cfg, G, D, opt_g, opt_d, ema, device, rank, world, autocast=autocast)
 
-    ckpt_path = Path(ckpt_path)
+
+def _wrap_ddp(run: _Run) -> None:
+    """Under torchrun, run forwards with gradients through DDP wrappers (after the checkpoint is restored)."""
+    if run.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.g_ddp, run.d_ddp = DDP(run.G, device_ids=ids), DDP(run.D, device_ids=ids)
+
+
+def _resume(run: _Run, out: _Outputs, total: int) -> tuple[dict | None, int]:
+    """(checkpoint state, step) restored into ``run``, or (None, 0) for a fresh run. A checkpoint of other
+    settings starts a fresh run; a fresh run's master drops the old run's snapshots."""
+    cfg, master, snapshot_dir = run.cfg, run.rank == 0, out.snapshot_dir
     if snapshot_dir:
         Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(ckpt_path)
-    step = 0
-    if state is not None and state["config"] != _config_key(cfg, world):
+    state = load_checkpoint(out.ckpt_path)
+    if state is not None and state["config"] != _config_key(cfg, run.world):
         if master:  # a new experiment (other params): the old run's checkpoint and snapshots do not apply
-            tqdm.write(f"train: {ckpt_path} was made with other settings; starting a fresh run")
-            if snapshot_dir:
-                for f in Path(snapshot_dir).glob("G-*"):
-                    f.unlink()
+            tqdm.write(f"train: {out.ckpt_path} was made with other settings; starting a fresh run")
         state = None
-    elif state is None and master and snapshot_dir:
-        for f in Path(snapshot_dir).glob("G-*"):
-            f.unlink()
-    if state is not None:
-        step = restore_checkpoint(ckpt_path, state, {"G": G, "D": D, "ema": ema.module if ema is not None else None},
-                                  {"opt_g": opt_g, "opt_d": opt_d}, total)
-    g_ddp, d_ddp = G, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        ids = [device.index] if device.type == "cuda" else None
-        g_ddp, d_ddp = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if state is None:
+        if master and snapshot_dir:
+            for f in Path(snapshot_dir).glob("G-*"):
+                f.unlink()
+        return None, 0
+    step = restore_checkpoint(out.ckpt_path, state,
+                              {"G": run.G, "D": run.D, "ema": run.ema.module if run.ema is not None else None},
+                              {"opt_g": run.opt_g, "opt_d": run.opt_d}, total)
+    return state, step
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
-    hold = _holdout_batch(tds, hold_idx, device)
-    live = _open_live(live_dir, resume_step=step) if master else None
-    l1_start = state["heldout_l1_start"] if state is not None else heldout_l1(G, hold)
-    if master and state is None:
-        _log(live, 0, {"heldout_l1": l1_start})
 
-    loader = torch.utils.data.DataLoader(_Prefetch(sources, step, total), batch_size=None, shuffle=False,
-                                         num_workers=cfg.workers, persistent_workers=False)
-    bar = tqdm(total=total, initial=step, unit="step", disable=not (progress and master), dynamic_ncols=True,
-               desc="train")
-    t0, seen = time.perf_counter(), 0
-    for batch in loader:
-        epoch = step // steps_per_epoch
-        lam_pix = losses.lambda_pix_at(epoch, cfg.lambda_pix, cfg.lambda_pix_decay)
-        for opt, base in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = losses.lr_at(step, base, cfg.lr_decay_start, total)
-        update_g = (step + 1) % cfg.g_every == 0
-        adversarial = update_g and losses.adversarial_g_step(step, cfg.adv_every)
-        logs = _iteration(cfg, g_ddp, d_ddp, G, D, opt_g, opt_d, batch, step, rank, device, autocast,
-                          lam_pix, update_g, adversarial)
-        if ema is not None and update_g:
-            ema.update(G, decay=None if step >= cfg.ema_start else 0.0)
-        step += 1
-        seen += cfg.batch_size * world
-        bar.update(1)
-        if master and (step % cfg.log_every == 0 or step == total):
-            ips = seen / (time.perf_counter() - t0)
-            bar.set_postfix(d=f"{logs.get('loss_d', float('nan')):.3f}", g=f"{logs.get('loss_g', float('nan')):.3f}",
-                            img_s=f"{ips:.1f}")
-            _log(live, step, {**logs, "lambda_pix": lam_pix, "lr_g": opt_g.param_groups[0]["lr"],
-                              "lr_d": opt_d.param_groups[0]["lr"], "images_per_s": ips, "epoch": epoch})
-        sampler = ema.module if ema is not None else G
-        if master and (step % cfg.sample_every == 0 or step == total):
-            l1 = heldout_l1(sampler, hold)
-            _log(live, step, {"heldout_l1": l1})
-            live.log_image("grid.png", sample_grid(sampler, hold))
-        if master and snapshot_dir and cfg.snapshot_every and step % cfg.snapshot_every == 0:
-            save_generator(sampler, Path(snapshot_dir) / f"G-{step:07d}.safetensors")
-        if master and (step % cfg.checkpoint_every == 0 or step == total):
-            save_checkpoint(ckpt_path, {
-                "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {}, "step": step, "epoch": epoch,
-                "lambda_pix": lam_pix, "rng": {"torch": torch.get_rng_state()},
-                "config": _config_key(cfg, world), "heldout_l1_start": l1_start})
-    bar.close()
+def _set_lr(run: _Run, step: int, total: int) -> None:
+    for opt, base in ((run.opt_g, run.cfg.lr_g), (run.opt_d, run.cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = losses.lr_at(step, base, run.cfg.lr_decay_start, total)
 
-    summary = {}
-    if master:
-        final = ema.module if ema is not None else G
-        l1_end = heldout_l1(final, hold)
-        save_generator(final, Path(generator_out))
-        summary = {"heldout_l1_start": l1_start, "heldout_l1_end": l1_end, "steps": total,
-                   "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "train_pairs": int(len(train_idx)),
-                   "heldout_pairs": int(len(hold_idx)), "world_size": world, "ema": cfg.ema}
-        live.summary.update(summary)
-        live.end()
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+
+def _log_step(run: _Run, live, bar, step: int, when: _When, logs: dict, images_per_s: float) -> None:
+    bar.set_postfix(d=f"{logs.get('loss_d', float('nan')):.3f}", g=f"{logs.get('loss_g', float('nan')):.3f}",
+                    img_s=f"{images_per_s:.1f}")
+    _log(live, step, {**logs, "lambda_pix": when.lam_pix, "lr_g": run.opt_g.param_groups[0]["lr"],
+                      "lr_d": run.opt_d.param_groups[0]["lr"], "images_per_s": images_per_s, "epoch": when.epoch})
+
+
+def _save_step(run: _Run, out: _Outputs, hold: dict, step: int, total: int, when: _When) -> None:
+    """After ``step`` steps (master): held-out L1 and sample grid, G snapshot, checkpoint, each on its cadence."""
+    cfg, sampler = run.cfg, run.sampler
+    if step % cfg.sample_every == 0 or step == total:
+        _log(out.live, step, {"heldout_l1": heldout_l1(sampler, hold)})
+        out.live.log_image("grid.png", sample_grid(sampler, hold))
+    if out.snapshot_dir and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        save_generator(sampler, Path(out.snapshot_dir) / f"G-{step:07d}.safetensors")
+    if step % cfg.checkpoint_every == 0 or step == total:
+        save_checkpoint(out.ckpt_path, {
+            "G": run.G.state_dict(), "D": run.D.state_dict(), "opt_g": run.opt_g.state_dict(),
+            "opt_d": run.opt_d.state_dict(), "ema": run.ema.module.state_dict() if run.ema is not None else {},
+            "step": step, "epoch": when.epoch, "lambda_pix": when.lam_pix, "rng": {"torch": torch.get_rng_state()},
+            "config": _config_key(cfg, run.world), "heldout_l1_start": out.l1_start})
+
+
+def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: int) -> dict:
+    """Master: save the final generator (the EMA when enabled) and return the run's summary."""
+    final = run.sampler
+    l1_end = heldout_l1(final, data.hold)
+    save_generator(final, Path(generator_out))
+    summary = {"heldout_l1_start": out.l1_start, "heldout_l1_end": l1_end, "steps": total,
+               "epochs": run.cfg.epochs, "steps_per_epoch": data.steps_per_epoch, "train_pairs": int(data.n_train),
+               "heldout_pairs": int(data.n_hold), "world_size": run.world, "ema": run.cfg.ema}
+    out.live.summary.update(summary)
+    out.live.end()
     return summary
 
 
-def _iteration(cfg, g_ddp, d_ddp, G, D, opt_g, opt_d, batch, step, rank, device, autocast,
-               lam_pix, update_g, adversarial) -> dict:
+def _iteration(run: _Run, batch: dict, when: _When) -> dict:
     """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward."""
-    t = {k: v.to(device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
-    r = {k: v.to(device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
+    cfg = run.cfg
+    t = {k: v.to(run.device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
+    r = {k: v.to(run.device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
     z, y = [], []
     if t is not None:
         z.append(t["z"]); y.append(t["y"])
     if r is not None:  # fresh noise z' with the real batch's labels y_r
-        z.append(_fresh_noise(cfg.seed, step, rank, len(r["y"]), cfg.truncation).to(device)); y.append(r["y"])
+        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation).to(run.device))
+        y.append(r["y"])
     n = len(y[0])
-    logs = {}
-
     # one student forward for both steps (graph kept only when G is updated this iteration)
-    with autocast, (nullcontext() if update_g else torch.no_grad()):
-        fake = (g_ddp if update_g else G)(torch.cat(z), torch.cat(y))
+    with run.autocast, (nullcontext() if when.update_g else torch.no_grad()):
+        fake = (run.g_ddp if when.update_g else run.G)(torch.cat(z), torch.cat(y))
     fake_kd = fake[:n] if t is not None else None
     fake_gan = fake[-n:] if r is not None else None
+    logs, t_feats = _d_step(run, t, r, fake_kd, fake_gan)
+    if when.update_g:
+        logs.update(_g_step(run, when, t, r, fake_kd, fake_gan, t_feats))
+    return logs
 
-    # ---- D step: L_D = w_kd_d·L_KD_D + λ4·L_GAN_D, one batched D forward
-    d_w = losses.discriminator_weights(cfg.lambda_gan_d, cfg.lambda_kd_d)
-    t_feats = None
-    if losses.active(d_w):
-        with autocast:
-            d_terms, t_feats = losses.discriminator_terms(
-                d_ddp, d_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
-                real_img=r["images"] if r else None, y_real=r["y"] if r else None, fake_img=fake_gan)
-        loss_d, d_logs = losses.discriminator_loss(d_terms, d_w)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        logs.update({("loss_d" if k == "total" else k): float(v) for k, v in d_logs.items()})
-    if not update_g:
-        return logs
 
-    # ---- G step: L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S]; D frozen (plain module)
-    g_w = losses.generator_weights(lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, adversarial)
+def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tuple[dict, list | None]:
+    """L_D = w_kd_d·L_KD_D + λ4·L_GAN_D, one batched D forward; returns (logs, teacher features for L_KD_feat)."""
+    d_w = losses.discriminator_weights(run.cfg.lambda_gan_d, run.cfg.lambda_kd_d)
+    if not losses.active(d_w):
+        return {}, None
+    with run.autocast:
+        d_terms, t_feats = losses.discriminator_terms(
+            run.d_ddp, d_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
+            real_img=r["images"] if r else None, y_real=r["y"] if r else None, fake_img=fake_gan)
+    return _optimise(run.opt_d, *losses.discriminator_loss(d_terms, d_w), "loss_d"), t_feats
+
+
+def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fake_gan, t_feats) -> dict:
+    """L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S]; D frozen (plain module)."""
+    cfg = run.cfg
+    g_w = losses.generator_weights(when.lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, when.adversarial)
     if not t:
         g_w = {k: (v if k == "gan_s" else 0.0) for k, v in g_w.items()}
     if not losses.active(g_w):
-        return logs
-    for p in D.parameters():
+        return {}
+    for p in run.D.parameters():
         p.requires_grad_(False)
-    with autocast:
+    with run.autocast:
         g_terms = losses.generator_terms(
-            D, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
+            run.D, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
             t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None)
-    for p in D.parameters():
+    for p in run.D.parameters():
         p.requires_grad_(True)
-    loss_g, g_logs = losses.generator_loss(g_terms, g_w)
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    logs.update({("loss_g" if k == "total" else k): float(v) for k, v in g_logs.items()})
-    return logs
+    return _optimise(run.opt_g, *losses.generator_loss(g_terms, g_w), "loss_g")
+
+
+def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, logs: dict, total_name: str) -> dict:
+    """One optimiser step on ``loss``; returns ``logs`` as floats, the total renamed ``total_name``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {(total_name if k == "total" else k): float(v) for k, v in logs.items()}
 
 
 # ---- evaluation helpers used during training -----------------------------------------------------------------
