@@ -14,6 +14,7 @@ import torch
 
 from tinygan import losses, summary
 from tinygan.models import Discriminator, Generator
+from tinygan import params, profiles
 from tinygan.train import TrainConfig, _iteration, _Run, _When
 
 
@@ -60,8 +61,9 @@ def main():
         torch.set_num_threads(a.threads)
     peak = matmul_flops()
     out = {"device": "cpu", "threads": torch.get_num_threads(), "matmul_flops": peak}
-    for name, cfg in {"paper_dw_ch32_b32": TrainConfig(variant="dw", ch=32, d_ch=32, batch_size=32),
-                      "demo_dw_ch8_b16": TrainConfig(variant="dw", ch=8, d_ch=8, batch_size=16)}.items():
+    configs = {"paper_dw_ch32_b32": TrainConfig.from_params(params.validate(profiles.compose("paper"))),
+               "demo_dw_ch8_b16": TrainConfig.from_params(params.load("params.yaml"))}
+    for name, cfg in configs.items():
         r = bench(cfg, a.steps)
         r["fraction_of_matmul_peak"] = r["achieved_flops"] / peak
         out[name] = r

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tinygan import io as tio
+from tinygan import params
 from tinygan import train as tr
 from tinygan.errors import TinyGANError
 from tinygan.models import Generator
@@ -229,7 +230,8 @@ TINY = dict(ch=4, d_ch=4, batch_size=6, holdout_per_class=2, checkpoint_every=4,
 
 def run(tiny_data, out: Path):
     return tr.train(str(tiny_data / "teacher"), str(tiny_data / "real"), str(out / "ckpt.pt"),
-                    str(out / "student" / "generator.safetensors"), str(out / "live"), TrainConfig(**TINY),
+                    str(out / "student" / "generator.safetensors"), str(out / "live"),
+                    TrainConfig.from_params(params.load(REPO / "params.yaml"), **TINY),
                     progress=False)
 
 

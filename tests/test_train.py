@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinygan import params
 from tinygan.errors import TinyGANError
 from tinygan.train import TrainConfig, train
 
@@ -21,8 +22,13 @@ TINY = dict(ch=4, d_ch=4, batch_size=6, holdout_per_class=2, checkpoint_every=4,
             snapshot_every=8)
 
 
+def config(**kw) -> TrainConfig:
+    """The shipped params' training config with the tiny test settings on top."""
+    return TrainConfig.from_params(params.load(ROOT / "params.yaml"), **{**TINY, **kw})
+
+
 def run(tiny_data, out, **kw):
-    cfg = TrainConfig(**{**TINY, **kw})
+    cfg = config(**kw)
     summary = train(str(tiny_data / "teacher"), str(tiny_data / "real"), str(out / "ckpt.pt"),
                     str(out / "student" / "generator.safetensors"), str(out / "live"), cfg,
                     snapshot_dir=str(out / "snap"), progress=False)
@@ -101,8 +107,10 @@ def _script(tiny_data, out, epochs, extra=""):
         import sys, torch
         torch.set_num_threads(1)
         sys.path.insert(0, {str(ROOT)!r})
+        from tinygan import params
         from tinygan.train import TrainConfig, train
-        cfg = TrainConfig(**{{**{TINY!r}, "epochs": {epochs}, "checkpoint_every": 2}})
+        cfg = TrainConfig.from_params(params.load({str(ROOT / 'params.yaml')!r}),
+                                      **{{**{TINY!r}, "epochs": {epochs}, "checkpoint_every": 2}})
         train({str(tiny_data / 'teacher')!r}, {str(tiny_data / 'real')!r}, {str(out / 'ckpt.pt')!r},
               {str(out / 'student' / 'generator.safetensors')!r}, {str(out / 'live')!r}, cfg,
               snapshot_dir={str(out / 'snap')!r}, progress=False)

@@ -36,45 +36,49 @@ from tinygan.models import Discriminator, Generator, make_ema, save_weights, upd
 
 @dataclasses.dataclass
 class TrainConfig:
-    variant: str = "dw"
-    ch: int = 32
-    d_ch: int = 32
-    batch_size: int = 32               # per process
-    epochs: int = 30                   # an epoch is one pass over the (training) teacher pairs
-    holdout_per_class: int = 2         # teacher pairs per class kept out of training for held-out L1 and the grid
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-    lr_decay_start: int = 300_000      # iteration where lr starts decaying linearly to 0 at the last iteration
-    g_every: int = 1                   # one G update every g_every iterations (paper text: 10)
-    adv_every: int = 5                 # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
-    truncation: float = 0.5            # scale of fresh noise z' (same distribution as the teacher's z)
-    ema: bool = False
-    ema_decay: float = 0.999
-    ema_start: int = 0
-    checkpoint_every: int = 100
-    sample_every: int = 100
-    snapshot_every: int = 0            # keep G weights every N steps for FID-over-training (0 = off)
-    log_every: int = 10
-    workers: int = 0
-    device: str = "auto"               # auto | cpu | cuda
-    seed: int = 0
-    # loss weights (top-level params)
-    lambda_pix: float = 0.2
-    lambda_pix_decay: float = 0.01
-    lambda_kd_s: float = 0.01
-    lambda_gan_s: float = 0.002
-    lambda_gan_d: float = 0.2
-    lambda_feat: float = 1.0
-    lambda_kd_d: float = 1.0
+    """What `train` takes, built from validated params (`from_params`): no defaults of its own, so the params
+    (conf/, tinygan/params.py) are the one source of every value."""
+
+    variant: str
+    ch: int
+    d_ch: int
+    batch_size: int  # per process
+    epochs: int  # an epoch is one pass over the (training) teacher pairs
+    holdout_per_class: int  # teacher pairs per class kept out of training for held-out L1 and the grid
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    lr_decay_start: int  # iteration where lr starts decaying linearly to 0 at the last iteration
+    g_every: int  # one G update every g_every iterations (paper text: 10)
+    adv_every: int  # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
+    truncation: float  # scale of fresh noise z' (same distribution as the teacher's z)
+    ema: bool
+    ema_decay: float
+    ema_start: int
+    checkpoint_every: int
+    sample_every: int
+    snapshot_every: int  # keep G weights every N steps for FID-over-training (0 = off)
+    log_every: int
+    workers: int
+    device: str  # auto | cpu | cuda
+    seed: int
+    lambda_pix: float  # loss weights (top-level params)
+    lambda_pix_decay: float
+    lambda_kd_s: float
+    lambda_gan_s: float
+    lambda_gan_d: float
+    lambda_feat: float
+    lambda_kd_d: float
 
     @classmethod
-    def from_params(cls, p: dict) -> "TrainConfig":
-        """The config of validated params ``p``: the train group, its runtime knobs, loss weights, seed."""
+    def from_params(cls, p: dict, **overrides) -> "TrainConfig":
+        """The config of validated params ``p`` (the train group, its runtime knobs, loss weights, seed),
+        with ``overrides`` (field=value) on top."""
         lam = {k: v for k, v in p.items() if k.startswith("lambda_")}
-        return cls(**p["train"], **p["runtime"]["train"], **lam, seed=p["seed"],
-                   truncation=p["sample"]["truncation"])
+        fields = {**p["train"], **p["runtime"]["train"], **lam, "seed": p["seed"],
+                  "truncation": p["sample"]["truncation"]}
+        return cls(**{**fields, **overrides})
 
     @property
     def uses_teacher(self) -> bool:
