@@ -37,8 +37,8 @@ def build_world(root: Path) -> None:
     import torch
 
     from tinygan import shards
+    from tinygan.demo.judge import train_demo_judge
     from tinygan.evaluate import reference_stats
-    from tinygan.judge import train_demo_judge
     from tinygan.models import Generator
     from tinygan.train import save_generator
 

@@ -15,7 +15,7 @@ from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, _compression, _Me
                               reference_stats)
 from tinygan.extractors import JUDGE_NAME, extract, load_extractor
 from tinygan.frechet import ClassStats, frechet_distance
-from tinygan.judge import train_demo_judge
+from tinygan.demo.judge import train_demo_judge
 from tinygan.metrics import inception_score
 from tinygan.models import Generator
 from tinygan.train import save_generator
@@ -286,16 +286,17 @@ DEMO = (1, 130, 388)  # goldfish, flamingo, giant panda
 
 @pytest.fixture(scope="module")
 def demo_judge(tmp_path_factory):
-    from tinygan import demo
+    from tinygan.demo.teacher import save_teacher
+    from tinygan.demo.tree import make_tree
     from tinygan.prepare import prepare
     from tinygan.teacher import load_teacher, truncated_z_batch
 
     root = tmp_path_factory.mktemp("demo_judge")
-    demo.make_tree(root / "tree", list(DEMO), images_per_class=24, seed=0, min_side=64, max_side=96, progress=False)
+    make_tree(root / "tree", list(DEMO), images_per_class=24, seed=0, min_side=64, max_side=96, progress=False)
     prepare(root / "tree", root / "real", list(DEMO), max_per_class=None, resolution=128, shard_size=64, workers=1,
             progress=False)
     report = train_demo_judge(root / "real", root / "judge.pt", seed=0, epochs=12, progress=False)
-    demo.save_teacher(root / "teacher")
+    save_teacher(root / "teacher")
     teacher = load_teacher(str(root / "teacher"))
     y = np.repeat(np.asarray(DEMO, np.int64), 6)
     k = np.tile(np.arange(6), len(DEMO))

@@ -11,7 +11,7 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import (INCEPTION_SHA256, INCEPTION_URL, JUDGE_NAME, extract, load_extractor)
 from tinygan.frechet import Stats, frechet_distance
 from tinygan.io import sha256_file
-from tinygan.judge import train_judge
+from tinygan.demo.judge import train_judge
 
 
 class FakeInception(nn.Module):

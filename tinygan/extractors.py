@@ -129,7 +129,7 @@ def load_extractor(path: str | os.PathLike, kind: str, sha256: str | None = None
         module = _jit_load(path, device, fetch)
         return Extractor(module, INCEPTION_NAME, device=device, no_output_bias=True)
     if kind == "judge":
-        redo = "train it with the demo judge stage (tinygan.judge.train_judge)"
+        redo = "train it with the demo judge stage (tinygan.demo.judge.train_judge)"
         _check_file(path, "demo judge", redo)
         if sha256 is not None:
             actual = sha256_file(path)
