@@ -12,8 +12,8 @@ def main(params_file: str = "params.yaml") -> None:
                       e["extractor"], "eval", classes=p["classes"], n_samples=e["n_samples"],
                       per_class_samples=e["per_class_samples"], truncation=p["sample"]["truncation"],
                       seed=p["seed"], **p["runtime"]["evaluate"],
-                      snapshots_dir="data/train/snapshots", teacher_handle=p["sample"]["teacher"],
-                      d_ch=p["train"]["d_ch"], curve_samples=e["curve_samples"])
+                      snapshots_dir="data/train/snapshots", d_ch=p["train"]["d_ch"],
+                      curve_samples=e["curve_samples"])
 
 
 if __name__ == "__main__":

@@ -315,6 +315,19 @@ def test_demo_stage_is_byte_identical_across_runs_and_paths(tmp_path):
     assert str(tmp_path).encode() not in (a / "judge.pt").read_bytes()
 
 
+def test_teacher_carries_its_description(world):
+    """The procedural teacher says what it is (no published size) inside its SavedModel dir, where
+    tinygan.teacher.describe (and so the sample stage's manifest) reads it."""
+    from tinygan.demo.teacher import ABOUT
+    from tinygan.teacher import DESCRIPTION, describe
+
+    teacher_dir = world[0] / "teacher"
+    assert (teacher_dir / DESCRIPTION).is_file()
+    info = describe(str(teacher_dir), "tfhub")
+    assert info == ABOUT and info["name"] == "procedural demo teacher"
+    assert info["g_params"] is None and info["g_macs"] is None
+
+
 def test_saved_teacher_bytes_do_not_depend_on_process_history(tmp_path):
     """Saving twice in one process (TF's function-name counter has moved on) gives the same files,
     and the result still loads through tinygan.teacher with the right signature and pictures."""

@@ -11,13 +11,13 @@ from PIL import Image
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, _compression, _Measure, evaluate,
-                              reference_stats)
+from tinygan.evaluate import _compression, _Measure, evaluate, reference_stats
 from tinygan.extractors import JUDGE_NAME, extract, load_extractor
 from tinygan.frechet import ClassStats, frechet_distance
 from tinygan.demo.judge import train_demo_judge
 from tinygan.metrics import inception_score
 from tinygan.models import Generator
+from tinygan.teacher import PUBLISHED, describe
 from tinygan.train import save_generator
 
 torch.set_num_threads(1)
@@ -25,6 +25,11 @@ torch.set_num_threads(1)
 CLASSES = (1, 9, 130)
 REAL_PER_CLASS, TEACHER_PER_CLASS = 16, 12
 N_SAMPLES, PER_CLASS = 40, 14  # more than the teacher shards hold: the teacher note must say so
+# The demo teacher's description (tinygan.demo.teacher.ABOUT), as the sample stage records it in the manifest.
+DEMO_INFO = {"name": "procedural demo teacher", "g_params": None, "g_macs": None,
+             "source": "procedural demo teacher, n/a"}
+# The teacher's handle says nothing to evaluation: even BigGAN's URL gets the figures of the manifest's teacher_info.
+BIGGAN_URL = "https://tfhub.dev/deepmind/biggan-deep-128/1"
 
 
 def class_images(classes, per_class, seed):
@@ -54,12 +59,13 @@ def write_real(out_dir, classes, per_class, seed):
     shards.write_manifest(out_dir, "real", infos, {c: per_class for c in classes}, fingerprint="test", resolution=128)
 
 
-def write_teacher(out_dir, classes, per_class, seed, handle="data/demo/teacher"):
+def write_teacher(out_dir, classes, per_class, seed, handle=BIGGAN_URL, teacher_info=DEMO_INFO):
     out_dir.mkdir(parents=True)
     z, y, images = class_images(classes, per_class, seed)
     info = shards.write_shard(out_dir / "teacher-00000.h5", {"z": z, "y": y, "images": images},
                               {"kind": "teacher", "fingerprint": "test"})
-    shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, {"teacher": handle},
+    extra = {"teacher": handle} if teacher_info is None else {"teacher": handle, "teacher_info": teacher_info}
+    shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, extra,
                           fingerprint="test", resolution=128)
 
 
@@ -144,8 +150,10 @@ def test_metrics_schema(world):
     assert m["is"] >= 1.0 and m["teacher_is"] >= 1.0
     G = Generator(variant="dw", ch=4)
     assert m["g_params"] == sum(p.numel() for p in G.parameters()) and m["g_macs"] > 0 and m["d_params"] > 0
-    # demo teacher: no published figures, labelled as such; the ratios are null (dvc skips them)
-    assert m["teacher_figures"] == DEMO_TEACHER and m["compression_ratio"] is None and m["macs_ratio"] is None
+    # demo teacher (by the manifest's teacher_info, whatever the handle): no published figures, labelled as
+    # such; the ratios are null (dvc skips them)
+    assert m["teacher_figures"] == "procedural demo teacher, n/a" and m["compression"]["teacher"] == DEMO_INFO
+    assert m["compression_ratio"] is None and m["macs_ratio"] is None
     # fewer teacher images than asked for: said so
     assert m["teacher_n_samples"] == 3 * TEACHER_PER_CLASS and "fewer than n_samples" in m["teacher_note"]
     assert "per_class_samples" in m["teacher_note"]
@@ -205,6 +213,12 @@ def test_stale_reference_stats_are_rejected(world, tmp_path):
     (ref / "refstats.json").write_text(json.dumps(dict(info, extractor_sha256="0" * 64)))
     with pytest.raises(TinyGANError, match="rerun the reference statistics stage"):
         evaluate(out_dir=tmp_path / "out", **dict(world["args"], refstats_dir=ref))
+
+
+def test_teacher_manifest_without_teacher_info_is_rejected(world, tmp_path):
+    write_teacher(tmp_path / "teacher", CLASSES, TEACHER_PER_CLASS, seed=2, teacher_info=None)
+    with pytest.raises(TinyGANError, match="no teacher_info; rerun the sample stage"):
+        evaluate(out_dir=tmp_path / "out", **dict(world["args"], teacher_dir=tmp_path / "teacher"))
 
 
 def test_missing_extractor_surfaces(world, tmp_path):
@@ -272,9 +286,9 @@ def test_streaming_inception_score_equals_batch_formula():
 
 def test_published_teacher_figures():
     G = Generator(variant="dw", ch=4)
-    comp = _compression(G, 4, torch.device("cpu"), "https://tfhub.dev/deepmind/biggan-deep-128/1")
+    comp = _compression(G, 4, torch.device("cpu"), describe(BIGGAN_URL, "tfhub"))
     assert comp["teacher"]["g_params"] == 50_400_000 and comp["teacher"]["g_macs"] == 8_320_000_000
-    assert comp["teacher"]["source"] == PUBLISHED_TEACHER["source"] and "published" in comp["teacher"]["source"]
+    assert comp["teacher"] == PUBLISHED[BIGGAN_URL] and "published" in comp["teacher"]["source"]
     assert comp["compression_ratio"] == pytest.approx(50.4e6 / comp["student"]["g_params"])
     assert comp["macs_ratio"] == pytest.approx(8.32e9 / comp["student"]["g_macs"])
 

@@ -56,10 +56,6 @@ from tinygan.shards import ShardDataset
 from tinygan.teacher import truncated_z_batch
 
 REFSTATS_JSON = "refstats.json"
-# BigGAN-deep-128 as published in the TinyGAN paper (Chang & Lu 2020, Table 1): not measured here.
-PUBLISHED_TEACHER = {"name": "BigGAN-deep-128", "g_params": 50_400_000, "g_macs": 8_320_000_000,
-                     "source": "published (Chang & Lu 2020, Table 1)"}
-DEMO_TEACHER = "procedural demo teacher, n/a"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
 KID_SUBSET = 1000  # StyleGAN2-ADA's max_subset_size
 OUT_FILES = ("metrics.json", "per_class.csv", "per_class.png", "worst10.png", "interpolation.png", "fid_curve.csv",
@@ -257,19 +253,8 @@ def _round_robin(ds: ShardDataset, classes: Sequence[int], n: int) -> np.ndarray
 # Compression table
 
 
-def _teacher_figures(handle: str | None) -> dict:
-    """Published BigGAN-deep-128 figures when the handle names BigGAN-deep-128 (the TF-Hub URL, or a file or
-    directory called so), "procedural demo teacher, n/a" for a handle inside a ``demo`` directory (the demo
-    world's ``data/demo/teacher``), else "unknown teacher, n/a"."""
-    h = (handle or "").lower()
-    if "biggan-deep-128" in h or "biggan_deep_128" in h:
-        return dict(PUBLISHED_TEACHER)
-    if "demo" in Path(h).parts:
-        return {"name": "demo teacher", "g_params": None, "g_macs": None, "source": DEMO_TEACHER}
-    return {"name": str(handle), "g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}
-
-
-def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str | None) -> dict:
+def _compression(G, d_ch: int | None, device: torch.device, teacher_info: dict) -> dict:
+    """Student size (measured) vs the teacher's ``teacher_info`` (``tinygan.teacher.describe``)."""
     from tinygan.models import Discriminator
     from tinygan.summary import count_macs, count_params
 
@@ -278,7 +263,7 @@ def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str 
     y = torch.zeros(2, dtype=torch.long, device=device)
     g_params, g_macs = count_params(G), count_macs(G, z, y)
     d_params = count_params(Discriminator(ch=int(d_ch or cfg["ch"]), n_classes=cfg["n_classes"]))
-    teacher = _teacher_figures(teacher_handle)
+    teacher = dict(teacher_info)
     ratio = teacher["g_params"] / g_params if teacher["g_params"] else None
     macs_ratio = teacher["g_macs"] / g_macs if teacher["g_macs"] else None
     return {
@@ -480,8 +465,7 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
              extractor_path: str | os.PathLike, extractor_kind: str, out_dir: str | os.PathLike,
              classes: Sequence[int], n_samples: int = 50_000, per_class_samples: int = 5_000,
              truncation: float = 0.5, seed: int = 0, batch_size: int = 64, device: str | torch.device = "cpu",
-             snapshots_dir: str | os.PathLike | None = None, teacher_handle: str | None = None,
-             progress: bool = True, *, extractor_sha256: str | None = None, d_ch: int | None = None,
+             snapshots_dir: str | os.PathLike | None = None, progress: bool = True, *, extractor_sha256: str | None = None, d_ch: int | None = None,
              curve_samples: int = 1000, kid_reservoir: int = 5000, kid_subsets: int = 100,
              is_splits: int = 10, sheet_samples: int = 6, worst_k: int = 10) -> dict:
     """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
@@ -492,9 +476,9 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
     per_class_samples: images per class for intra-FID (paper: 5,000). truncation/seed: the student's noise
     (image k of class c uses ``truncated_z(seed, c, k, truncation)``). snapshots_dir: the train stage's
     ``G-<step>.safetensors`` snapshots for the FID curve, each measured on the first
-    ``min(curve_samples, n_samples)`` images of the same noise. teacher_handle: for the compression table
-    (default: the ``teacher`` recorded in the teacher manifest); BigGAN-deep-128 uses its published
-    figures. d_ch: the discriminator's channel multiplier (default: the generator's ``ch``).
+    ``min(curve_samples, n_samples)`` images of the same noise. The compression table takes the teacher's
+    size from the ``teacher_info`` of the teacher manifest. d_ch: the discriminator's channel multiplier
+    (default: the generator's ``ch``).
     Returns the dict written to ``metrics.json``.
     """
     classes = _check_args(classes, n_samples, per_class_samples, truncation, batch_size, is_splits, curve_samples)
@@ -512,7 +496,9 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
     if max(classes) >= n_classes:
         raise TinyGANError(f"evaluate: class {max(classes)} is out of range for the generator ({n_classes} classes)")
     tds = ShardDataset(teacher_dir, fields=("images",), kind="teacher")
-    teacher_handle = teacher_handle if teacher_handle is not None else tds.manifest.get("teacher")
+    teacher_info = tds.manifest.get("teacher_info")
+    if not isinstance(teacher_info, dict):
+        raise TinyGANError(f"the teacher manifest in {teacher_dir} has no teacher_info; rerun the sample stage")
     notes: list[str] = []
     kid_seed = seed
 
@@ -577,7 +563,7 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
                      + ("; classes with < 2 images are left out of the mean" if len(t_vals) < n_cls else ""))
 
     # -- compression table
-    comp = _compression(G, d_ch, dev, teacher_handle)
+    comp = _compression(G, d_ch, dev, teacher_info)
 
     # -- FID over training (Fig. 8)
     snaps = _snapshots(snapshots_dir)

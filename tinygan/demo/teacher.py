@@ -2,7 +2,8 @@
 
 ``save_teacher(path)`` writes a SavedModel directory that ``tensorflow_hub.load(path)`` reads (signature
 "default": z [N,128], y [N,1000], truncation -> {"default": [N,128,128,3] in [-1,1]}), byte-identical for the
-same code whatever ran before in the process.
+same code whatever ran before in the process, with the teacher's description of itself
+(``tinygan.teacher.DESCRIPTION``) inside: it has no published size.
 """
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from pathlib import Path
 import tensorflow as tf
 
 from tinygan.demo.render import render
-from tinygan.teacher import N_CLASSES, RESOLUTION, Z_DIM
+from tinygan.io import write_json
+from tinygan.teacher import DESCRIPTION, N_CLASSES, RESOLUTION, Z_DIM
+
+# What the teacher says about itself (read by tinygan.teacher.describe); the source is what metrics.json's
+# ``teacher_figures`` shows.
+ABOUT = {"name": "procedural demo teacher", "g_params": None, "g_macs": None,
+         "source": "procedural demo teacher, n/a"}
 
 
 class DemoTeacher(tf.Module):
@@ -35,7 +42,8 @@ def save_teacher(path: str | os.PathLike) -> None:
     """Save the demo teacher as a SavedModel directory readable by ``tensorflow_hub.load(path)``.
 
     ``hub.load(path).signatures["default"](z=..., y=..., truncation=...)["default"]`` gives
-    float32 [N,128,128,3] in [-1, 1]. Written into a temp dir beside ``path`` and renamed into place.
+    float32 [N,128,128,3] in [-1, 1]; ``DESCRIPTION`` in it holds ``ABOUT``. Written into a temp dir beside
+    ``path`` and renamed into place.
     The same code gives the same bytes, whatever ran before in the process (see _canonical_saved_model).
     """
     path = Path(path)
@@ -46,6 +54,7 @@ def save_teacher(path: str | os.PathLike) -> None:
         module = DemoTeacher()
         tf.saved_model.save(module, str(tmp), signatures={"default": module.__call__})
         _canonical_saved_model(tmp)
+        write_json(tmp / DESCRIPTION, ABOUT)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
