@@ -11,10 +11,10 @@ from PIL import Image
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
+from tinygan.demo.judge import NAME as JUDGE_NAME, NOTE as JUDGE_NOTE, train_demo_judge
 from tinygan.evaluate import _compression, _Measure, evaluate, reference_stats
-from tinygan.extractors import JUDGE_NAME, extract, load_extractor
-from tinygan.frechet import ClassStats, frechet_distance
-from tinygan.demo.judge import train_demo_judge
+from tinygan.extractors import load_extractor
+from tinygan.frechet import ClassStats, StatsAccumulator, frechet_distance
 from tinygan.metrics import inception_score
 from tinygan.models import Generator
 from tinygan.teacher import PUBLISHED, describe
@@ -25,6 +25,7 @@ torch.set_num_threads(1)
 CLASSES = (1, 9, 130)
 REAL_PER_CLASS, TEACHER_PER_CLASS = 16, 12
 N_SAMPLES, PER_CLASS = 40, 14  # more than the teacher shards hold: the teacher note must say so
+JUDGE_LABEL = f"{JUDGE_NAME} ({JUDGE_NOTE})"  # what metrics are labelled with
 # The demo teacher's description (tinygan.demo.teacher.ABOUT), as the sample stage records it in the manifest.
 DEMO_INFO = {"name": "procedural demo teacher", "g_params": None, "g_macs": None,
              "source": "procedural demo teacher, n/a"}
@@ -109,7 +110,7 @@ def test_train_demo_judge_writes_judge_and_sidecar(world):
     side = json.loads((world["root"] / "judge" / "judge.json").read_text())
     assert side["classes"] == list(CLASSES) and side["sha256"] == rep["sha256"]
     ext = load_extractor(world["root"] / "judge" / "judge.pt", "judge")
-    assert ext.name == JUDGE_NAME and ext.class_map == list(CLASSES)
+    assert (ext.name, ext.note, ext.class_map) == (JUDGE_LABEL, JUDGE_NOTE, list(CLASSES))
 
 
 def test_reference_stats_match_one_pass_extraction(world):
@@ -118,19 +119,24 @@ def test_reference_stats_match_one_pass_extraction(world):
     assert ref.classes == list(CLASSES)
     info = json.loads((root / "refstats" / "refstats.json").read_text())
     assert info == world["ref"]
-    assert info["extractor"] == JUDGE_NAME and info["n"] == 3 * REAL_PER_CLASS
+    assert info["extractor"] == JUDGE_LABEL and info["n"] == 3 * REAL_PER_CLASS
     assert info["class_counts"] == {str(c): REAL_PER_CLASS for c in CLASSES} and info["kid_reservoir"] == 20
     assert ref.overall.n == 3 * REAL_PER_CLASS and ref.overall.reservoir.shape == (20, info["feature_dim"])
     # class-by-class streaming gives the statistics of a single pass over the shards in storage order
     ext = load_extractor(root / "judge" / "judge.pt", "judge")
     ds = shards.ShardDataset(root / "real", fields=("images", "y"))
-    batches = ((b["images"], b["y"]) for b in ds.iter_read(np.arange(len(ds)), batch_size=11))
-    one = extract(ext, batches, per_class=True, need_probs=False)
-    np.testing.assert_allclose(ref.overall.mean, one.stats.mean, rtol=1e-6, atol=1e-7)
-    assert abs(frechet_distance(ref.overall, one.stats)) < 1e-6
+    overall, per = StatsAccumulator(ext.feature_dim), {c: StatsAccumulator(ext.feature_dim) for c in CLASSES}
+    for b in ds.iter_read(np.arange(len(ds)), batch_size=11):
+        feats, _ = ext(torch.from_numpy(b["images"].transpose(0, 3, 1, 2).copy()), need_probs=False)
+        overall.update(feats)
+        for c in CLASSES:
+            per[c].update(feats[b["y"] == c])
+    one = overall.finalize()
+    np.testing.assert_allclose(ref.overall.mean, one.mean, rtol=1e-6, atol=1e-7)
+    assert abs(frechet_distance(ref.overall, one)) < 1e-6
     for c in CLASSES:
         assert ref[c].n == REAL_PER_CLASS
-        np.testing.assert_allclose(ref[c].mean, one.class_stats[c].mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ref[c].mean, per[c].finalize().mean, rtol=1e-6, atol=1e-7)
 
 
 # ---- metrics.json ------------------------------------------------------------------------------------------
@@ -145,7 +151,7 @@ def test_metrics_schema(world):
     assert m == json.loads(json.dumps(world["metrics"]))
     for key in NUMERIC:
         assert isinstance(m[key], (int, float)) and not isinstance(m[key], bool) and math.isfinite(m[key]), key
-    assert m["extractor"] == JUDGE_NAME and "not Inception" in m["extractor"]
+    assert m["extractor"] == JUDGE_LABEL and m["extractor_note"] == JUDGE_NOTE == "not Inception; demo figures only"
     assert m["classes"] == len(CLASSES) and m["n_samples"] == N_SAMPLES
     assert m["is"] >= 1.0 and m["teacher_is"] >= 1.0
     G = Generator(variant="dw", ch=4)

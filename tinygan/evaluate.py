@@ -628,6 +628,8 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
             metrics["fid_curve_note"] = why
         if notes:
             metrics["teacher_note"] = "; ".join(notes)
+        if ext.note:
+            metrics["extractor_note"] = ext.note
         if set(ref.classes) != set(classes):
             metrics["reference_note"] = (f"the reference statistics cover {len(ref.classes)} classes, {n_cls} are "
                                          f"evaluated: FID/KID compare with all {len(ref.classes)}")

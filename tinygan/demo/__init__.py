@@ -1,7 +1,9 @@
 """The offline demo world: everything the pipeline needs from the outside world, made locally in seconds.
 
 Only the demo stage (stages/demo.py) and the tests import this package; the core (tinygan/*.py) never does.
-Modules (this file imports none of them, so ``classes`` stays cheap):
+The pipeline meets the demo world through data alone: an ImageNet-layout tree, a teacher SavedModel that
+describes itself (``tinygan.teacher.describe``) and a judge TorchScript file that names itself
+(``tinygan.extractors``). Modules (this file imports none of them, so ``classes`` stays cheap):
 
 * ``classes``  the 8 demo classes (real wnids and indices) and the kinds of bad files; no TensorFlow.
 * ``canvas``   the renderer's drawing kit: latent-affine scene parameters, shapes, the canvas (TensorFlow).
