@@ -465,7 +465,8 @@ def evaluate(generator_path: str | os.PathLike, teacher_dir: str | os.PathLike, 
              extractor_path: str | os.PathLike, extractor_kind: str, out_dir: str | os.PathLike,
              classes: Sequence[int], n_samples: int = 50_000, per_class_samples: int = 5_000,
              truncation: float = 0.5, seed: int = 0, batch_size: int = 64, device: str | torch.device = "cpu",
-             snapshots_dir: str | os.PathLike | None = None, progress: bool = True, *, extractor_sha256: str | None = None, d_ch: int | None = None,
+             snapshots_dir: str | os.PathLike | None = None,
+             progress: bool = True, *, extractor_sha256: str | None = None, d_ch: int | None = None,
              curve_samples: int = 1000, kid_reservoir: int = 5000, kid_subsets: int = 100,
              is_splits: int = 10, sheet_samples: int = 6, worst_k: int = 10) -> dict:
     """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
