@@ -37,9 +37,10 @@ def build_world(root: Path) -> None:
     import torch
 
     from tinygan import shards
+    from tinygan.demo.judge import train_demo_judge
     from tinygan.evaluate import reference_stats
-    from tinygan.judge import train_demo_judge
     from tinygan.models import Generator
+    from tinygan.teacher import describe
     from tinygan.train import save_generator
 
     g = np.linspace(-1, 1, 128, dtype=np.float32)
@@ -68,8 +69,8 @@ def build_world(root: Path) -> None:
     z, y, im = images(32, 2)
     info = shards.write_shard(root / "teacher" / "teacher-00000.h5", {"z": z, "y": y, "images": im},
                               {"kind": "teacher", "fingerprint": "bench"})
-    shards.write_manifest(root / "teacher", "teacher", [info], {c: 32 for c in CLASSES}, {"teacher": "demo"},
-                          fingerprint="bench", resolution=128)
+    shards.write_manifest(root / "teacher", "teacher", [info], {c: 32 for c in CLASSES},
+                          {"teacher": "demo", "teacher_info": describe("demo")}, fingerprint="bench", resolution=128)
     train_demo_judge(root / "real", root / "judge.pt", seed=0, epochs=1, progress=False)
     reference_stats(root / "real", root / "judge.pt", "judge", root / "refstats", progress=False)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ Prints one JSON object:
   the process's whole-life peak RSS read for that child with ``os.wait4`` (goal: flat in N). The whole-life
   peak is usually set by TensorFlow loading the SavedModel, so the during-sample peak is the telling one.
 
-The teacher is the demo teacher (``tinygan.demo.save_teacher``) when available, else the tiny test
+The teacher is the demo teacher (``tinygan.demo.teacher.save_teacher``) when available, else the tiny test
 SavedModel from tests/toy_teachers.py.
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO))
 
 def save_teacher(path: Path) -> str:
     try:
-        from tinygan.demo import save_teacher as save_demo
+        from tinygan.demo.teacher import save_teacher as save_demo
     except ImportError:
         save_demo = None
     if save_demo is not None:
         save_demo(path)
-        return "tinygan.demo"
+        return "tinygan.demo.teacher"
     sys.path.insert(0, str(REPO / "tests"))
     from toy_teachers import save_tf_teacher
 

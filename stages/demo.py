@@ -7,7 +7,11 @@ from pathlib import Path
 
 import typer
 
-from tinygan import demo, judge, params, prepare
+from tinygan import params, prepare
+from tinygan.demo import judge
+from tinygan.demo.classes import DEMO_CLASSES
+from tinygan.demo.tree import check_sizes
+from tinygan.demo.world import build
 from tinygan.errors import TinyGANError, run_stage
 
 
@@ -18,10 +22,11 @@ def main(world: str = typer.Option(..., help="which world of the params' `demo` 
     if world not in p["demo"]:
         raise TinyGANError(f"demo: no world {world!r} in params 'demo' (have: {', '.join(p['demo']) or 'none'})")
     d = p["demo"][world]
+    check_sizes(d["images_per_class"], d["min_side"], d["max_side"], where=f"params 'demo.{world}'")
     root = Path(d["root"])
-    classes = sorted(demo.DEMO_CLASSES)
-    demo.build(root, classes=classes, images_per_class=d["images_per_class"], seed=p["seed"],
-               min_side=d["min_side"], max_side=d["max_side"])
+    classes = sorted(DEMO_CLASSES)
+    build(root, classes=classes, images_per_class=d["images_per_class"], seed=p["seed"],
+          min_side=d["min_side"], max_side=d["max_side"])
     with tempfile.TemporaryDirectory(dir=root) as tmp:  # the judge learns from the tree, decoded as prepare does
         prepare.prepare(root / "imagenet" / "train", tmp, classes=classes, max_per_class=None)
         report = judge.train_demo_judge(tmp, root / "judge.pt", seed=p["seed"], epochs=d["judge_epochs"])

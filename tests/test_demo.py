@@ -17,7 +17,11 @@ from PIL import Image, UnidentifiedImageError
 tf = pytest.importorskip("tensorflow")
 hub = pytest.importorskip("tensorflow_hub")
 
-from tinygan import demo  # noqa: E402
+from tinygan.demo.classes import DEMO_CLASSES, READABLE_BAD_KINDS, UNREADABLE_BAD_KINDS  # noqa: E402
+from tinygan.demo.render import render, render_numpy  # noqa: E402
+from tinygan.demo.teacher import save_teacher  # noqa: E402
+from tinygan.demo.tree import make_tree  # noqa: E402
+from tinygan.demo.world import build  # noqa: E402
 from tinygan.errors import TinyGANError  # noqa: E402
 
 WORLD_CLASSES = [1, 281, 388]  # goldfish, tabby, giant panda
@@ -48,7 +52,7 @@ def _run(fn, z, classes, truncation) -> np.ndarray:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_world")
-    summary = demo.build(root, WORLD_CLASSES, IMAGES, seed=0, min_side=48, max_side=128, progress=False)
+    summary = build(root, WORLD_CLASSES, IMAGES, seed=0, min_side=48, max_side=128, progress=False)
     return root, summary
 
 
@@ -73,7 +77,7 @@ def test_teacher_signature(teacher):
 
 
 def test_teacher_output_shape_and_range(teacher):
-    classes = sorted(demo.DEMO_CLASSES)
+    classes = sorted(DEMO_CLASSES)
     img = _run(teacher, _z(0, len(classes), 0.5), classes, 0.5)
     assert img.shape == (len(classes), 128, 128, 3) and img.dtype == np.float32
     assert np.isfinite(img).all() and img.min() >= -1.0 and img.max() <= 1.0
@@ -96,7 +100,7 @@ def test_render_function_matches_teacher(teacher):
     """The tree and the teacher draw with the same `render` (eager here, saved graph there)."""
     classes = [9, 323, 7]
     z = _z(2, 3, 0.5)
-    eager = demo.render(z, _onehot(classes), 0.5, 128, 128).numpy()
+    eager = render(z, _onehot(classes), 0.5, 128, 128).numpy()
     np.testing.assert_allclose(eager, _run(teacher, z, classes, 0.5), atol=1e-5)
 
 
@@ -104,7 +108,7 @@ def test_save_is_deterministic_and_replaces_atomically(world, teacher, tmp_path)
     path = tmp_path / "teacher"
     path.mkdir()
     (path / "stale.txt").write_text("old contents")
-    demo.save_teacher(path)
+    save_teacher(path)
     assert (path / "saved_model.pb").is_file() and not (path / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]  # no temp dirs left behind
     again = hub.load(str(path)).signatures["default"]
@@ -114,7 +118,7 @@ def test_save_is_deterministic_and_replaces_atomically(world, teacher, tmp_path)
 
 
 def test_classes_differ(teacher):
-    classes = sorted(demo.DEMO_CLASSES)
+    classes = sorted(DEMO_CLASSES)
     n = 6
     imgs = _run(teacher, np.concatenate([_z(10 + k, n, 0.5) for k in classes]), np.repeat(classes, n), 0.5)
     means = imgs.reshape(len(classes), n, -1).mean(axis=1)
@@ -150,10 +154,10 @@ FILE_RE = re.compile(r"^(n\d{8})_(\d+)\.JPEG$")
 def test_tree_layout_and_sizes(world):
     root, summary = world
     train = root / "imagenet" / "train"
-    assert sorted(p.name for p in train.iterdir()) == sorted(demo.DEMO_CLASSES[k][0] for k in WORLD_CLASSES)
+    assert sorted(p.name for p in train.iterdir()) == sorted(DEMO_CLASSES[k][0] for k in WORLD_CLASSES)
     sizes = []
     for cls in WORLD_CLASSES:
-        wnid = demo.DEMO_CLASSES[cls][0]
+        wnid = DEMO_CLASSES[cls][0]
         good = sorted(p.name for p in (train / wnid).iterdir() if FILE_RE.match(p.name))
         assert good == sorted(f"{wnid}_{k}.JPEG" for k in range(IMAGES))
         assert summary[cls] == IMAGES
@@ -172,14 +176,14 @@ def test_bad_files(world):
     root, summary = world
     train = root / "imagenet" / "train"
     bad = summary["bad_files"]
-    assert sorted(bad.values()) == sorted(demo.READABLE_BAD_KINDS + demo.UNREADABLE_BAD_KINDS)
+    assert sorted(bad.values()) == sorted(READABLE_BAD_KINDS + UNREADABLE_BAD_KINDS)
     assert len({name.split("/")[0] for name in bad}) == len(WORLD_CLASSES)  # spread over the class dirs
     for name, kind in bad.items():
         path = train / name
         assert path.is_file() and path.suffix == ".JPEG"
         wnid, fname = name.split("/")
         assert fname.startswith(wnid + ("_notes" if kind == "text" else "_bad_"))
-        if kind in demo.READABLE_BAD_KINDS:
+        if kind in READABLE_BAD_KINDS:
             with Image.open(path) as im:
                 im.load()
                 assert (im.format, im.mode) == {"grayscale": ("JPEG", "L"), "cmyk": ("JPEG", "CMYK"),
@@ -204,7 +208,7 @@ def test_real_images_resemble_their_teacher_class(world, teacher):
     means = np.stack([np.mean([small(f) for f in cls_imgs], axis=0) for cls_imgs in fake])
     correct = total = 0
     for i, cls in enumerate(WORLD_CLASSES):
-        wnid = demo.DEMO_CLASSES[cls][0]
+        wnid = DEMO_CLASSES[cls][0]
         for k in range(IMAGES):
             with Image.open(root / "imagenet" / "train" / wnid / f"{wnid}_{k}.JPEG") as im:
                 w, h = im.size
@@ -217,9 +221,9 @@ def test_real_images_resemble_their_teacher_class(world, teacher):
 
 
 def test_tree_is_deterministic(tmp_path):
-    a = demo.make_tree(tmp_path / "a", [323], 3, seed=7, min_side=32, max_side=64, progress=False)
-    b = demo.make_tree(tmp_path / "b", [323], 3, seed=7, min_side=32, max_side=64, progress=False)
-    c = demo.make_tree(tmp_path / "c", [323], 3, seed=8, min_side=32, max_side=64, progress=False)
+    a = make_tree(tmp_path / "a", [323], 3, seed=7, min_side=32, max_side=64, progress=False)
+    b = make_tree(tmp_path / "b", [323], 3, seed=7, min_side=32, max_side=64, progress=False)
+    c = make_tree(tmp_path / "c", [323], 3, seed=8, min_side=32, max_side=64, progress=False)
     assert a == b == c
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
@@ -240,7 +244,7 @@ def test_tree_is_deterministic(tmp_path):
 ])
 def test_tree_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(TinyGANError, match=match):
-        demo.make_tree(tmp_path / "t", seed=0, progress=False, **kwargs)
+        make_tree(tmp_path / "t", seed=0, progress=False, **kwargs)
 
 
 def test_preview(world):
@@ -256,18 +260,35 @@ def test_preview(world):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _build_world_stage(where: Path, hash_seed: str) -> Path:
-    """Run the demo stage (tiny params) in its own process, cwd ``where``, demo.root an absolute path in it."""
+def _run_demo_stage(where: Path, hash_seed: str, **world) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the demo stage (tiny params, updated by ``world``) in its own process, cwd ``where``, demo.root an
+    absolute path in it."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     root = where / "somewhere" / "demo"
     params["demo"]["imagenet"].update(root=str(root), images_per_class=3, min_side=32, max_side=64, judge_epochs=2)
+    params["demo"]["imagenet"].update(world)
     where.mkdir(parents=True, exist_ok=True)
     (where / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "stages.demo", "--world", "imagenet", "--params-file", "params.yaml"],
-                         cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "stages.demo", "--world", "imagenet", "--params-file",
+                          "params.yaml"], cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    return res, root
+
+
+def _build_world_stage(where: Path, hash_seed: str) -> Path:
+    res, root = _run_demo_stage(where, hash_seed)
     assert res.returncode == 0, res.stderr[-3000:]
     return root
+
+
+def test_demo_stage_checks_its_world_params_in_one_line(tmp_path):
+    """params.yaml's schema checks each value alone; the demo stage checks a world as a whole, before
+    writing anything, and names the params key."""
+    res, root = _run_demo_stage(tmp_path, "0", min_side=100, max_side=64)
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: params 'demo.imagenet': min_side (100) must be at least 16 and at most max_side (64)"]
+    assert not root.exists()
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -293,19 +314,32 @@ def test_demo_stage_is_byte_identical_across_runs_and_paths(tmp_path):
     assert str(tmp_path).encode() not in (a / "judge.pt").read_bytes()
 
 
+def test_teacher_carries_its_description(world):
+    """The procedural teacher says what it is (no published size) inside its SavedModel dir, where
+    tinygan.teacher.describe (and so the sample stage's manifest) reads it."""
+    from tinygan.demo.teacher import ABOUT
+    from tinygan.teacher import DESCRIPTION, describe
+
+    teacher_dir = world[0] / "teacher"
+    assert (teacher_dir / DESCRIPTION).is_file()
+    info = describe(str(teacher_dir), "tfhub")
+    assert info == ABOUT and info["name"] == "procedural demo teacher"
+    assert info["g_params"] is None and info["g_macs"] is None
+
+
 def test_saved_teacher_bytes_do_not_depend_on_process_history(tmp_path):
     """Saving twice in one process (TF's function-name counter has moved on) gives the same files,
     and the result still loads through tinygan.teacher with the right signature and pictures."""
     from tinygan.teacher import load_teacher, quantize
 
-    demo.save_teacher(tmp_path / "one")
-    demo.render(_z(6, 2, 0.5), _onehot([9, 600]), 0.5, 40, 30)  # more tracing in between
-    demo.save_teacher(tmp_path / "two")
+    save_teacher(tmp_path / "one")
+    render(_z(6, 2, 0.5), _onehot([9, 600]), 0.5, 40, 30)  # more tracing in between
+    save_teacher(tmp_path / "two")
     assert _tree_digest(tmp_path / "one") == _tree_digest(tmp_path / "two")
     assert "saved_model.pb" in _tree_digest(tmp_path / "one")
     z, classes = _z(7, 3, 0.5), [1, 323, 600]
     got = quantize(load_teacher(str(tmp_path / "two"), "tfhub")(z, np.array(classes), 0.5))
-    assert np.array_equal(got, demo.render_numpy(z, classes, 0.5, 128, 128))
+    assert np.array_equal(got, render_numpy(z, classes, 0.5, 128, 128))
 
 
 def test_judge_torchscript_bytes_are_stable_and_load():
@@ -315,7 +349,7 @@ def test_judge_torchscript_bytes_are_stable_and_load():
     import torch
 
     from tinygan.io import torchscript_bytes
-    from tinygan.judge import JudgeNet
+    from tinygan.demo.judge import JudgeNet
 
     torch.manual_seed(0)
     net = JudgeNet([1, 9, 130]).eval()

@@ -13,13 +13,13 @@ from PIL import Image
 
 from tinygan import params, shards
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import (DEMO_TEACHER, PUBLISHED_TEACHER, EvalConfig, _compression, _Measure, evaluate,
-                              reference_stats)
-from tinygan.extractors import JUDGE_NAME, extract, load_extractor
-from tinygan.frechet import ClassStats, frechet_distance
-from tinygan.judge import train_demo_judge
+from tinygan.demo.judge import NAME as JUDGE_NAME, NOTE as JUDGE_NOTE, train_demo_judge
+from tinygan.evaluate import EvalConfig, _compression, _Measure, evaluate, reference_stats
+from tinygan.extractors import load_extractor
+from tinygan.frechet import ClassStats, StatsAccumulator, frechet_distance
 from tinygan.metrics import inception_score
 from tinygan.models import Generator
+from tinygan.teacher import PUBLISHED, describe
 from tinygan.train import save_generator
 
 torch.set_num_threads(1)
@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (1, 9, 130)
 REAL_PER_CLASS, TEACHER_PER_CLASS = 16, 12
 N_SAMPLES, PER_CLASS = 40, 14  # more than the teacher shards hold: the teacher note must say so
+JUDGE_LABEL = f"{JUDGE_NAME} ({JUDGE_NOTE})"  # what metrics are labelled with
+# The demo teacher's description (tinygan.demo.teacher.ABOUT), as the sample stage records it in the manifest.
+DEMO_INFO = {"name": "procedural demo teacher", "g_params": None, "g_macs": None,
+             "source": "procedural demo teacher, n/a"}
+# The teacher's handle says nothing to evaluation: even BigGAN's URL gets the figures of the manifest's teacher_info.
+BIGGAN_URL = "https://tfhub.dev/deepmind/biggan-deep-128/1"
 
 
 def class_images(classes, per_class, seed):
@@ -57,12 +63,13 @@ def write_real(out_dir, classes, per_class, seed):
     shards.write_manifest(out_dir, "real", infos, {c: per_class for c in classes}, fingerprint="test", resolution=128)
 
 
-def write_teacher(out_dir, classes, per_class, seed, handle="data/demo/teacher"):
+def write_teacher(out_dir, classes, per_class, seed, handle=BIGGAN_URL, teacher_info=DEMO_INFO):
     out_dir.mkdir(parents=True)
     z, y, images = class_images(classes, per_class, seed)
     info = shards.write_shard(out_dir / "teacher-00000.h5", {"z": z, "y": y, "images": images},
                               {"kind": "teacher", "fingerprint": "test"})
-    shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, {"teacher": handle},
+    extra = {"teacher": handle} if teacher_info is None else {"teacher": handle, "teacher_info": teacher_info}
+    shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, extra,
                           fingerprint="test", resolution=128)
 
 
@@ -87,7 +94,7 @@ def world(tmp_path_factory):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
     cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
                      truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
-                     d_ch=None, teacher_handle=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
+                     d_ch=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
                      sheet_samples=2)
     w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
     w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
@@ -114,7 +121,7 @@ def test_train_demo_judge_writes_judge_and_sidecar(world):
     side = json.loads((world["root"] / "judge" / "judge.json").read_text())
     assert side["classes"] == list(CLASSES) and side["sha256"] == rep["sha256"]
     ext = load_extractor(world["root"] / "judge" / "judge.pt", "judge")
-    assert ext.name == JUDGE_NAME and ext.class_map == list(CLASSES)
+    assert (ext.name, ext.note, ext.class_map) == (JUDGE_LABEL, JUDGE_NOTE, list(CLASSES))
 
 
 def test_reference_stats_match_one_pass_extraction(world):
@@ -123,19 +130,24 @@ def test_reference_stats_match_one_pass_extraction(world):
     assert ref.classes == list(CLASSES)
     info = json.loads((root / "refstats" / "refstats.json").read_text())
     assert info == world["ref"]
-    assert info["extractor"] == JUDGE_NAME and info["n"] == 3 * REAL_PER_CLASS
+    assert info["extractor"] == JUDGE_LABEL and info["n"] == 3 * REAL_PER_CLASS
     assert info["class_counts"] == {str(c): REAL_PER_CLASS for c in CLASSES} and info["kid_reservoir"] == 20
     assert ref.overall.n == 3 * REAL_PER_CLASS and ref.overall.reservoir.shape == (20, info["feature_dim"])
     # class-by-class streaming gives the statistics of a single pass over the shards in storage order
     ext = load_extractor(root / "judge" / "judge.pt", "judge")
     ds = shards.ShardDataset(root / "real", fields=("images", "y"))
-    batches = ((b["images"], b["y"]) for b in ds.iter_read(np.arange(len(ds)), batch_size=11))
-    one = extract(ext, batches, per_class=True, need_probs=False)
-    np.testing.assert_allclose(ref.overall.mean, one.stats.mean, rtol=1e-6, atol=1e-7)
-    assert abs(frechet_distance(ref.overall, one.stats)) < 1e-6
+    overall, per = StatsAccumulator(ext.feature_dim), {c: StatsAccumulator(ext.feature_dim) for c in CLASSES}
+    for b in ds.iter_read(np.arange(len(ds)), batch_size=11):
+        feats, _ = ext(torch.from_numpy(b["images"].transpose(0, 3, 1, 2).copy()), need_probs=False)
+        overall.update(feats)
+        for c in CLASSES:
+            per[c].update(feats[b["y"] == c])
+    one = overall.finalize()
+    np.testing.assert_allclose(ref.overall.mean, one.mean, rtol=1e-6, atol=1e-7)
+    assert abs(frechet_distance(ref.overall, one)) < 1e-6
     for c in CLASSES:
         assert ref[c].n == REAL_PER_CLASS
-        np.testing.assert_allclose(ref[c].mean, one.class_stats[c].mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ref[c].mean, per[c].finalize().mean, rtol=1e-6, atol=1e-7)
 
 
 # ---- metrics.json ------------------------------------------------------------------------------------------
@@ -145,7 +157,7 @@ NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_
 # metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
 # they say how to read a metric
 KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
-        "extractor", "teacher_note"}
+        "extractor", "extractor_note", "teacher_note"}
 
 
 def test_metrics_schema(world):
@@ -154,12 +166,14 @@ def test_metrics_schema(world):
     assert set(m) == KEYS and not any(isinstance(v, (dict, list)) for v in m.values())
     for key in NUMERIC:
         assert isinstance(m[key], (int, float)) and not isinstance(m[key], bool) and math.isfinite(m[key]), key
-    assert m["extractor"] == JUDGE_NAME and "not Inception" in m["extractor"]
+    assert m["extractor"] == JUDGE_LABEL and m["extractor_note"] == JUDGE_NOTE == "not Inception; demo figures only"
     assert m["is"] >= 1.0 and m["teacher_is"] >= 1.0
     G = Generator(variant="dw", ch=4)
     assert m["g_params"] == sum(p.numel() for p in G.parameters()) and m["g_macs"] > 0 and m["d_params"] > 0
-    # demo teacher: no published figures, labelled as such; the ratios are null (dvc skips them)
-    assert m["teacher_figures"] == DEMO_TEACHER and m["compression_ratio"] is None and m["macs_ratio"] is None
+    # demo teacher (by the manifest's teacher_info, whatever the handle): no published figures, labelled as
+    # such; the ratios are null (dvc skips them)
+    assert m["teacher_figures"] == DEMO_INFO["source"] and m["teacher_g_params"] is None
+    assert m["compression_ratio"] is None and m["macs_ratio"] is None
     # fewer teacher images than asked for: said so
     assert f"the {3 * TEACHER_PER_CLASS} stored teacher images" in m["teacher_note"]
     assert "fewer than n_samples" in m["teacher_note"] and "per_class_samples" in m["teacher_note"]
@@ -221,6 +235,14 @@ def test_stale_reference_stats_are_rejected(world, tmp_path):
         run_eval(world, tmp_path / "out", refstats_dir=ref)
 
 
+def test_teacher_manifest_without_teacher_info_is_rejected(world, tmp_path):
+    write_teacher(tmp_path / "teacher", CLASSES, TEACHER_PER_CLASS, seed=2, teacher_info=None)
+    root = world["root"]
+    with pytest.raises(TinyGANError, match="no teacher_info; rerun the sample stage"):
+        evaluate(world["cfg"], root / "student" / "generator.safetensors", tmp_path / "teacher", root / "refstats",
+                 tmp_path / "out")
+
+
 def test_missing_extractor_surfaces(world, tmp_path):
     with pytest.raises(TinyGANError, match="demo judge not found"):
         run_eval(world, tmp_path / "out", extractor_path=str(tmp_path / "nope.pt"))
@@ -271,7 +293,7 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
 # ---- options -------------------------------------------------------------------------------------------------
 
 PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
-                "extractor_path", "d_ch", "teacher_handle", "device", "batch_size"}
+                "extractor_path", "d_ch", "device", "batch_size"}
 
 
 def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_own():
@@ -283,8 +305,7 @@ def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_
     assert cfg.classes == tuple(p["classes"])
     assert (cfg.n_samples, cfg.per_class_samples, cfg.curve_samples) == (123, 7, 9)
     assert (cfg.extractor_kind, cfg.extractor_path) == (e["extractor"], e["extractor_path"])
-    assert (cfg.truncation, cfg.seed, cfg.d_ch, cfg.teacher_handle) == (
-        p["sample"]["truncation"], p["seed"], p["train"]["d_ch"], p["sample"]["teacher"])
+    assert (cfg.truncation, cfg.seed, cfg.d_ch) == (p["sample"]["truncation"], p["seed"], p["train"]["d_ch"])
     assert (cfg.device, cfg.batch_size) == ("cpu", 5)
     # what comes from params has no default here (no second set of defaults to drift apart)
     assert {f.name for f in dataclasses.fields(EvalConfig) if f.default is dataclasses.MISSING} == PARAM_FIELDS
@@ -323,9 +344,9 @@ def test_streaming_inception_score_equals_batch_formula():
 
 def test_published_teacher_figures():
     G = Generator(variant="dw", ch=4)
-    comp = _compression(G, 4, torch.device("cpu"), "https://tfhub.dev/deepmind/biggan-deep-128/1")
+    comp = _compression(G, 4, torch.device("cpu"), describe(BIGGAN_URL, "tfhub"))
     assert comp["teacher_g_params"] == 50_400_000 and comp["teacher_g_macs"] == 8_320_000_000
-    assert comp["teacher_figures"] == PUBLISHED_TEACHER["source"] and "published" in comp["teacher_figures"]
+    assert comp["teacher_figures"] == PUBLISHED[BIGGAN_URL]["source"] and "published" in comp["teacher_figures"]
     assert comp["g_params"] == sum(p.numel() for p in G.parameters())
     assert comp["compression_ratio"] == pytest.approx(50.4e6 / comp["g_params"])
     assert comp["macs_ratio"] == pytest.approx(8.32e9 / comp["g_macs"])
@@ -338,16 +359,17 @@ DEMO = (1, 130, 388)  # goldfish, flamingo, giant panda
 
 @pytest.fixture(scope="module")
 def demo_judge(tmp_path_factory):
-    from tinygan import demo
+    from tinygan.demo.teacher import save_teacher
+    from tinygan.demo.tree import make_tree
     from tinygan.prepare import prepare
     from tinygan.teacher import load_teacher, truncated_z_batch
 
     root = tmp_path_factory.mktemp("demo_judge")
-    demo.make_tree(root / "tree", list(DEMO), images_per_class=24, seed=0, min_side=64, max_side=96, progress=False)
+    make_tree(root / "tree", list(DEMO), images_per_class=24, seed=0, min_side=64, max_side=96, progress=False)
     prepare(root / "tree", root / "real", list(DEMO), max_per_class=None, resolution=128, shard_size=64, workers=1,
             progress=False)
     report = train_demo_judge(root / "real", root / "judge.pt", seed=0, epochs=12, progress=False)
-    demo.save_teacher(root / "teacher")
+    save_teacher(root / "teacher")
     teacher = load_teacher(str(root / "teacher"))
     y = np.repeat(np.asarray(DEMO, np.int64), 6)
     k = np.tile(np.arange(6), len(DEMO))

@@ -33,8 +33,8 @@ def exported(tmp_path_factory):
     from PIL import Image
     Image.new("RGB", (64, 32), (200, 10, 10)).save(grid)
     metrics = root / "metrics.json"
-    metrics.write_text(json.dumps({"extractor": "demo-judge", "fid": 12.5, "intra_fid": {"mean": 30.25},
-                                   "is_mean": 3.5}))
+    metrics.write_text(json.dumps({"extractor": "demo-judge", "extractor_note": "not Inception; demo figures only",
+                                   "fid": 12.5, "intra_fid": {"mean": 30.25}, "is_mean": 3.5}))
     out = root / "model"
     report = ex.export(src, str(out), CLASSES, metrics_path=str(metrics),
                        train_summary={"train_pairs": 480, "heldout_pairs": 32, "steps": 360},
@@ -127,7 +127,9 @@ def test_parity_failure_names_the_format(exported):
 def test_model_card(exported):
     G, out, _, grid = exported
     card = (out / "MODEL_CARD.md").read_text()
-    assert "**Feature extractor: `demo-judge`**" in card and "NOT comparable" in card
+    assert ("**Feature extractor: `demo-judge`** — not Inception; demo figures only: these figures are NOT "
+            "comparable") in card
+    assert "| extractor_note |" not in card  # shown once, in the extractor line
     assert f"{sum(p.numel() for p in G.parameters()):,}" in card  # parameter count
     assert "MACs per image" in card and "data/demo/teacher" in card
     assert "intra_fid.mean" in card and "30.25" in card
@@ -135,6 +137,16 @@ def test_model_card(exported):
     assert "](samples.png)" in card and (out / "samples.png").read_bytes() == grid.read_bytes()
     for snippet in ("torch.jit.load", "onnxruntime", "load_generator"):
         assert snippet in card
+
+
+@pytest.mark.parametrize("metrics, shown, warned", [
+    ({"extractor": "demo-judge (judge)"}, "`demo-judge (judge)`", False),  # the name is not searched
+    ({"extractor": "inception-2015-12-05", "extractor_note": "a caveat"}, "— a caveat:", True),
+    ({}, "not recorded in `m.json`", False),
+])
+def test_extractor_line_shows_the_recorded_note(metrics, shown, warned):
+    line = ex._extractor_line(metrics, "m.json")
+    assert shown in line and ("NOT comparable" in line) == warned
 
 
 def test_export_without_metrics_renders_samples(tmp_path):

@@ -1,4 +1,4 @@
-"""Extractor loading (hash check, call path), streaming extraction, and the demo judge."""
+"""Extractor loading (hash check, call path, the name and note an extractor gives itself) and the demo judge."""
 import json
 
 import numpy as np
@@ -8,10 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinygan.errors import TinyGANError
-from tinygan.extractors import (INCEPTION_SHA256, INCEPTION_URL, JUDGE_NAME, extract, load_extractor)
-from tinygan.frechet import Stats, frechet_distance
+from tinygan.demo.judge import NAME, NOTE, train_judge
+from tinygan.extractors import INCEPTION_SHA256, INCEPTION_URL, load_extractor
 from tinygan.io import sha256_file
-from tinygan.judge import train_judge
 
 
 class FakeInception(nn.Module):
@@ -74,7 +73,7 @@ def test_unknown_kind(fake_inception):
 
 def test_inception_call_path(fake_inception):
     ext = load_extractor(fake_inception, "inception", sha256=sha256_file(fake_inception))
-    assert ext.name == "inception-2015-12-05" and ext.feature_dim == 6 and ext.num_classes == 10
+    assert ext.name == "inception-2015-12-05" and ext.note is None and ext.feature_dim == 6 and ext.num_classes == 10
     assert ext._one_pass  # probs derived from the features' pass, verified against the module
     imgs = _images(5)
     feats, probs = ext(imgs)
@@ -92,25 +91,34 @@ def test_inception_call_path(fake_inception):
         ext(imgs.float())
 
 
-def test_extract_streams_overall_and_per_class_stats(fake_inception):
-    ext = load_extractor(fake_inception, "inception", sha256=sha256_file(fake_inception))
-    imgs = _images(30, seed=1)
-    labels = np.arange(30) % 3
-    batches = [(imgs[i:i + 8], labels[i:i + 8]) for i in range(0, 30, 8)]
-    out = extract(ext, batches, per_class=True, reservoir=10, seed=0, total=30)
-    feats, probs = ext(imgs)
-    assert out.stats.n == 30 and not out.stats.low_rank  # 30 > d = 6: folded into a scatter matrix
-    np.testing.assert_allclose(out.stats.cov(), np.cov(feats.astype(np.float64), rowvar=False), rtol=1e-6,
-                               atol=1e-9)
-    np.testing.assert_allclose(out.probs, probs, rtol=1e-6)
-    np.testing.assert_array_equal(out.labels, labels)
-    assert out.stats.reservoir.shape == (10, 6)
-    assert out.class_stats.classes == [0, 1, 2] and out.class_stats.overall is out.stats
-    for c in range(3):
-        direct = Stats.from_features(feats[labels == c])
-        assert abs(frechet_distance(out.class_stats[c], direct)) < 1e-6
-    with pytest.raises(TinyGANError, match="labels"):
-        extract(ext, [imgs[:4]], per_class=True)
+class NamedClassifier(FakeInception):
+    """A judge-kind extractor (Inception's interface, its own class map) that names itself, or not."""
+
+    def __init__(self, name: str | None, note: str | None):
+        super().__init__()
+        self.register_buffer("imagenet_classes", torch.arange(10, dtype=torch.int64) * 3)
+        if name is not None:
+            self.extractor_name = name
+        if note is not None:
+            self.extractor_note = note
+
+
+@pytest.mark.parametrize("name, note, label", [
+    ("my-classifier", None, "my-classifier"),
+    ("inception-lookalike", "a demo judge in disguise", "inception-lookalike (a demo judge in disguise)"),
+])
+def test_a_judge_names_itself(tmp_path, name, note, label):
+    path = tmp_path / "demo-judge.pt"  # the file's name says nothing: the module's attributes do
+    torch.jit.save(torch.jit.script(NamedClassifier(name, note)), str(path))
+    ext = load_extractor(path, "judge")
+    assert (ext.name, ext.note, ext.class_map) == (label, note, list(range(0, 30, 3)))
+
+
+def test_a_judge_that_does_not_name_itself_is_a_user_error(tmp_path):
+    path = tmp_path / "judge.pt"
+    torch.jit.save(torch.jit.script(NamedClassifier(None, None)), str(path))
+    with pytest.raises(TinyGANError, match="does not name itself"):
+        load_extractor(path, "judge")
 
 
 def _squares(n_per_class, seed, size=32):
@@ -139,7 +147,7 @@ def test_judge_trains_separates_classes_and_loads_as_extractor(tmp_path):
     assert side["classes"] == [7, 42, 300] and side["sha256"] == sha256_file(out)
 
     ext = load_extractor(out, "judge", sha256=report["sha256"])
-    assert ext.name == JUDGE_NAME and "not Inception" in ext.name
+    assert ext.name == f"{NAME} ({NOTE})" == "demo-judge (not Inception; demo figures only)" and ext.note == NOTE
     assert ext.class_map == [7, 42, 300] and ext.num_classes == 3 and ext.feature_dim == report["feature_dim"]
     test_images, test_labels = _squares(5, seed=1, size=48)  # other size: the judge resizes inside
     feats, probs = ext(torch.from_numpy(test_images).permute(0, 3, 1, 2).contiguous())

@@ -117,6 +117,15 @@ def test_class_names():
         gen.resolve_class("n99999999", names=names)
 
 
+def test_demo_class_names_come_from_the_one_class_table():
+    """`tinygan generate -c goldfish` works through the core table (imagenet_wnids.txt), not the demo package."""
+    from tinygan.demo.classes import DEMO_CLASSES
+
+    names = gen.class_names()
+    for index, (wnid, name) in DEMO_CLASSES.items():
+        assert gen.resolve_class(name, names=names) == gen.resolve_class(wnid, names=names) == index, name
+
+
 def test_synset_mapping_file(tmp_path):
     f = tmp_path / "LOC_synset_mapping.txt"
     f.write_text("n01440764 tench, Tinca tinca\nn02099601 golden retriever\n")

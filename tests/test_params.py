@@ -116,7 +116,9 @@ def test_train_config_maps_params():
 
 def test_demo_worlds_and_teacher_dep():
     raw = copy.deepcopy(RAW)
-    raw["demo"]["imagenet"]["min_side"] = 500
+    raw["demo"]["imagenet"]["min_side"] = 500  # each value is checked alone here; a world as a whole by the
+    assert params.validate(raw)["demo"]["imagenet"]["min_side"] == 500  # demo stage (tests/test_demo.py)
+    raw["demo"]["imagenet"]["min_side"] = 5000
     with pytest.raises(TinyGANError, match="'demo.imagenet.min_side'"):
         params.validate(raw)
     assert params.validate(with_("demo", {}))["demo"] == {}

@@ -83,8 +83,12 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
     assert real["skipped"], "the demo tree's unreadable files must be skipped and counted"
     teacher = json.loads((dst / "data/teacher/manifest.json").read_text())
     assert teacher["n"] == 8 * 8
+    assert teacher["teacher_info"]["name"] == "procedural demo teacher"  # what the demo teacher says of itself
     metrics = json.loads((dst / "eval/metrics.json").read_text())
     assert "demo-judge" in metrics["extractor"]
+    assert metrics["extractor_note"] == "not Inception; demo figures only"  # what the judge says of itself
+    card = (dst / "export/MODEL_CARD.md").read_text()
+    assert "not Inception; demo figures only: these figures are NOT comparable" in card
     for key in ("is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_fid", "teacher_intra_fid",
                 "g_params", "d_params", "g_macs"):
         assert isinstance(metrics[key], (int, float)), key

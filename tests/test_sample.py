@@ -15,7 +15,7 @@ from tinygan import shards
 from tinygan.errors import TinyGANError
 from tinygan.sample import fingerprint, sample
 from tinygan.io import sha256_file
-from tinygan.teacher import content_hash, load_teacher, quantize, truncated_z_batch
+from tinygan.teacher import DESCRIPTION, content_hash, describe, load_teacher, quantize, truncated_z_batch
 from toy_teachers import save_tf_teacher, save_torchscript_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,8 @@ def test_counts_content_and_manifest(clean, ts_path):
     assert [s["n"] for s in m["shards"]] == [4, 4, 4, 3]
     assert (m["teacher"], m["truncation"], m["seed"], m["per_class"]) == (ts_path, 0.5, 0, 5)
     assert m["teacher_sha256"] == content_hash(ts_path, "torchscript") == sha256_file(ts_path)
+    assert m["teacher_info"] == describe(ts_path, "torchscript") == {
+        "name": ts_path, "g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}
     assert m["fingerprint"] == fingerprint(m["teacher_sha256"], "torchscript", CLASSES, 5, 0.5, 0, 4)
     z, y, images = [], [], []
     for k, s in enumerate(m["shards"]):
@@ -150,8 +152,11 @@ def test_kill_9_then_resume_is_bit_identical(clean, ts_path, tmp_path):
 def test_tfhub_teacher_same_shards(clean, tmp_path):
     # The TF SavedModel computes the same formula: the adapter feeds the same z/y and shards have the same layout.
     tf_path = save_tf_teacher(tmp_path / "tf")
+    about = {"name": "toy teacher", "g_params": 6, "g_macs": 5, "source": "tests/toy_teachers.py"}
+    (tmp_path / "tf" / DESCRIPTION).write_text(json.dumps(about))  # what the teacher says about itself ...
     m = sample(tf_path, "tfhub", str(tmp_path / "out"), batch_size=4, **ARGS)
     assert m["n"] == 15 and m["teacher"] == tf_path and m["fingerprint"] != clean[1]["fingerprint"]
+    assert m["teacher_info"] == about  # ... is recorded in the manifest, for evaluation and the model card
     for s in m["shards"]:
         with h5py.File(tmp_path / "out" / s["file"], "r") as a, h5py.File(clean[0] / s["file"], "r") as b:
             np.testing.assert_array_equal(a["z"][:], b["z"][:])
@@ -238,7 +243,8 @@ def test_same_teacher_moved_reuses_shards(tmp_path):
     os.replace(handle, moved)
     m2 = sample(moved, "torchscript", str(out), batch_size=4, **ARGS)
     assert shard_stats(out) == before  # content-addressed: the path is not part of the fingerprint
-    assert m2 == {**m1, "teacher": moved}
+    # an undescribed teacher is named by its handle
+    assert m2 == {**m1, "teacher": moved, "teacher_info": {**m1["teacher_info"], "name": moved}}
 
 
 def test_bad_teacher_leaves_existing_shards_untouched(ts_path, tmp_path):

@@ -1,5 +1,7 @@
-"""Teacher adapters (TF-Hub/SavedModel, TorchScript), truncated noise and quantisation."""
+"""Teacher adapters (TF-Hub/SavedModel, TorchScript), the description a teacher carries, truncated noise and
+quantisation."""
 import hashlib
+import json
 import shutil
 import socket
 
@@ -8,7 +10,8 @@ import pytest
 
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file
-from tinygan.teacher import content_hash, load_teacher, quantize, truncated_z, truncated_z_batch
+from tinygan.teacher import (DESCRIPTION, PUBLISHED, content_hash, describe, load_teacher, quantize, truncated_z,
+                             truncated_z_batch)
 from toy_teachers import reference_images, save_tf1_hub_teacher, save_tf_teacher, save_torchscript_teacher
 
 
@@ -211,3 +214,58 @@ def test_content_hash_of_a_tfhub_url_is_that_of_its_cached_module(tmp_path, monk
     module = cache / hashlib.sha1(url.encode()).hexdigest()
     _tree(module, TREE)
     assert content_hash(url, "tfhub") == content_hash(_tree(tmp_path / "local", TREE), "tfhub")
+
+
+# ---- description: what a teacher says about itself ----
+
+MINE = {"name": "my BigGAN copy", "g_params": 50_400_000, "g_macs": None, "source": "counted by me"}
+UNKNOWN = {"g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}
+
+
+def test_a_savedmodel_dir_carries_its_description(tmp_path, tf_teacher):
+    d = tmp_path / "biggan-deep-128"  # the path says nothing: without a description the teacher is unknown
+    shutil.copytree(tf_teacher, d)
+    assert describe(str(d), "tfhub") == {"name": str(d), **UNKNOWN}
+    before = content_hash(str(d), "tfhub")
+    (d / DESCRIPTION).write_text(json.dumps(MINE))
+    assert describe(str(d), "tfhub") == MINE
+    assert content_hash(str(d), "tfhub") != before  # the description is part of the teacher: a change re-samples
+    z, y = _inputs(2)
+    assert load_teacher(str(d), "tfhub")(z, y, 0.5).shape == (2, 128, 128, 3)
+
+
+def test_a_torchscript_file_carries_its_description_as_an_extra_file(tmp_path, ts_teacher):
+    import torch
+
+    assert describe(ts_teacher, "torchscript") == {"name": ts_teacher, **UNKNOWN}
+    path = tmp_path / "teacher.pt"
+    torch.jit.save(torch.jit.load(ts_teacher), str(path), _extra_files={DESCRIPTION: json.dumps(MINE)})
+    assert describe(str(path), "torchscript") == MINE
+    z, y = _inputs(2)
+    np.testing.assert_array_equal(load_teacher(str(path), "torchscript")(z, y, 0.5),
+                                  load_teacher(ts_teacher, "torchscript")(z, y, 0.5))
+
+
+def test_known_handles_have_published_figures_and_nothing_is_fetched(monkeypatch):
+    monkeypatch.setattr(socket, "socket", None)  # any network use would fail
+    url = "https://tfhub.dev/deepmind/biggan-deep-128/1"
+    assert describe(url, "tfhub") == describe(url + "/", "tfhub") == PUBLISHED[url]
+    assert PUBLISHED[url]["g_params"] == 50_400_000 and PUBLISHED[url]["g_macs"] == 8_320_000_000
+    other = "https://tfhub.dev/deepmind/biggan-deep-256/1"
+    assert describe(other, "tfhub") == {"name": other, **UNKNOWN}
+
+
+@pytest.mark.parametrize("text", [
+    "not json",
+    json.dumps({k: v for k, v in MINE.items() if k != "source"}),
+    json.dumps({**MINE, "g_params": "50.4M"}),
+    json.dumps({**MINE, "g_macs": True}),
+    json.dumps({**MINE, "name": " "}),
+    json.dumps({**MINE, "extra": 1}),
+    json.dumps([MINE]),
+])
+def test_a_malformed_description_is_one_line(tmp_path, text):
+    (tmp_path / DESCRIPTION).write_text(text)
+    with pytest.raises(TinyGANError, match=f"{DESCRIPTION} is not a description") as e:
+        describe(str(tmp_path), "tfhub")
+    assert "\n" not in str(e.value)

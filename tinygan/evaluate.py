@@ -63,10 +63,6 @@ from tinygan.shards import ShardDataset
 from tinygan.teacher import truncated_z_batch
 
 REFSTATS_JSON = "refstats.json"
-# BigGAN-deep-128 as published in the TinyGAN paper (Chang & Lu 2020, Table 1): not measured here.
-PUBLISHED_TEACHER = {"name": "BigGAN-deep-128", "g_params": 50_400_000, "g_macs": 8_320_000_000,
-                     "source": "published (Chang & Lu 2020, Table 1)"}
-DEMO_TEACHER = "procedural demo teacher, n/a"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
 # Internals that are not params (rarely changed; StyleGAN2-ADA's values where it has them)
 KID_SUBSET = 1000      # StyleGAN2-ADA's max_subset_size
@@ -98,7 +94,6 @@ class EvalConfig:
     extractor_kind: str               # evaluate.extractor
     extractor_path: str               # evaluate.extractor_path
     d_ch: int | None                  # train.d_ch (None: the generator's ch), for the D parameter count
-    teacher_handle: str | None        # sample.teacher, for the compression table (None: the teacher manifest's)
     device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
     batch_size: int                   # runtime.evaluate.batch_size
     progress: bool = True
@@ -131,7 +126,7 @@ class EvalConfig:
         return cls(classes=tuple(p["classes"]), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
                    curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
                    extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
-                   teacher_handle=p["sample"]["teacher"], progress=progress, **p["runtime"]["evaluate"])
+                   progress=progress, **p["runtime"]["evaluate"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,22 +347,11 @@ class _Measured(Mapping):
 # Compression table
 
 
-def _teacher_figures(handle: str | None) -> dict:
-    """Published BigGAN-deep-128 figures when the handle names BigGAN-deep-128 (the TF-Hub URL, or a file or
-    directory called so), "procedural demo teacher, n/a" for a handle inside a ``demo`` directory (the demo
-    world's ``data/demo/teacher``), else "unknown teacher, n/a"."""
-    h = (handle or "").lower()
-    if "biggan-deep-128" in h or "biggan_deep_128" in h:
-        return dict(PUBLISHED_TEACHER)
-    if "demo" in Path(h).parts:
-        return {"name": "demo teacher", "g_params": None, "g_macs": None, "source": DEMO_TEACHER}
-    return {"name": str(handle), "g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}
-
-
-def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str | None) -> dict:
+def _compression(G, d_ch: int | None, device: torch.device, teacher_info: dict) -> dict:
     """The compression table as flat metrics: student G/D parameters and G MACs per 128x128 image (measured
-    by tinygan.summary), the teacher's figures (``teacher_figures`` says where they come from) and the
-    ratios (None when the teacher's size is unknown)."""
+    by tinygan.summary), the teacher's figures from its ``teacher_info`` (``tinygan.teacher.describe``,
+    recorded in the teacher manifest; ``teacher_figures`` says where they come from) and the ratios (None
+    when the teacher's size is unknown)."""
     from tinygan.models import Discriminator
     from tinygan.summary import count_macs, count_params
 
@@ -376,7 +360,7 @@ def _compression(G, d_ch: int | None, device: torch.device, teacher_handle: str 
     y = torch.zeros(2, dtype=torch.long, device=device)
     g_params, g_macs = count_params(G), count_macs(G, z, y)
     d_params = count_params(Discriminator(ch=int(d_ch or cfg["ch"]), n_classes=cfg["n_classes"]))
-    teacher = _teacher_figures(teacher_handle)
+    teacher = teacher_info
     return {
         "g_params": int(g_params), "d_params": int(d_params), "g_macs": int(g_macs),
         "teacher_g_params": teacher["g_params"], "teacher_g_macs": teacher["g_macs"],
@@ -495,6 +479,7 @@ class Inputs:
     G: torch.nn.Module
     teacher: ShardDataset     # the teacher shards (fields z, images)
     teacher_idx: np.ndarray   # the teacher images for IS/FID/KID: round-robin over the classes, <= n_samples
+    teacher_info: dict        # the teacher's description from its manifest (tinygan.teacher.describe)
 
 
 def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
@@ -513,7 +498,10 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     if len(teacher_idx) < cfg.is_splits:
         raise TinyGANError(f"the teacher shards in {teacher_dir} hold {len(teacher_idx)} images of the evaluated "
                            f"classes; IS needs at least {cfg.is_splits}: rerun the sample stage")
-    return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx)
+    info = teacher.manifest.get("teacher_info")
+    if not isinstance(info, dict):
+        raise TinyGANError(f"the teacher manifest in {teacher_dir} has no teacher_info; rerun the sample stage")
+    return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx, info)
 
 
 def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
@@ -635,12 +623,12 @@ def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: st
     student = student_metrics(inp)
     teacher, teacher_note = teacher_metrics(inp)
     rows, intra, intra_note = intra_fid_metrics(inp)
-    handle = cfg.teacher_handle if cfg.teacher_handle is not None else inp.teacher.manifest.get("teacher")
-    comp = _compression(inp.G, cfg.d_ch, inp.device, handle)
+    comp = _compression(inp.G, cfg.d_ch, inp.device, inp.teacher_info)
     curve, curve_note = fid_curve(inp, snapshots_dir)
     notes = {"fid_curve_note": curve_note,
              "teacher_note": "; ".join(n for n in (teacher_note, intra_note) if n) or None,
              "reference_note": _reference_note(inp)}
+    notes["extractor_note"] = inp.ext.note
     metrics = _checked({**student, **teacher, **intra, **comp, "extractor": inp.ext.name,
                         **{k: v for k, v in notes.items() if v}})
     write_outputs(out_dir, inp, metrics, rows, curve)

@@ -50,7 +50,8 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     """Export the generator at ``generator_path`` (the train stage's safetensors) into ``out_dir``.
 
     ``classes``: the class indices the student was trained on (recorded in config.json and the card).
-    ``metrics_path``: evaluation metrics JSON (its ``extractor`` entry is shown prominently in the card).
+    ``metrics_path``: evaluation metrics JSON (its ``extractor`` and ``extractor_note`` entries are shown
+    prominently in the card).
     ``train_summary``: the train stage's summary (data counts, held-out L1); ``params_snapshot``: the training
     params to list in the card; ``grid_png``: a sample grid to copy to ``samples.png`` (else one is rendered
     from the model, ``seed``-seeded). ``truncation``: the default truncation recorded in config.json (use the
@@ -280,11 +281,9 @@ def _extractor_line(metrics: dict, metrics_path: str) -> str:
         return (f"**Feature extractor: not recorded in `{metrics_path}`** — do not compare these numbers with "
                 f"published Inception-based figures.")
     line = f"**Feature extractor: `{name}`**"
-    if "demo" in str(name).lower() or "judge" in str(name).lower():
-        line += (" — these figures come from the offline demo judge, not the Inception network: they are NOT "
-                 "comparable with the paper's IS / FID / intra-FID.")
-    elif "inception" in str(name).lower():
-        line += " (the 2015-12-05 Inception protocol of the paper)."
+    if metrics.get("extractor_note"):  # the extractor's own caveat, recorded by evaluate
+        line += (f" — {metrics['extractor_note']}: these figures are NOT comparable with the paper's "
+                 f"IS / FID / intra-FID.")
     return line
 
 
@@ -324,7 +323,8 @@ def model_card(G: torch.nn.Module, config: dict, out: Path, parity: dict, metric
         s += ["No metrics were given to the export (run the evaluate stage).", ""]
     else:
         s += [_extractor_line(metrics, metrics_path), "",
-              _table([(k, val) for k, val in _flatten(metrics) if k not in ("extractor", "feature_extractor")],
+              _table([(k, val) for k, val in _flatten(metrics)
+                      if k not in ("extractor", "feature_extractor", "extractor_note")],
                      ("metric", "value")), "", f"Source: `{metrics_path}`.", ""]
     s += ["## Training", ""]
     if train_summary:

@@ -1,4 +1,4 @@
-"""Feature extractors for the metrics: the NVlabs TorchScript Inception, or the demo judge.
+"""Feature extractors for the metrics: the NVlabs TorchScript Inception, or a judge (the demo's classifier).
 
 Both are TorchScript files with the StyleGAN2-ADA Inception call signature
 
@@ -14,25 +14,24 @@ StyleGAN2-ADA and clean-fid use; its sha256 is checked before loading. IS probab
 with no_output_bias=True as in StyleGAN2-ADA. clean-fid's ``InceptionV3W`` wrapper is not used:
 it downloads by default, takes a directory rather than a file, and returns features only.
 
+An extractor's name and note come from the extractor itself: Inception is the fixed NVlabs file; a judge
+module names itself in its string attributes ``extractor_name`` and, optionally, ``extractor_note`` (a
+caveat about its figures, e.g. "not Inception; demo figures only"), and ``imagenet_classes`` maps its outputs.
+
 Probabilities come from the same forward pass as the features when the module exposes its final
 layer as ``output`` (a Linear: probs = softmax(features @ W^T [+ b])). This is checked once against
 the module's own probs forward on a probe batch; if it does not match, two passes are made.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from tinygan.errors import TinyGANError
-from tinygan.frechet import ClassStats, Stats, StatsAccumulator
 from tinygan.io import sha256_file
 
 INCEPTION_NAME = "inception-2015-12-05"
@@ -42,22 +41,24 @@ INCEPTION_URL = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrai
 # sha256 of that file (95,607,719 bytes), as pinned by e.g. crowsonkb/k-diffusion
 # (k_diffusion/evaluation.py) for the same URL.
 INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
-JUDGE_NAME = "demo-judge (not Inception; demo figures only)"
 
 
 class Extractor:
     """A TorchScript feature extractor with the Inception call signature.
 
-    Attributes: ``name``, ``feature_dim`` (d), ``num_classes`` (K), ``class_map`` (ImageNet index
-    of each of the K outputs, or None for Inception's own 1008 classes), ``device``.
+    Attributes: ``name`` (what metrics are labelled with: the extractor's own name, followed by its note
+    in brackets when it has one), ``note`` (its caveat, or None), ``feature_dim`` (d), ``num_classes`` (K),
+    ``class_map`` (ImageNet index of each of the K outputs, or None for Inception's own 1008 classes),
+    ``device``.
     """
 
     def __init__(self, module: torch.jit.ScriptModule, name: str, device: str | torch.device = "cpu",
-                 no_output_bias: bool = False, class_map: list[int] | None = None):
+                 no_output_bias: bool = False, class_map: list[int] | None = None, note: str | None = None):
         self.module = module.eval().to(device)
         for param in self.module.parameters():
             param.requires_grad_(False)
-        self.name = name
+        self.name = f"{name} ({note})" if note else name
+        self.note = note
         self.device = torch.device(device)
         self.no_output_bias = bool(no_output_bias)
         self.class_map = class_map
@@ -114,7 +115,7 @@ def load_extractor(path: str | os.PathLike, kind: str, sha256: str | None = None
 
     Inception: ``sha256`` defaults to INCEPTION_SHA256; a missing or mismatching file raises one
     TinyGANError line with where to put it, the URL to fetch it from, and the sha256 it must have.
-    Judge: ``sha256`` is checked if given; its class map is read from the module.
+    Judge: ``sha256`` is checked if given; its name, note and class map are read from the module.
     """
     path = Path(path)
     if kind == "inception":
@@ -129,15 +130,19 @@ def load_extractor(path: str | os.PathLike, kind: str, sha256: str | None = None
         module = _jit_load(path, device, fetch)
         return Extractor(module, INCEPTION_NAME, device=device, no_output_bias=True)
     if kind == "judge":
-        redo = "train it with the demo judge stage (tinygan.judge.train_judge)"
+        redo = "rebuild it with the demo stage (dvc repro demo)"
         _check_file(path, "demo judge", redo)
         if sha256 is not None:
             actual = sha256_file(path)
             if actual != sha256.lower():
                 raise TinyGANError(f"demo judge at {path} has sha256 {actual}, expected {sha256}: {redo}")
         module = _jit_load(path, device, redo)
+        name, note = getattr(module, "extractor_name", None), getattr(module, "extractor_note", None)
+        if not isinstance(name, str) or not (note is None or isinstance(note, str)):
+            raise TinyGANError(f"demo judge at {path} does not name itself (no string attribute extractor_name): "
+                               f"{redo}")
         class_map = [int(c) for c in module.imagenet_classes.tolist()]
-        return Extractor(module, JUDGE_NAME, device=device, no_output_bias=False, class_map=class_map)
+        return Extractor(module, name, device=device, no_output_bias=False, class_map=class_map, note=note)
     raise TinyGANError(f"unknown extractor kind {kind!r}: use 'inception' or 'judge'")
 
 
@@ -146,69 +151,3 @@ def _jit_load(path: Path, device, how: str) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location=device)
     except Exception as e:  # torch raises RuntimeError / ValueError for bad archives
         raise TinyGANError(f"cannot load TorchScript file {path} ({type(e).__name__}): {how}") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Streaming extraction
-
-
-@dataclass
-class Extracted:
-    """What ``extract`` returns: overall stats, optional per-class stats, optional probs/labels."""
-
-    stats: Stats
-    class_stats: ClassStats | None
-    probs: np.ndarray | None
-    labels: np.ndarray | None
-
-
-def extract(extractor: Extractor, batches: Iterable, progress: bool = False, per_class: bool = False,
-            need_probs: bool = True, reservoir: int = 0, seed: int = 0, total: int | None = None) -> Extracted:
-    """Run ``extractor`` over ``batches`` and accumulate feature statistics.
-
-    batches: yields uint8 image tensors [B,3,H,W], or (images, labels) pairs (labels: ints, needed
-    for ``per_class``). total: number of images, for the progress bar's ETA.
-    reservoir/seed: keep a seeded uniform sample of that many overall feature rows for KID.
-    Memory: the overall stats are O(d^2); per-class stats keep raw features while a class has
-    <= d samples (10.6 MB per 1,300-image class at d = 2048) and a 33.6 MB scatter matrix past
-    that, so for 5,000 generated images per class call this one class at a time.
-    """
-    overall = StatsAccumulator(extractor.feature_dim, reservoir=reservoir, seed=seed)
-    per: dict[int, StatsAccumulator] = {}
-    probs, labels = [], []
-    bar = tqdm(total=total, desc=f"features ({extractor.name})", unit="img", disable=not progress)
-    for batch in batches:
-        images, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        if isinstance(images, np.ndarray):  # tolerate NHWC numpy batches
-            images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        feats, p = extractor(images, need_probs=need_probs)
-        overall.update(feats)
-        if p is not None:
-            probs.append(p)
-        if y is not None:
-            y = np.asarray(y.cpu() if hasattr(y, "cpu") else y, dtype=np.int64).reshape(-1)
-            labels.append(y)
-            if per_class:
-                for c in np.unique(y):
-                    per.setdefault(int(c), StatsAccumulator(extractor.feature_dim)).update(feats[y == c])
-        elif per_class:
-            raise TinyGANError("per-class statistics need labels: the batches must be (images, labels)")
-        bar.update(len(feats))
-    bar.close()
-    class_stats = None
-    if per_class:
-        class_stats = ClassStats({c: acc.finalize() for c, acc in per.items()})
-    stats = overall.finalize()
-    if class_stats is not None:
-        class_stats.overall = stats
-    return Extracted(stats=stats, class_stats=class_stats,
-                     probs=np.concatenate(probs) if probs else None,
-                     labels=np.concatenate(labels) if labels else None)
-
-
-def read_judge_sidecar(path: str | os.PathLike) -> dict:
-    """The JSON written next to a judge .pt (classes, feature_dim, accuracies)."""
-    side = Path(path).with_suffix(".json")
-    if not side.is_file():
-        raise TinyGANError(f"demo judge sidecar {side} is missing; retrain the judge")
-    return json.loads(side.read_text())

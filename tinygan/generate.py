@@ -11,9 +11,9 @@ depend on which other classes or how many images are asked for.
 
 Classes are given as an index (``"207"``), a wnid (``"n02099601"``) or a name (``"golden retriever"``,
 ``"Golden_Retriever"``; case, ``_`` and ``-`` are ignored). Names come from an ImageNet ``LOC_synset_mapping.txt``
-file when given (every comma-separated name of a line), else from the first names shipped in
-``tinygan/imagenet_wnids.txt`` and the demo classes. A class the model was not trained on is generated anyway
-(the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
+file when given (every comma-separated name of a line), else from the names shipped in
+``tinygan/imagenet_wnids.txt`` (the one class table, ``tinygan.classes``). A class the model was not trained
+on is generated anyway (the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
 
 Memory does not grow with the number of images: they are made a batch at a time (``class_batches``) and turned
 into uint8 at once; with ``--no-grid`` each PNG is written as its batch is made, a grid holds only its uint8
@@ -40,7 +40,6 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from tinygan import classes as imagenet
-from tinygan.demo_classes import DEMO_CLASSES
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
 from tinygan.teacher import quantize, truncated_normal, truncated_z_batch
@@ -355,8 +354,6 @@ def load_synsets(path: str | os.PathLike) -> dict[int, list[str]]:
 def class_names(synsets: str | None = None) -> dict[str, list[int]]:
     """Normalised name -> class indices (a list: a few ImageNet names, e.g. 'crane', name two classes)."""
     table: dict[int, list[str]] = {i: [imagenet.name_of(i)] for i in range(imagenet.N_CLASSES)}
-    for i, (_, name) in DEMO_CLASSES.items():
-        table[i].append(name)
     if synsets:
         for i, names in load_synsets(synsets).items():
             table[i].extend(names)

@@ -5,7 +5,8 @@ The directory is in the shard format of ``tinygan.shards`` (written with ``shard
 sidecar) and ``manifest.json``. A shard holds ``z`` float32 [n, 128] (the noise actually fed), ``y`` int64 [n],
 ``images`` uint8 [n, 128, 128, 3] (``quantize`` of the teacher output) and the attrs ``kind="teacher"``,
 ``fingerprint``, ``shard`` (its index). The manifest adds ``teacher`` (the handle), ``teacher_sha256`` (its
-content hash, ``tinygan.teacher.content_hash``), ``truncation``, ``seed`` and ``per_class`` to the common keys.
+content hash, ``tinygan.teacher.content_hash``), ``teacher_info`` (its description, ``tinygan.teacher.describe``:
+name, size and where the figures come from), ``truncation``, ``seed`` and ``per_class`` to the common keys.
 
 Global order is class-major: sorted classes, then sample index 0..per_class-1; shard k holds global items
 [k * shard_size, (k + 1) * shard_size). Teacher batches never cross a shard boundary, and every z depends only
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, content_hash, load_teacher, quantize,
+from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, content_hash, describe, load_teacher, quantize,
                              truncated_z_batch)
 
 FORMAT = "tinygan-teacher-shards-v1"
@@ -264,7 +265,8 @@ def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class
     entries = run.complete()
     if entries is None:
         return None
-    extra = {"teacher": str(handle), "teacher_sha256": teacher_sha256, "truncation": float(truncation),
+    extra = {"teacher": str(handle), "teacher_sha256": teacher_sha256, "teacher_info": describe(handle, kind),
+             "truncation": float(truncation),
              "seed": int(seed), "per_class": int(per_class)}
     return shards.write_manifest(out_dir, "teacher", entries, {c: per_class for c in classes}, extra,
                                  fingerprint=run.fingerprint, resolution=RESOLUTION)

@@ -28,11 +28,28 @@ It has the attributes ``handle`` (where it was loaded from), ``z_dim`` (128), ``
 ``content_hash(handle, kind)`` is the sha256 of what a handle holds (the file, or every file of the module
 dir), computed without loading it: the sample stage keys its shards on it, so a teacher replaced at the
 same path is resampled rather than reused.
+
+``describe(handle, kind)`` is what the teacher says about itself, ``{"name": str, "g_params": int | None,
+"g_macs": int | None, "source": str}`` (generator parameters and multiply-adds per image where known, and
+where those figures come from); the sample stage records it in the teacher manifest as ``teacher_info``,
+and evaluation and the model card read it from there. Convention: a teacher carries its description inside
+itself, as a JSON file named ``tinygan_teacher.json`` (``DESCRIPTION``) holding exactly those four keys:
+
+- a SavedModel dir: the file ``<dir>/tinygan_teacher.json``;
+- a TorchScript file: an extra file of the archive, saved with
+  ``torch.jit.save(model, path, _extra_files={"tinygan_teacher.json": json.dumps(description)})``.
+
+So the description is part of the teacher's content hash (changing it re-samples) and of its DVC dependency.
+Known TF-Hub handles (``PUBLISHED``: BigGAN-deep-128) get their published figures; any other teacher without
+a description is ``{"name": handle, "g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}``
+(also a local copy of BigGAN-deep-128: add the description file to it to get its figures).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +61,14 @@ Z_DIM = 128
 N_CLASSES = 1000
 RESOLUTION = 128
 KINDS = ("tfhub", "torchscript")
+DESCRIPTION = "tinygan_teacher.json"  # a teacher's description of itself (see describe)
+# Teachers known by their handle. BigGAN-deep-128 as published in the TinyGAN paper (Chang & Lu 2020,
+# Table 1): not measured here.
+PUBLISHED = {
+    "https://tfhub.dev/deepmind/biggan-deep-128/1": {
+        "name": "BigGAN-deep-128", "g_params": 50_400_000, "g_macs": 8_320_000_000,
+        "source": "published (Chang & Lu 2020, Table 1)"},
+}
 
 
 # ---- noise and quantisation ----------------------------------------------------------------------------
@@ -375,3 +400,48 @@ def _link_target(handle: str, root: Path, link: Path, rel: str) -> str:
         raise TinyGANError(f"teacher {handle}: {rel} is a symlink to {target}, which is missing or outside the "
                            f"teacher dir; replace the link with the file itself")
     return target.relative_to(root).as_posix()
+
+
+# ---- description: what the teacher says about itself ----------------------------------------------------
+
+def describe(handle: str, kind: str = "tfhub") -> dict:
+    """The teacher's description ``{"name", "g_params", "g_macs", "source"}`` (see the module docstring):
+    a known handle's published figures, else the ``DESCRIPTION`` the teacher carries, else "unknown".
+    Reads no weights and fetches nothing; a malformed description raises one TinyGANError line."""
+    handle = str(handle)
+    _check_kind(handle, kind)
+    if handle.rstrip("/") in PUBLISHED:
+        return dict(PUBLISHED[handle.rstrip("/")])
+    text = None if is_remote(handle) else _read_description(handle, kind)
+    if text is None:
+        return {"name": handle, "g_params": None, "g_macs": None, "source": "unknown teacher, n/a"}
+    return _parse_description(handle, text)
+
+
+def _read_description(handle: str, kind: str) -> str | None:
+    """The text of the teacher's own ``DESCRIPTION``, or None when it carries none."""
+    try:
+        if kind == "tfhub":
+            path = Path(handle) / DESCRIPTION
+            return path.read_text(encoding="utf-8") if path.is_file() else None
+        if not zipfile.is_zipfile(handle):  # not a TorchScript archive: loading will say so
+            return None
+        with zipfile.ZipFile(handle) as archive:
+            names = [n for n in archive.namelist() if n.split("/")[1:] == ["extra", DESCRIPTION]]
+            return archive.read(names[0]).decode("utf-8") if names else None
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise TinyGANError(f"teacher {handle}: cannot read its {DESCRIPTION} ({_first_line(e)})") from None
+
+
+def _parse_description(handle: str, text: str) -> dict:
+    want = ('{"name": str, "g_params": int or null, "g_macs": int or null, "source": str}')
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    ok = (isinstance(info, dict) and set(info) == {"name", "g_params", "g_macs", "source"}
+          and all(isinstance(info[k], str) and info[k].strip() for k in ("name", "source"))
+          and all(info[k] is None or (type(info[k]) is int and info[k] > 0) for k in ("g_params", "g_macs")))
+    if not ok:
+        raise TinyGANError(f"teacher {handle}: its {DESCRIPTION} is not a description; it must be exactly {want}")
+    return info

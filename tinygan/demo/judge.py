@@ -8,7 +8,9 @@ classes) and saved as TorchScript with the Inception call signature
 
 so every metric code path runs unchanged. K is the number of demo classes; output position k is
 ImageNet class ``imagenet_classes[k]`` (a buffer in the module, also in the sidecar JSON). IS / FID
-measured with it are demo figures only, not comparable to Inception-based numbers.
+measured with it are demo figures only, not comparable to Inception-based numbers: the module says so
+itself, in its string attributes ``extractor_name`` (NAME) and ``extractor_note`` (NOTE), which
+``tinygan.extractors.load_extractor`` reads.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from tqdm import tqdm
 
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file, torchscript_bytes, write_bytes, write_json
+
+NAME = "demo-judge"
+NOTE = "not Inception; demo figures only"
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -49,6 +54,8 @@ class JudgeNet(nn.Module):
         self.feature_dim = feature_dim
         self.num_classes = len(imagenet_classes)
         self.input_size = input_size
+        self.extractor_name = NAME  # saved in the TorchScript file: the extractor names itself
+        self.extractor_note = NOTE
 
     def preprocess(self, img: torch.Tensor) -> torch.Tensor:
         """uint8 [N,3,H,W] -> float [N,3,S,S] in [-1, 1] (antialiased bilinear resize to S)."""
@@ -181,7 +188,8 @@ def train_judge(images_uint8_nhwc: np.ndarray, labels: np.ndarray, classes: list
     out_path = Path(out_path)
     write_bytes(out_path, torchscript_bytes(torch.jit.script(net.eval())))
     report = {
-        "name": "demo-judge",
+        "name": NAME,
+        "note": NOTE,
         "classes": classes,
         "feature_dim": feature_dim,
         "num_classes": len(classes),
