@@ -127,3 +127,11 @@ def test_demo_worlds_and_teacher_dep():
     raw = with_("sample.teacher", "https://tfhub.dev/deepmind/biggan-deep-256/1")
     with pytest.raises(TinyGANError, match="not a URL"):
         params.validate({**raw, "sample": {**raw["sample"], "teacher_dep": raw["sample"]["teacher"]}})
+
+
+def test_every_param_has_its_help_in_the_schema():
+    rows = params.describe()
+    assert len(rows) == len({k for k, _, _ in rows}) > 50
+    assert all(text and doc for _, doc, text in rows), [k for k, _, text in rows if not text]
+    assert ("demo.<name>.root", "a string", "where the world is built (tree, teacher, judge)") in rows
+    assert any(k == "runtime.train.device" and "auto" in doc for k, doc, _ in rows)

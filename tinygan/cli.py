@@ -18,12 +18,17 @@ app = typer.Typer(
 
 @app.command("check-params")
 @report_errors
-def check_params(params_file: str = typer.Option("params.yaml", "--params", help="params file to validate")):
+def check_params(params_file: str = typer.Option("params.yaml", "--params", help="params file to validate"),
+                 explain: bool = typer.Option(False, "--explain", help="list every param: values, meaning")):
     """Validate a params file (types, ranges, unknown keys) and print the normalised values."""
     import json
 
     from tinygan import params
 
+    if explain:
+        for key, doc, text in params.describe():
+            typer.echo(f"{key:34} {text}  [{doc}]")
+        return
     typer.echo(json.dumps(params.load(params_file), indent=2))
 
 
@@ -123,7 +128,7 @@ def generate(
     classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or "
                                       "name (golden_retriever); repeat for several"),
     n: int = typer.Option(8, "-n", help="images per class"),
-    truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in (0, 1]"),
+    truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in [0.02, 1]"),
     seed: int = typer.Option(0, help="seed of the noise"),
     out: str = typer.Option("samples.png", "--out", "-o", help="grid .png path, or a directory"),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="one grid PNG, or one PNG per image (out = dir)"),

@@ -53,6 +53,7 @@ import torch
 from tqdm import tqdm
 
 from tinygan import classes as imagenet
+from tinygan import runtime
 from tinygan.errors import TinyGANError
 from tinygan.extractors import Extractor, load_extractor
 from tinygan.frechet import ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance
@@ -60,7 +61,7 @@ from tinygan.generate import interpolation_sheet, load_generator, save_png, to_u
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import inception_score, intra_fid, kid
 from tinygan.shards import ShardDataset
-from tinygan.teacher import truncated_z_batch
+from tinygan.teacher import check_truncation, truncated_z_batch
 
 REFSTATS_JSON = "refstats.json"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
@@ -116,8 +117,7 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TinyGANError(f"evaluate: {name} must be an integer >= {low}, got {value!r}")
-        if not 0.0 < float(self.truncation) <= 1.0:
-            raise TinyGANError(f"evaluate: truncation must be in (0, 1], got {self.truncation}")
+        check_truncation(self.truncation, "evaluate")
 
     @classmethod
     def from_params(cls, p: dict, progress: bool = True) -> "EvalConfig":
@@ -136,15 +136,6 @@ class EvalConfig:
 def _nchw(images_nhwc: np.ndarray) -> torch.Tensor:
     """uint8 NHWC numpy -> uint8 NCHW tensor (the extractor's input)."""
     return torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TinyGANError(f"device {device!r} asked for, but CUDA is not available; use device 'cpu' or 'auto'")
-    return dev
 
 
 def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLike, extractor_kind: str,
@@ -166,7 +157,7 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     if batch_size < 1:
         raise TinyGANError(f"reference stats batch_size must be at least 1, got {batch_size}")
     ds = ShardDataset(real_dir, fields=("images",), kind="real")
-    ext = load_extractor(extractor_path, extractor_kind, sha256=sha256, device=_device(device))
+    ext = load_extractor(extractor_path, extractor_kind, sha256=sha256, device=runtime.device(device, "runtime.evaluate.device"))
     counts = ds.class_counts()
     if not counts:
         raise TinyGANError(f"the real shards in {real_dir} hold no images; run the prepare stage first")
@@ -485,7 +476,7 @@ class Inputs:
 def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
                 refstats_dir: str | os.PathLike) -> Inputs:
     """Load and check everything before the long measurement (user mistakes: one TinyGANError line)."""
-    dev = _device(cfg.device)
+    dev = runtime.device(cfg.device, "runtime.evaluate.device")
     ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev)
     ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
     G = load_generator(generator_path).to(dev)

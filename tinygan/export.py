@@ -33,7 +33,7 @@ from tinygan.errors import TinyGANError
 from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
 from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
-from tinygan.teacher import truncated_z
+from tinygan.teacher import check_truncation, truncated_z
 
 FORMAT_VERSION = 1
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -60,8 +60,7 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     Returns {"safetensors": diff, "torchscript": diff, "onnx": diff, "atol": atol} (also in parity.json).
     """
     out = Path(out_dir)
-    if not 0.0 < truncation <= 1.0:
-        raise TinyGANError(f"truncation must be in (0, 1], got {truncation} (sample.truncation)")
+    check_truncation(truncation, "export (sample.truncation)")
     metrics = _read_metrics(metrics_path)  # check every input before writing anything
     if grid_png and not Path(grid_png).is_file():
         raise TinyGANError(f"sample grid {grid_png} does not exist; run the train stage first")

@@ -42,7 +42,7 @@ import numpy as np
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
-from tinygan.teacher import quantize, truncated_normal, truncated_z_batch
+from tinygan.teacher import check_truncation, quantize, truncated_normal, truncated_z_batch
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
@@ -513,8 +513,7 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
       ``classes``, z moving from seed S1 to S2. ``out`` is a ``.png`` path or a directory
       (``<out>/interp_<kind>_<A>_<B>.png``). Needs the safetensors model for "classes".
     """
-    if not 0.0 < truncation <= 1.0:
-        raise TinyGANError(f"truncation must be in (0, 1], got {truncation}")
+    check_truncation(truncation, "generate --truncation")
     if n < 1:
         raise TinyGANError(f"n (images per class / interpolation rows) must be at least 1, got {n}")
     if interpolate and steps < 2:

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError
+from tinygan.teacher import Z_DIM
 
 GENERATOR_VARIANTS = ("dw", "std")
 # channel multipliers of the generator at 128 px: fc output, then the output of each up-block
@@ -108,8 +110,8 @@ class Generator(nn.Module):
         self,
         variant: str = "dw",
         ch: int = 32,
-        n_classes: int = 1000,
-        z_dim: int = 128,
+        n_classes: int = N_CLASSES,
+        z_dim: int = Z_DIM,
         emb_dim: int = 128,
         resolution: int = 128,
     ):
@@ -197,7 +199,7 @@ class Discriminator(nn.Module):
     ``<layer>.parametrizations.weight.original`` and the power-iteration vectors ``u``/``v`` are buffers.
     """
 
-    def __init__(self, ch: int = 32, n_classes: int = 1000):
+    def __init__(self, ch: int = 32, n_classes: int = N_CLASSES):
         super().__init__()
         for name, value in (("ch", ch), ("n_classes", n_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

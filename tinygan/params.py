@@ -14,6 +14,7 @@ from typing import Any, Callable
 import yaml
 
 from tinygan.errors import TinyGANError
+from tinygan.teacher import TRUNCATION_RANGE
 
 PARAMS_FILE = "params.yaml"
 
@@ -23,8 +24,8 @@ PARAMS_FILE = "params.yaml"
 class Spec:
     """One param: ``check(key, value)`` returns the normalised value or raises TinyGANError."""
 
-    def __init__(self, check: Callable[[str, Any], Any], doc: str):
-        self.check, self.doc = check, doc
+    def __init__(self, check: Callable[[str, Any], Any], doc: str, help: str = ""):
+        self.check, self.doc, self.help = check, doc, help
 
 
 def _bad(key: str, value: Any, want: str) -> TinyGANError:
@@ -44,7 +45,7 @@ def _number(key: str, value: Any, want: str) -> float:
     return value
 
 
-def Float(lo: float | None = None, hi: float | None = None, optional: bool = False) -> Spec:
+def Float(lo: float | None = None, hi: float | None = None, optional: bool = False, help: str = "") -> Spec:
     want = "a number" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
 
     def check(key, v):
@@ -54,10 +55,10 @@ def Float(lo: float | None = None, hi: float | None = None, optional: bool = Fal
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise _bad(key, v, want)
         return v
-    return Spec(check, want + (" or null" if optional else ""))
+    return Spec(check, want + (" or null" if optional else ""), help)
 
 
-def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) -> Spec:
+def Int(lo: int | None = None, hi: int | None = None, optional: bool = False, help: str = "") -> Spec:
     want = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
 
     def check(key, v):
@@ -70,36 +71,36 @@ def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) ->
         if (lo is not None and n < lo) or (hi is not None and n > hi):
             raise _bad(key, v, want)
         return n
-    return Spec(check, want + (" or null" if optional else ""))
+    return Spec(check, want + (" or null" if optional else ""), help)
 
 
-def Bool() -> Spec:
+def Bool(help: str = "") -> Spec:
     def check(key, v):
         if isinstance(v, bool):
             return v
         if isinstance(v, str) and v.lower() in ("true", "false"):
             return v.lower() == "true"
         raise _bad(key, v, "true or false")
-    return Spec(check, "true or false")
+    return Spec(check, "true or false", help)
 
 
-def Str() -> Spec:
+def Str(help: str = "") -> Spec:
     def check(key, v):
         if not isinstance(v, str) or not v.strip():
             raise _bad(key, v, "a non-empty string")
         return os.path.expandvars(os.path.expanduser(v))
-    return Spec(check, "a string")
+    return Spec(check, "a string", help)
 
 
-def Choice(*choices: str) -> Spec:
+def Choice(*choices: str, help: str = "") -> Spec:
     def check(key, v):
         if v not in choices:
             raise TinyGANError(f"params: '{key}' is {v!r}, expected one of {', '.join(choices)}")
         return v
-    return Spec(check, "one of " + ", ".join(choices))
+    return Spec(check, "one of " + ", ".join(choices), help)
 
 
-def Classes() -> Spec:
+def Classes(help: str = "") -> Spec:
     def check(key, v):
         from tinygan import classes
         if isinstance(v, str) and v.startswith("["):  # `-S classes=[1,2]` arrives as a string
@@ -108,7 +109,7 @@ def Classes() -> Spec:
             return classes.resolve(v)
         except TinyGANError as e:
             raise TinyGANError(f"params: '{key}': {e}") from None
-    return Spec(check, "'animals', 'all', or a list of class indices / wnids")
+    return Spec(check, "'animals', 'all', or a list of class indices / wnids", help)
 
 
 class MapOf:
@@ -121,81 +122,85 @@ class MapOf:
 # ---- the schema: every key of params.yaml -----------------------------------------------------------------
 
 SCHEMA: dict[str, Any] = {
-    "seed": Int(0),
-    "classes": Classes(),
+    "seed": Int(0, help="seed of every random draw (teacher noise, batches, init, evaluation noise)"),
+    "classes": Classes(help="the selected classes: 'animals' (0-397), 'all', or a list of indices / wnids"),
     # loss weights (paper Eq. 6-7); top level so `dvc exp run -S lambda_pix=0.1` works verbatim
-    "lambda_pix": Float(0),        # λ1: L_KD_pix, decays per epoch
-    "lambda_pix_decay": Float(0),  # subtracted from λ1 at the end of each epoch (official 0.01), floor 0
-    "lambda_kd_s": Float(0),       # λ2: L_KD_S (student fools D on teacher pairs)
-    "lambda_gan_s": Float(0),      # λ3: L_GAN_S (student fools D with real-image statistics)
-    "lambda_gan_d": Float(0),      # λ4: L_GAN_D (D: real ImageNet vs student)
-    "lambda_feat": Float(0),       # weight of L_KD_feat (1 = paper; 0 = "without L_KD_feat")
-    "lambda_kd_d": Float(0),       # weight of L_KD_D (1 = paper; 0 = "without L_KD_S and L_KD_D")
-    "demo": MapOf({                # name -> an offline demo world; {} at paper scale (no demo stage);
-                                   # the demo stage checks a world as a whole (tinygan.demo.tree.check_sizes)
-        "root": Str(),
-        "images_per_class": Int(1, 100000),
-        "min_side": Int(16, 4096),
-        "max_side": Int(16, 4096),
-        "judge_epochs": Int(1),
+    "lambda_pix": Float(0, help="λ1: weight of L_KD_pix (official 0.2), minus lambda_pix_decay per epoch"),
+    "lambda_pix_decay": Float(0, help="subtracted from λ1 at the end of each epoch (official 0.01), floor 0"),
+    "lambda_kd_s": Float(0, help="λ2: L_KD_S, the student fools D on teacher pairs (official 0.01)"),
+    "lambda_gan_s": Float(0, help="λ3: L_GAN_S, the student fools D with real-image statistics (official 0.002)"),
+    "lambda_gan_d": Float(0, help="λ4: L_GAN_D, D tells real images from the student's (official 0.2)"),
+    "lambda_feat": Float(0, help="weight of L_KD_feat (1 = paper; 0 = Table 2 'without L_KD_feat')"),
+    "lambda_kd_d": Float(0, help="weight of L_KD_D (1 = paper; 0 with lambda_kd_s=0: 'without L_KD_S and L_KD_D')"),
+    "demo": MapOf({  # name -> an offline demo world ({} at paper scale: no demo stage); checked as a whole by
+                     # the demo stage (tinygan.demo.tree.check_sizes)
+        "root": Str(help="where the world is built (tree, teacher, judge)"),
+        "images_per_class": Int(1, 100000, help="synthetic real images per class"),
+        "min_side": Int(16, 4096, help="smallest image side of the synthetic tree"),
+        "max_side": Int(16, 4096, help="largest image side of the synthetic tree"),
+        "judge_epochs": Int(1, help="training epochs of the demo judge (Inception's stand-in)"),
     }),
     "prepare": {
-        "imagenet_train": Str(),
-        "max_per_class": Int(1, optional=True),
-        "resolution": Int(128, 128),
-        "shard_size": Int(1),
+        "imagenet_train": Str(help="the ImageNet-layout train dir (<root>/<wnid>/*.JPEG)"),
+        "max_per_class": Int(1, optional=True, help="images per class (null = all)"),
+        "resolution": Int(128, 128, help="side of the real shards' images (I128 preprocessing)"),
+        "shard_size": Int(1, help="images per HDF5 shard"),
     },
     "sample": {
-        "teacher": Str(),
-        "teacher_dep": Str(),       # what DVC tracks: the local teacher itself, or the conf file naming a URL
-        "format": Choice("tfhub", "torchscript"),
-        "per_class": Int(1),
-        "truncation": Float(0.02, 1.0),
-        "shard_size": Int(1),
+        "teacher": Str(help="the teacher: a local SavedModel dir / TorchScript file, or a TF-Hub URL"),
+        "teacher_dep": Str(help="what DVC tracks for the teacher: the local teacher itself, or the conf file "
+                                "naming a URL teacher"),
+        "format": Choice("tfhub", "torchscript", help="how to load the teacher"),
+        "per_class": Int(1, help="teacher samples per class (paper: 3,000)"),
+        "truncation": Float(*TRUNCATION_RANGE, help="z = truncation x truncated normal (official 0.5)"),
+        "shard_size": Int(1, help="samples per HDF5 shard"),
     },
-    "train": {                      # see tinygan/train.py::TrainConfig for what each key does
-        "variant": Choice("dw", "std"),
-        "ch": Int(1, 512),
-        "d_ch": Int(1, 512),
-        "batch_size": Int(1),
-        "epochs": Int(1),
-        "holdout_per_class": Int(1),
-        "lr_g": Float(0),
-        "lr_d": Float(0),
-        "beta1": Float(0, 0.9999),
-        "beta2": Float(0, 0.9999),
-        "lr_decay_start": Int(0),
-        "g_every": Int(1),
-        "adv_every": Int(1),
-        "ema": Bool(),
-        "ema_decay": Float(0, 1),
-        "ema_start": Int(0),
-        "sample_every": Int(1),
-        "snapshot_every": Int(0),
+    "train": {
+        "variant": Choice("dw", "std", help="TinyGAN-dw (depthwise-separable) or TinyGAN-std (3x3 convs)"),
+        "ch": Int(1, 512, help="generator channel multiplier (paper: 32)"),
+        "d_ch": Int(1, 512, help="discriminator channel multiplier (paper: 32)"),
+        "batch_size": Int(1, help="batch per process (paper: 32)"),
+        "epochs": Int(1, help="passes over the training teacher pairs (paper: 30)"),
+        "holdout_per_class": Int(1, help="teacher pairs per class kept out: held-out L1 and the sample grid"),
+        "lr_g": Float(0, help="Adam learning rate of G (official 2e-4)"),
+        "lr_d": Float(0, help="Adam learning rate of D (official 2e-4)"),
+        "beta1": Float(0, 0.9999, help="Adam beta1 (official 0)"),
+        "beta2": Float(0, 0.9999, help="Adam beta2 (official 0.9)"),
+        "lr_decay_start": Int(0, help="iteration from which the lr decays linearly to 0 (official 300,000)"),
+        "g_every": Int(1, help="one G update every g_every iterations (official code 1; paper text 10)"),
+        "adv_every": Int(1, help="adversarial G terms (λ2, λ3) every adv_every-th iteration (official 5)"),
+        "ema": Bool(help="keep an EMA of G's weights and export it"),
+        "ema_decay": Float(0, 1, help="EMA decay per update"),
+        "ema_start": Int(0, help="iteration from which the EMA averages (before: a copy)"),
+        "sample_every": Int(1, help="iterations between held-out L1 and the sample grid"),
+        "snapshot_every": Int(0, help="keep G every N iterations for the FID-over-training curve (0 = off)"),
     },
     "evaluate": {
-        "extractor": Choice("judge", "inception"),
-        "extractor_path": Str(),
-        "n_samples": Int(10),
-        "per_class_samples": Int(2),
-        "curve_samples": Int(2),
+        "extractor": Choice("judge", "inception", help="feature extractor: the demo judge or NVlabs Inception"),
+        "extractor_path": Str(help="the extractor's TorchScript file"),
+        "n_samples": Int(10, help="generated images for IS / FID / KID (paper: 50,000)"),
+        "per_class_samples": Int(2, help="generated images per class for intra-FID (paper: 5,000)"),
+        "curve_samples": Int(2, help="images per training snapshot for the FID-over-training curve"),
     },
     "export": {
-        "opset": Int(13, 21),
-        "atol": Float(0),
+        "opset": Int(13, 21, help="ONNX opset"),
+        "atol": Float(0, help="max |difference| of each exported format vs the PyTorch model"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).
     "runtime": {
-        "prepare": {"workers": Int(0)},                      # decode processes; 0 = all cores
-        "sample": {"batch_size": Int(1)},                    # teacher batch; z depends on (seed, class, index)
+        "prepare": {"workers": Int(0, help="decode processes (0 = all cores)")},
+        "sample": {"batch_size": Int(1, help="teacher batch (every z depends only on seed, class, index)")},
         "train": {
-            "device": Choice("auto", "cpu", "cuda"),
-            "workers": Int(0),                               # DataLoader prefetch processes
-            "log_every": Int(1),
-            "checkpoint_every": Int(1),                      # the last iteration is always checkpointed
+            "device": Choice("auto", "cpu", "cuda", help="where to train (auto: CUDA when visible)"),
+            "workers": Int(0, help="DataLoader prefetch processes"),
+            "log_every": Int(1, help="iterations between logged losses"),
+            "checkpoint_every": Int(1, help="iterations between checkpoints (the last one always)"),
         },
-        "evaluate": {"device": Choice("auto", "cpu", "cuda"), "batch_size": Int(1)},
+        "evaluate": {
+            "device": Choice("auto", "cpu", "cuda", help="where to evaluate (auto: CUDA when visible)"),
+            "batch_size": Int(1, help="images per generator / extractor call"),
+        },
     },
 }
 
@@ -219,6 +224,17 @@ def _validate(tree: Any, schema: dict | MapOf, prefix: str) -> dict:
         out[key] = (_validate(tree[key], spec, f"{prefix}{key}.") if isinstance(spec, (dict, MapOf))
                     else spec.check(f"{prefix}{key}", tree[key]))
     return out
+
+
+def describe(schema: dict | MapOf = SCHEMA, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, accepted values, help) of every param, in schema order (``<name>`` stands for a group's names)."""
+    if isinstance(schema, MapOf):
+        return describe(schema.schema, f"{prefix}<name>.")
+    rows = []
+    for key, spec in schema.items():
+        rows += (describe(spec, f"{prefix}{key}.") if isinstance(spec, (dict, MapOf))
+                 else [(f"{prefix}{key}", spec.doc, spec.help)])
+    return rows
 
 
 def _doc(spec) -> str:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, content_hash, describe, load_teacher, quantize,
+from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, check_truncation, content_hash, describe, load_teacher, quantize,
                              truncated_z_batch)
 
 FORMAT = "tinygan-teacher-shards-v1"
@@ -72,8 +72,7 @@ def _check_args(classes, per_class, truncation, batch_size, shard_size, rank, wo
             raise TinyGANError(f"sample: {name} is {v!r}, expected an integer >= 1")
     if not 0 <= rank < world_size:
         raise TinyGANError(f"sample: rank {rank} is not in [0, world_size={world_size})")
-    if not (np.isfinite(truncation) and truncation > 0):
-        raise TinyGANError(f"sample: truncation is {truncation!r}, expected a number > 0 (BigGAN: 0.5)")
+    check_truncation(truncation, "sample")
     return sorted(cls)
 
 

@@ -34,11 +34,12 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from tinygan.classes import N_CLASSES
+from tinygan.teacher import Z_DIM
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file, write_h5, write_json, write_text
 
 FORMAT_VERSION = 1
-Z_DIM = 128
 MANIFEST = "manifest.json"
 _STR = "str"  # marker for variable-length utf-8 string datasets
 _REQUIRED_KEYS = ("kind", "fingerprint", "n", "resolution", "classes", "class_counts", "shards")
@@ -369,7 +370,7 @@ def _check_classes(path: Path, classes, counts, n: int) -> None:
     if not isinstance(counts, dict):
         raise _field_error(path, "class_counts", counts, "an object {class index: count}")
     for c, k in counts.items():
-        if not (c.isascii() and c.isdigit() and int(c) < 1000):
+        if not (c.isascii() and c.isdigit() and int(c) < N_CLASSES):
             raise _field_error(path, f"class_counts key {c!r}", c, "a class index 0-999")
         _check_int(path, f"class_counts[{c!r}]", k, 0, MAX_N)
     if sorted(classes) != sorted(int(c) for c in counts):
@@ -467,7 +468,7 @@ def _inspect(path: Path, st: os.stat_result, kind: str, resolution: int, n: int)
     except Exception as e:  # noqa: BLE001
         raise TinyGANError(f"shard {path} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt: "
                            f"{fix}") from None
-    if n and (y.min() < 0 or y.max() >= 1000):
+    if n and (y.min() < 0 or y.max() >= N_CLASSES):
         raise TinyGANError(f"shard {path}: class labels y outside 0-999: {fix}")
     y.setflags(write=False)
     _INFOS[key] = info = _ShardInfo(str(path), n, y, rows)
@@ -482,7 +483,7 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
     layout(manifest["kind"], int(manifest["resolution"]))  # unknown kind -> error
     fix = "rerun the stage that writes this directory (finished shards are reused)"
     infos, total = [], 0
-    counts = np.zeros(1000, dtype=np.int64)
+    counts = np.zeros(N_CLASSES, dtype=np.int64)
     for entry in manifest["shards"]:
         path = directory / entry["file"]
         if not path.is_file():
@@ -497,12 +498,12 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
             raise TinyGANError(f"shard {path} fails its checksum: sha256 {sha[:16]}... on disk, "
                                f"{entry['sha256'][:16]}... in {mpath}; delete it and {fix}")
         info = _inspect(path, st, manifest["kind"], int(manifest["resolution"]), int(entry["n"]))
-        counts += np.bincount(info.y, minlength=1000)
+        counts += np.bincount(info.y, minlength=N_CLASSES)
         infos.append(info)
         total += info.n
     if total != manifest["n"]:
         raise TinyGANError(f"{mpath} says n={manifest['n']} but its shards hold {total} samples: {fix}")
-    listed = np.zeros(1000, dtype=np.int64)
+    listed = np.zeros(N_CLASSES, dtype=np.int64)
     for c, k in manifest["class_counts"].items():
         listed[int(c)] = int(k)
     if not np.array_equal(counts, listed):

@@ -54,12 +54,26 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file
 
+# BigGAN-deep-128's interface: z width and image side (N_CLASSES is the class table's, tinygan.classes).
 Z_DIM = 128
-N_CLASSES = 1000
 RESOLUTION = 128
+TRUNCATION_RANGE = (0.02, 1.0)  # BigGAN's truncation (z scale): sensible values, the params' bounds too
+
+
+def check_truncation(value, where: str) -> float:
+    """``value`` as a float if it is a truncation in TRUNCATION_RANGE, else one TinyGANError line."""
+    lo, hi = TRUNCATION_RANGE
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not lo <= t <= hi:
+        raise TinyGANError(f"{where}: truncation is {value!r}, expected a number in [{lo}, {hi}] (BigGAN: 0.5)")
+    return t
 KINDS = ("tfhub", "torchscript")
 DESCRIPTION = "tinygan_teacher.json"  # a teacher's description of itself (see describe)
 # Teachers known by their handle. BigGAN-deep-128 as published in the TinyGAN paper (Chang & Lu 2020,
@@ -303,8 +317,10 @@ class TorchScriptTeacher(Teacher):
         super().__init__(handle, max_batch)
         import torch
 
+        from tinygan import runtime
+
         _check_torchscript_file(handle)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = runtime.device(device or "auto", "teacher device")
         try:
             self._module = torch.jit.load(handle, map_location=self.device).eval()
         except Exception as e:  # noqa: BLE001

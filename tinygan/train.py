@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from tinygan import losses, shards
+from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
@@ -95,17 +95,11 @@ def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
     """(device, rank, world). Under torchrun (WORLD_SIZE>1) joins the process group: nccl on CUDA, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
-    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise TinyGANError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
-    if want_cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = runtime.device(cfg.device, "runtime.train.device", index=int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device, rank, world
 
 
