@@ -148,7 +148,7 @@ def test_untrained_class_warns(model, tmp_path, capfd):
 
 @pytest.mark.parametrize("truncation", [0.0, 1.5, -0.5, float("nan")])
 def test_bad_truncation(model, tmp_path, truncation):
-    with pytest.raises(TinyGANError, match=r"truncation must be in \(0, 1\]"):
+    with pytest.raises(TinyGANError, match=r"truncation is .*, expected a number in \[0.02, 1.0\]"):
         gen.generate(str(model / "generator.safetensors"), str(tmp_path / "g.png"), ["207"], 1, truncation, 0)
 
 
