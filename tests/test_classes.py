@@ -64,3 +64,33 @@ def test_resolve_warns_about_classes_listed_twice(capsys):
     assert "using each once" in err
     classes.resolve([1, 9, 130])
     assert capsys.readouterr().err == ""  # no duplicates, no warning
+
+
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_resolve_against_folder_names_by_name_and_index():
+    assert classes.resolve("all", CIFAR) == list(range(10))
+    assert classes.resolve(["cat", 0, "9", " dog "], CIFAR) == [0, 3, 5, 9]
+    assert classes.resolve(("truck",), CIFAR) == [9]
+
+
+def test_folder_names_that_are_digits_are_names_first():
+    names = ["1", "10", "2"]  # sorted folder names: "10" is class 1, "2" class 2
+    assert classes.resolve(["10"], names) == [1]
+    assert classes.resolve([2], names) == [2]
+
+
+@pytest.mark.parametrize("bad,shown", [
+    (["lion"], "lion"), ([10], "10"), (["n01443537"], "n01443537"), ("animals", "animals"), ([], "empty"),
+    ([True], "True"),
+])
+def test_resolve_against_folder_names_errors_name_the_entry(bad, shown):
+    with pytest.raises(TinyGANError, match=shown) as e:
+        classes.resolve(bad, CIFAR)
+    assert "\n" not in str(e.value)
+
+
+def test_resolve_against_folder_names_warns_with_the_names(capsys):
+    assert classes.resolve(["cat", 3], CIFAR) == [3]
+    assert "3 (cat)" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 The class index of a wnid is its rank in the sorted list of the 1000 ILSVRC-2012 wnids. This is the
 label order of the ImageNet train set and of BigGAN's one-hot ``y``. Indices 0-397 are the animal
-classes on which TinyGAN reports its metrics.
+classes on which TinyGAN reports its metrics. ``resolve`` also resolves a selection against a dataset's
+own class names (e.g. the folder names of a class-folder tree, see ``tinygan.prepare``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import functools
 import numbers
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from tinygan.errors import TinyGANError
 
@@ -53,9 +54,7 @@ def index_of(wnid: str) -> int:
 
 
 def _check_index(i: int) -> int:
-    if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < N_CLASSES:
-        raise TinyGANError(f"class index {i!r} is out of range: use an integer 0-{N_CLASSES - 1}")
-    return int(i)
+    return _imagenet().check(i)
 
 
 def wnid_of(i: int) -> str:
@@ -68,47 +67,76 @@ def name_of(i: int) -> str:
     return _table()[1][_check_index(i)]
 
 
-def resolve(selection: str | Iterable[int | str]) -> list[int]:
+class _Table(NamedTuple):
+    """What a class selection is resolved against: ImageNet's wnids, or a dataset's own class names."""
+    n: int
+    index: Mapping[str, int]  # name (wnid) -> class index
+    label: Callable[[int], str]  # class index -> the name shown in messages
+    word: str  # what a name is called: "wnid" / "class name"
+    example: str  # one such name, described
+
+    def check(self, i) -> int:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self.n:
+            raise TinyGANError(f"class index {i!r} is out of range: use an integer 0-{self.n - 1}")
+        return int(i)
+
+
+def _imagenet() -> _Table:
+    return _Table(N_CLASSES, _table()[2], wnid_of, "wnid", "an ILSVRC-2012 wnid (e.g. 'n01443537')")
+
+
+def _named(names: Sequence[str]) -> _Table:
+    shown = f" (e.g. {names[0]!r})" if names else ""
+    return _Table(len(names), {n: i for i, n in enumerate(names)}, names.__getitem__, "class name",
+                  f"one of the {len(names)} class names{shown}")
+
+
+def resolve(selection: str | Iterable[int | str], names: Sequence[str] | None = None) -> list[int]:
     """Turn a class selection into a sorted list of unique class indices.
 
-    ``selection`` is ``"animals"`` (indices 0-397), ``"all"`` (0-999), or a list whose entries are
-    class indices (ints 0-999) or wnid strings. A bad entry raises TinyGANError naming it. A class listed
-    more than once (e.g. as an index and as its wnid) is used once, with a one-line warning on stderr.
+    Against ImageNet (``names`` None): ``selection`` is ``"animals"`` (indices 0-397), ``"all"`` (0-999), or a
+    list whose entries are class indices (ints 0-999) or wnid strings. Against a dataset's own class names
+    (``names[i]`` is the name of class ``i``, e.g. the sorted folder names of a class-folder tree): ``"all"``
+    or a list of indices / names (a string that is a name is that name, else a digit string is an index).
+    A bad entry raises TinyGANError naming it. A class listed more than once (e.g. as an index and as its
+    name) is used once, with a one-line warning on stderr.
     """
+    table = _imagenet() if names is None else _named(list(names))
+    choices = "'animals', 'all'" if names is None else "'all'"
     if isinstance(selection, str):
-        if selection == "animals":
+        if selection == "animals" and names is None:
             return list(ANIMALS)
         if selection == "all":
-            return list(range(N_CLASSES))
-        raise TinyGANError(f"class selection {selection!r} is not understood: use 'animals', 'all', or a list "
-                           f"of class indices (0-{N_CLASSES - 1}) / wnids")
+            return list(range(table.n))
+        raise TinyGANError(f"class selection {selection!r} is not understood: use {choices}, or a list "
+                           f"of class indices (0-{table.n - 1}) / {table.word}s")
     try:
         entries = list(selection)
     except TypeError:
-        raise TinyGANError(f"class selection {selection!r} is not understood: use 'animals', 'all', or a list "
-                           f"of class indices / wnids") from None
+        raise TinyGANError(f"class selection {selection!r} is not understood: use {choices}, or a list "
+                           f"of class indices / {table.word}s") from None
     if not entries:
-        raise TinyGANError("class selection is empty: give at least one class index or wnid")
-    out = [_entry_index(e) for e in entries]
+        raise TinyGANError(f"class selection is empty: give at least one class index or {table.word}")
+    out = [_entry_index(e, table) for e in entries]
     twice = sorted(c for c, k in collections.Counter(out).items() if k > 1)
     if twice:
-        shown = ", ".join(f"{c} ({wnid_of(c)})" for c in twice)
+        shown = ", ".join(f"{c} ({table.label(c)})" for c in twice)
         print(f"warning: classes listed twice: {shown}; using each once", file=sys.stderr)
     return sorted(set(out))
 
 
-def _entry_index(e: int | str) -> int:
-    """Class index of one entry of a class selection: an int 0-999 or a string index / wnid."""
+def _entry_index(e: int | str, table: _Table) -> int:
+    """Class index of one entry of a class selection: an int index or a string name / index."""
     if isinstance(e, str):
         s = e.strip()
+        if s in table.index:
+            return table.index[s]
         if s.isdigit():
-            return _check_index(int(s))
-        if s in _table()[2]:
-            return _table()[2][s]
-        raise TinyGANError(f"class {e!r} in the class selection is neither a class index (0-999) nor an "
-                           f"ILSVRC-2012 wnid (e.g. 'n01443537')")
+            return table.check(int(s))
+        raise TinyGANError(f"class {e!r} in the class selection is neither a class index (0-{table.n - 1}) nor "
+                           f"{table.example}")
     try:
-        return _check_index(e)
+        return table.check(e)
     except TinyGANError:
         raise TinyGANError(f"class {e!r} in the class selection is out of range: use an integer "
-                           f"0-{N_CLASSES - 1} or a wnid") from None
+                           f"0-{table.n - 1} or a {table.word}") from None
