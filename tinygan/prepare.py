@@ -1,9 +1,19 @@
-"""Turn an ImageNet-layout train directory into real-image shards (BigGAN-PyTorch "I128" preprocessing).
+"""Turn a train directory into real-image shards (BigGAN-PyTorch "I128" preprocessing).
 
-Input: ``<train_dir>/<wnid>/<files>``. Each image is opened with PIL, converted to RGB (grayscale,
+Input, by ``layout``:
+
+- ``imagenet``: ``<train_dir>/<wnid>/<files>``; the class index of a wnid is its ImageNet index.
+- ``folders``: any class-folder tree ``<train_dir>/<class name>/<files>`` (e.g. CIFAR-10 exported to PNG);
+  the classes are the sorted folder names (hidden ones ignored), class index = position in that list; the
+  manifest records them as ``class_names`` (index -> name) and ``c_dim`` (their number).
+- ``flat``: one folder of images ``<train_dir>/<files>`` for unconditional data: every image is class 0 and
+  the manifest records ``c_dim: 0``.
+
+Each image is opened with PIL, converted to RGB (grayscale,
 CMYK, palette and RGBA included), centre-cropped to a square on its long edge and resized to
 ``resolution`` with PIL BILINEAR (antialiased), as BigGAN-PyTorch's ``CenterCropLongEdge`` +
-``Resize`` do.
+``Resize`` do. ``resolution`` is a power of two 8-1024; smaller images are upscaled, and images
+with a side below 8 px are skipped (``too_small``).
 
 Output: ``real-00000.h5``, ... (see ``tinygan.shards``) in (class index, file name) order, plus
 ``manifest.json`` with per-class counts, skipped files with their reason, notes (non-JPEG formats,
@@ -37,6 +47,14 @@ if TYPE_CHECKING:  # shards imports torch: loaded only when shards are written
 
 PREFIX = "real"
 PREPROCESS_VERSION = 1  # bump when the pixels a file turns into change
+LAYOUTS = ("imagenet", "folders", "flat")
+MIN_SIDE, MAX_RESOLUTION = 8, 1024  # images with a side below MIN_SIDE are skipped; resolution <= MAX_RESOLUTION
+_RESOLUTIONS = frozenset(1 << k for k in range(MIN_SIDE.bit_length() - 1, MAX_RESOLUTION.bit_length()))
+_HINTS = {  # what a train dir of each layout looks like, for error messages
+    "imagenet": "an ImageNet-layout train dir (<root>/<wnid>/<images>)",
+    "folders": "a class-folder tree (<root>/<class name>/<images>)",
+    "flat": "a folder of images (<root>/<images>)",
+}
 
 
 # ---- one image ------------------------------------------------------------------------------------------
@@ -62,7 +80,8 @@ def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str
 
     Returns ``(image, notes)`` for a readable image, where ``notes`` lists what was unusual about it
     (``format_PNG``, ``mode_CMYK``, ...), or ``(None, reason)`` for a file that is skipped:
-    ``not_a_file``, ``unreadable``, ``empty``, ``not_an_image``, ``truncated``, ``too_large``, ``corrupt``.
+    ``not_a_file``, ``unreadable``, ``empty``, ``not_an_image``, ``truncated``, ``too_large``, ``too_small``
+    (a side below ``MIN_SIDE`` px), ``corrupt``.
     """
     if not os.path.isfile(path):
         return None, "not_a_file"
@@ -74,6 +93,8 @@ def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str
             with Image.open(path) as im:
                 fmt, mode = im.format, im.mode
                 im.load()
+                if min(im.size) < MIN_SIDE:
+                    return None, "too_small"
                 arr = center_crop_resize(im, resolution)
     except PermissionError:
         return None, "unreadable"
@@ -100,22 +121,35 @@ def _decode(task: tuple[str, int]):
 
 # ---- scanning -------------------------------------------------------------------------------------------
 
-def _scan_root(root: Path, selected: Sequence[int]) -> tuple[dict[int, str], list[str]]:
-    """One scandir of the root: class index -> wnid dir name for the selected classes it has, and the names
-    of ignored (non-wnid) dirs."""
-    found, ignored = {}, []
+class FilePlan(NamedTuple):
+    """The files ``prepare`` reads: ``files`` (class index, path relative to the root) in (class, name) order."""
+    files: list[tuple[int, str]]
+    ignored: list[str]  # names of the root's dirs that are not classes
+    selected: list[int]  # the selected class indices
+    class_names: list[str] | None  # folders: class index -> folder name; None for imagenet (the table) and flat
+
+
+def _scandir(d: Path, what: str) -> list[tuple[str, bool, bool]]:
+    """(name, is regular file, is dir) of every entry of ``d``, in one scandir pass."""
     try:
-        with os.scandir(root) as it:
-            for entry in it:
-                if not entry.is_dir():
-                    continue
-                if imagenet.is_wnid(entry.name):
-                    found[imagenet.index_of(entry.name)] = entry.name
-                else:
-                    ignored.append(entry.name)
+        with os.scandir(d) as it:
+            return [(entry.name, entry.is_file(), entry.is_dir()) for entry in it]
     except OSError as e:
-        raise TinyGANError(f"cannot list train dir {root} ({e.strerror}); check the path") from None
-    return {c: found[c] for c in selected if c in found}, sorted(ignored)
+        raise TinyGANError(f"cannot list {what} {d} ({e.strerror}); check the path and permissions") from None
+
+
+def _scan_root(root: Path, layout: str) -> tuple[dict[int, str], list[str], list[str] | None]:
+    """The root's class dirs (class index -> dir name), its ignored dir names and, for ``folders``, the class
+    names: wnid dirs by ImageNet index (other dirs ignored), or the sorted non-hidden dirs (hidden ignored)."""
+    dirs = sorted(name for name, _, is_dir in _scandir(root, "train dir") if is_dir)
+    if layout == "imagenet":
+        return ({imagenet.index_of(d): d for d in dirs if imagenet.is_wnid(d)},
+                [d for d in dirs if not imagenet.is_wnid(d)], None)
+    names = [d for d in dirs if not d.startswith(".")]
+    if not names or len(names) > imagenet.N_CLASSES:
+        raise TinyGANError(f"train dir {root} has {len(names)} class folders, expected 1-{imagenet.N_CLASSES}; "
+                           f"point it at {_HINTS[layout]}, or set prepare.layout: flat for one folder of images")
+    return dict(enumerate(names)), [d for d in dirs if d.startswith(".")], names
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,48 +157,67 @@ def _image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())
 
 
+def _has_images(names: Iterable[str]) -> bool:
+    """Whether any of these (regular file) names has an image extension such as .JPEG."""
+    return any(os.path.splitext(name)[1].lower() in _image_extensions() for name in names)
+
+
 def _list_class(class_dir: Path, max_per_class: int | None) -> tuple[list[str], bool]:
     """File names in a class dir (one scandir pass), sorted, the first ``max_per_class`` if given; and
     whether the dir holds any image file at all (a regular file with an image extension such as .JPEG)."""
-    try:
-        with os.scandir(class_dir) as it:
-            entries = [(entry.name, entry.is_file()) for entry in it]
-    except OSError as e:
-        raise TinyGANError(f"cannot list class dir {class_dir} ({e.strerror}); check permissions") from None
-    names = sorted(name for name, _ in entries)
-    has_images = any(is_file and os.path.splitext(name)[1].lower() in _image_extensions()
-                     for name, is_file in entries)
+    entries = _scandir(class_dir, "class dir")
+    names = sorted(name for name, _, _ in entries)
+    has_images = _has_images(name for name, is_file, _ in entries if is_file)
     return (names[:max_per_class] if max_per_class is not None else names), has_images
 
 
-def _no_images_error(root: Path, problems: dict[int, str]) -> TinyGANError:
-    """One line naming every selected class (index and wnid) that would have no images, and why."""
+def _label(layout: str, names: list[str] | None, c: int) -> str:
+    """The class dir of class ``c`` as messages show it: its wnid, its folder name, or '.' (flat)."""
+    return imagenet.wnid_of(c) if layout == "imagenet" else names[c] if names else "."
+
+
+def _no_images_error(root: Path, problems: dict[int, str], layout: str = "imagenet",
+                     names: list[str] | None = None) -> TinyGANError:
+    """One line naming every selected class (index and class dir) that would have no images, and why."""
     items = sorted(problems.items())
-    shown = ", ".join(f"{c} ({imagenet.wnid_of(c)}: {why})" for c, why in items[:SHOW_CLASSES])
+    shown = ", ".join(f"{c} ({_label(layout, names, c)}: {why})" for c, why in items[:SHOW_CLASSES])
     shown += f", ... ({len(items) - SHOW_CLASSES} more)" if len(items) > SHOW_CLASSES else ""
     return TinyGANError(f"train dir {root}: {len(problems)} selected classes have no images: {shown}; point it at "
-                        f"an ImageNet-layout train dir (<root>/<wnid>/<images>), fix those class dirs or change "
-                        f"the class selection")
+                        f"{_HINTS[layout]}, fix those class dirs or change the class selection")
 
 
-def file_plan(root: Path, selected: Sequence[int], max_per_class: int | None) -> tuple[list[tuple[int, str]],
-                                                                                         list[str]]:
-    """(class index, "wnid/name") of every file to use, in (class, name) order, and the ignored dir names.
+def file_plan(root: Path, classes: Sequence[int | str] | str, max_per_class: int | None,
+              layout: str = "imagenet") -> FilePlan:
+    """The files to use (see ``FilePlan``) for the class selection ``classes`` (anything
+    ``tinygan.classes.resolve`` accepts, against the folder names for ``folders``; ignored for ``flat``).
 
     Fails (one line, nothing touched) if a selected class has no dir or no image file in it."""
-    class_dirs, ignored = _scan_root(root, selected)
+    if layout == "flat":
+        return _flat_plan(root, max_per_class)
+    class_dirs, ignored, names = _scan_root(root, layout)
+    selected = imagenet.resolve(classes, names)
     plan, problems = [], {}
     for c in selected:
         if c not in class_dirs:
             problems[c] = "no class dir"
             continue
-        names, has_images = _list_class(root / class_dirs[c], max_per_class)
+        files, has_images = _list_class(root / class_dirs[c], max_per_class)
         if not has_images:
             problems[c] = "no image files"
-        plan += [(c, f"{class_dirs[c]}/{name}") for name in names]
+        plan += [(c, f"{class_dirs[c]}/{name}") for name in files]
     if problems:
-        raise _no_images_error(root, problems)
-    return plan, ignored
+        raise _no_images_error(root, problems, layout, names)
+    return FilePlan(plan, ignored, selected, names)
+
+
+def _flat_plan(root: Path, max_per_class: int | None) -> FilePlan:
+    """Every entry of the root that is not a dir, sorted (the first ``max_per_class``), as class 0."""
+    entries = _scandir(root, "train dir")
+    files = sorted(name for name, _, is_dir in entries if not is_dir)
+    if not _has_images(name for name, is_file, _ in entries if is_file):
+        raise _no_images_error(root, {0: "no image files"}, "flat")
+    files = files[:max_per_class] if max_per_class is not None else files
+    return FilePlan([(0, name) for name in files], sorted(n for n, _, d in entries if d), [0], None)
 
 
 def _size(path: str) -> int:
@@ -176,17 +229,21 @@ def _size(path: str) -> int:
 
 # ---- the stage ------------------------------------------------------------------------------------------
 
-def _check_args(train_dir, classes, max_per_class, resolution, shard_size, workers) -> list[int]:
+def _check_args(train_dir, layout, max_per_class, resolution, shard_size, workers) -> None:
+    if layout not in LAYOUTS:
+        raise TinyGANError(f"prepare: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not Path(train_dir).is_dir():
-        raise TinyGANError(f"train dir {train_dir} does not exist or is not a directory; set it to the ImageNet "
-                           f"train dir (<root>/<wnid>/<images>)")
-    for name, value, low in (("resolution", resolution, 8), ("shard_size", shard_size, 1), ("workers", workers, 0)):
+        raise TinyGANError(f"train dir {train_dir} does not exist or is not a directory; set it to "
+                           f"{_HINTS[layout]}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution not in _RESOLUTIONS:
+        raise TinyGANError(f"prepare: resolution must be a power of two {MIN_SIDE}-{MAX_RESOLUTION}, got "
+                           f"{resolution!r}")
+    for name, value, low in (("shard_size", shard_size, 1), ("workers", workers, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise TinyGANError(f"prepare: {name} must be an integer >= {low}, got {value!r}")
     if max_per_class is not None and (isinstance(max_per_class, bool) or not isinstance(max_per_class, int)
                                       or max_per_class < 1):
         raise TinyGANError(f"prepare: max_per_class must be a positive integer or null (all), got {max_per_class!r}")
-    return imagenet.resolve(classes)
 
 
 def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int) -> Iterator[tuple[int, Iterable]]:
@@ -213,12 +270,14 @@ def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int) -
             yield pending.popleft()
 
 
-def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: Sequence[int] | str,
+def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: Sequence[int | str] | str,
             max_per_class: int | None, resolution: int = 128, shard_size: int = 1000, workers: int = 0,
-            progress: bool = True) -> dict:
-    """Write real-image shards of the selected classes of an ImageNet train dir; return the manifest.
+            progress: bool = True, layout: str = "imagenet") -> dict:
+    """Write real-image shards of the selected classes of a train dir of ``layout`` (see the module
+    docstring); return the manifest.
 
-    ``classes``: class indices (or anything ``tinygan.classes.resolve`` accepts). ``max_per_class``:
+    ``classes``: class indices (or anything ``tinygan.classes.resolve`` accepts; for ``folders`` against the
+    folder names; ignored for ``flat``). ``max_per_class``:
     use the first N files (sorted by name) of each class, None for all. ``workers``: decoding
     processes, 0 = all cores. Finished shards from an earlier (interrupted) run are reused.
 
@@ -229,17 +288,20 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
     """
     from tinygan import shards
 
-    selected = _check_args(train_dir, classes, max_per_class, resolution, shard_size, workers)
+    _check_args(train_dir, layout, max_per_class, resolution, shard_size, workers)
     root, out = Path(train_dir), Path(out_dir)
-    plan, ignored = file_plan(root, selected, max_per_class)
+    fplan = file_plan(root, classes, max_per_class, layout)
+    plan = fplan.files
     groups = [plan[a:a + shard_size] for a in range(0, len(plan), shard_size)]
     fps = [shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
                                "files": [[c, rel, _size(str(root / rel))] for c, rel in group]}) for group in groups]
     args = {"max_per_class": max_per_class, "shard_size": shard_size}
-    run = shards.ShardRun(out, PREFIX, fps, shards.fingerprint({
-        "kind": "real", "classes": selected, **args, "resolution": resolution, "shards": fps}))
+    described = {"kind": "real", "classes": fplan.selected, **args, "resolution": resolution, "shards": fps}
+    if layout != "imagenet":  # (the ImageNet fingerprint stays as it was: its shards are reused)
+        described.update(layout=layout, class_names=fplan.class_names)
+    run = shards.ShardRun(out, PREFIX, fps, shards.fingerprint(described))
     _build_shards(run, root, groups, run.find_reusable(), resolution, workers, progress)
-    return _write_manifest(run, root, selected, len(plan), ignored, args, resolution)
+    return _write_manifest(run, root, fplan, layout, args, resolution)
 
 
 def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution: int, workers: int,
@@ -277,7 +339,7 @@ def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution
 class _DecodedShard(NamedTuple):
     images: list[np.ndarray]
     y: list[int]
-    names: list[str]  # file names (without the wnid dir) of the kept images
+    names: list[str]  # file names (without the class dir) of the kept images
     skipped: list[list[str]]  # [relative path, reason] of the files skipped
     notes: collections.Counter
 
@@ -307,13 +369,12 @@ def _decode_shard(group: list[tuple[int, str]], results: Iterable, resolution: i
             continue
         shard.images.append(arr)
         shard.y.append(c)
-        shard.names.append(rel.split("/", 1)[1])
+        shard.names.append(rel.rpartition("/")[2])
         shard.notes.update(info)
     return shard
 
 
-def _write_manifest(run: ShardRun, root: Path, selected: list[int], n_files: int, ignored: list[str], args: dict,
-                    resolution: int) -> dict:
+def _write_manifest(run: ShardRun, root: Path, fplan: FilePlan, layout: str, args: dict, resolution: int) -> dict:
     """The manifest, from the shards themselves (so a resumed run gives the same bytes). Fails, one line
     naming them, if some selected classes ended up without a single readable image."""
     import h5py
@@ -321,7 +382,7 @@ def _write_manifest(run: ShardRun, root: Path, selected: list[int], n_files: int
     from tinygan import shards
 
     out, entries = run.out, run.complete()  # every shard is reused or written by now
-    counts = {c: 0 for c in selected}
+    counts = {c: 0 for c in fplan.selected}
     skipped_files, reasons, notes = [], collections.Counter(), collections.Counter()
     for entry in entries:
         with h5py.File(out / entry["file"], "r") as f:
@@ -331,22 +392,34 @@ def _write_manifest(run: ShardRun, root: Path, selected: list[int], n_files: int
                 skipped_files.append({"file": rel, "reason": why})
                 reasons[why] += 1
             notes.update(json.loads(f.attrs["notes"]))
-    empty = [c for c in selected if not counts[c]]
+    empty = [c for c in fplan.selected if not counts[c]]
     if empty:
-        why = collections.defaultdict(collections.Counter)  # wnid -> skip reason -> files
+        why = collections.defaultdict(collections.Counter)  # class dir -> skip reason -> files
         for s in skipped_files:
-            why[s["file"].split("/", 1)[0]][s["reason"]] += 1
+            why[s["file"].rpartition("/")[0] or "."][s["reason"]] += 1
         raise _no_images_error(root, {c: "none readable, skipped " + " ".join(
-            f"{r}={n}" for r, n in sorted(why[imagenet.wnid_of(c)].items())) for c in empty})
+            f"{r}={n}" for r, n in sorted(why[_label(layout, fplan.class_names, c)].items())) for c in empty},
+            layout, fplan.class_names)
     extra = {
-        "source": "imagenet-train",
-        "files": n_files,
+        "source": "imagenet-train" if layout == "imagenet" else layout,
+        "files": len(fplan.files),
         **args,
         "preprocess": f"I128: RGB, centre-crop long edge, PIL BILINEAR resize (v{PREPROCESS_VERSION})",
         "skipped": dict(sorted(reasons.items())),
         "skipped_files": skipped_files,
         "notes": dict(sorted(notes.items())),
-        "ignored_dirs": {"count": len(ignored), "examples": ignored[:10]},
+        "ignored_dirs": {"count": len(fplan.ignored), "examples": fplan.ignored[:10]},
+        **_class_fields(layout, fplan.class_names),
     }
     return shards.write_manifest(out, "real", entries, counts, extra, fingerprint=run.fingerprint,
                                  resolution=resolution)
+
+
+def _class_fields(layout: str, names: list[str] | None) -> dict:
+    """Manifest fields naming the classes: none for ImageNet (its table names them), the folder names and
+    their number for ``folders``, ``c_dim: 0`` (unconditional) for ``flat``."""
+    if layout == "imagenet":
+        return {}
+    if layout == "flat":
+        return {"layout": layout, "c_dim": 0}
+    return {"layout": layout, "c_dim": len(names), "class_names": {str(i): n for i, n in enumerate(names)}}
