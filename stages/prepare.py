@@ -1,4 +1,4 @@
-"""Stage `prepare`: ImageNet-layout train tree -> 128x128 real-image HDF5 shards + manifest (data/real)."""
+"""Stage `prepare`: train tree (ImageNet, class folders or flat) -> real-image HDF5 shards + manifest (data/real)."""
 from tinygan import params, prepare
 from tinygan.errors import run_stage
 
@@ -10,7 +10,8 @@ def main(params_file: str = "params.yaml") -> None:
     p = params.load(params_file)
     q = p["prepare"]
     prepare.prepare(q["imagenet_train"], OUT, classes=p["classes"], max_per_class=q["max_per_class"],
-                    resolution=q["resolution"], shard_size=q["shard_size"], workers=p["runtime"]["prepare"]["workers"])
+                    resolution=q["resolution"], shard_size=q["shard_size"], workers=p["runtime"]["prepare"]["workers"],
+                    layout=q["layout"])
 
 
 if __name__ == "__main__":

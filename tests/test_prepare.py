@@ -260,3 +260,121 @@ def test_undecodable_first_shard_is_held_back_not_fatal(tree, tmp_path):
     assert [s["n"] for s in m["shards"]] == [0, 3] and shards.verify(out) == m
     run(root, fresh, classes=[0, 1])
     assert files_of(out) == files_of(fresh)
+
+
+# ---- other layouts: class folders (CIFAR-like), a flat folder; resolution from params -------------------------
+
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar_like(root: Path, per_class: int = 3) -> Path:
+    """10 class folders of 32x32 PNGs (folder i's pixels are all near i * 20), a hidden dir, and bad files."""
+    rng = np.random.default_rng(2)
+    for i, name in enumerate(CIFAR):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
+            arr = (i * 20 + rng.integers(0, 10, (32, 32, 3))).astype(np.uint8)
+            Image.fromarray(arr).save(root / name / f"{j:04d}.png")
+    (root / ".cache").mkdir()
+    (root / "cat" / "zz_empty.png").write_bytes(b"")
+    (root / "dog" / "zz_text.png").write_text("not an image\n")
+    Image.new("RGB", (4, 7), (1, 2, 3)).save(root / "frog" / "zz_tiny.png")  # below 8 px: skipped
+    return root
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    return make_cifar_like(tmp_path_factory.mktemp("cifar"))
+
+
+def test_folders_tree_gives_class_ids_names_and_counts(cifar, tmp_path):
+    m = run(cifar, tmp_path / "out", layout="folders", classes="all", resolution=32)
+    assert m["resolution"] == 32 and m["layout"] == "folders" and m["source"] == "folders" and m["c_dim"] == 10
+    assert m["class_names"] == {str(i): n for i, n in enumerate(CIFAR)}
+    assert m["classes"] == list(range(10)) and m["class_counts"] == {str(i): 3 for i in range(10)}
+    assert m["files"] == 33 and m["skipped"] == {"empty": 1, "not_an_image": 1, "too_small": 1}
+    assert {s["file"] for s in m["skipped_files"]} == {"cat/zz_empty.png", "dog/zz_text.png", "frog/zz_tiny.png"}
+    assert m["ignored_dirs"] == {"count": 1, "examples": [".cache"]}
+    assert shards.verify(tmp_path / "out", kind="real") == m
+    assert shards.class_names(m) == dict(enumerate(CIFAR))
+    b = shards.ShardDataset(tmp_path / "out", fields=("images", "y", "names")).read(range(30), raw=True)
+    assert b["y"].tolist() == [i for i in range(10) for _ in range(3)]
+    assert b["names"][:3] == ["0000.png", "0001.png", "0002.png"]
+    src = np.asarray(Image.open(cifar / "truck" / "0002.png"))
+    np.testing.assert_array_equal(b["images"][29], src)  # 32 px source at resolution 32: the pixels themselves
+
+
+def test_folders_select_classes_by_name_and_index(cifar, tmp_path):
+    m = run(cifar, tmp_path / "out", layout="folders", classes=["cat", 0, "9"], resolution=32)
+    assert m["classes"] == [0, 3, 9] and m["class_counts"] == {"0": 3, "3": 3, "9": 3}
+    assert shards.class_names(m) == {0: "airplane", 3: "cat", 9: "truck"}
+    assert m["class_names"]["5"] == "dog"  # the whole table: indices mean the same for every selection
+    y = shards.ShardDataset(tmp_path / "out").labels().tolist()
+    assert y == [0] * 3 + [3] * 3 + [9] * 3
+    with pytest.raises(TinyGANError, match="'lion'"):
+        run(cifar, tmp_path / "bad", layout="folders", classes=["lion"], resolution=32)
+    with pytest.raises(TinyGANError, match="10"):
+        run(cifar, tmp_path / "bad", layout="folders", classes=[10], resolution=32)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_folders_class_without_images_is_named_in_one_line(tmp_path):
+    root = tmp_path / "train"
+    save_jpegs(root / "cat", ["a.jpg"])
+    (root / "dog").mkdir()
+    (root / "dog" / "notes.txt").write_text("no images\n")
+    (root / "emu").mkdir()
+    (root / "emu" / "x.png").write_text("garbage")
+    with pytest.raises(TinyGANError) as e:
+        run(root, tmp_path / "out", layout="folders", classes="all")
+    msg = str(e.value)
+    assert "\n" not in msg and "1 selected classes have no images: 1 (dog: no image files)" in msg
+    assert "class-folder tree" in msg
+    with pytest.raises(TinyGANError) as e:
+        run(root, tmp_path / "out", layout="folders", classes=["cat", "emu"])
+    assert "2 (emu: none readable, skipped not_an_image=1)" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_flat_folder_gives_unconditional_shards(cifar, tmp_path):
+    m = run(cifar / "dog", tmp_path / "out", layout="flat", classes="ignored", resolution=16)
+    assert m["c_dim"] == 0 and m["layout"] == "flat" and "class_names" not in m
+    assert m["classes"] == [0] and m["class_counts"] == {"0": 3} and m["skipped"] == {"not_an_image": 1}
+    assert shards.class_names(m) == {} and shards.verify(tmp_path / "out") == m
+    b = shards.ShardDataset(tmp_path / "out", fields=("y", "names")).read(range(3), raw=True)
+    assert b["y"].tolist() == [0, 0, 0] and b["names"] == ["0000.png", "0001.png", "0002.png"]
+    with pytest.raises(TinyGANError, match=r"0 \(\.: no image files\)"):  # the root holds only class dirs
+        run(cifar, tmp_path / "root", layout="flat", resolution=16)
+
+
+def test_resolution_64_from_a_128_px_source_and_small_images_upscale(tmp_path):
+    root = tmp_path / "train"
+    (root / "big").mkdir(parents=True)
+    (root / "small").mkdir()
+    grad = np.broadcast_to(np.arange(0, 256, 2, dtype=np.uint8)[None, :, None], (128, 128, 3)).copy()
+    Image.fromarray(grad).save(root / "big" / "a.png")
+    Image.fromarray(np.full((8, 8, 3), (30, 60, 90), np.uint8)).save(root / "small" / "b.png")
+    m = run(root, tmp_path / "out", layout="folders", classes="all", resolution=64)
+    b = shards.ShardDataset(tmp_path / "out").read([0, 1], raw=True)["images"]
+    assert m["resolution"] == 64 and b.shape == (2, 64, 64, 3)
+    np.testing.assert_array_equal(b[0], np.asarray(Image.fromarray(grad).resize((64, 64), Image.BILINEAR)))
+    row = b[0][32, :, 0].astype(int)
+    assert (np.diff(row) >= 0).all() and row[0] < 8 and row[-1] > 247  # the gradient, halved
+    assert (b[1] == (30, 60, 90)).all()  # an 8 px image upscales to the same colour
+
+
+@pytest.mark.parametrize("kw,shown", [
+    (dict(resolution=48), "power of two"), (dict(resolution=2048), "power of two"), (dict(resolution=4), "8-1024"),
+    (dict(layout="coco"), "layout"),
+])
+def test_bad_resolution_and_layout(tree, tmp_path, kw, shown):
+    with pytest.raises(TinyGANError, match=shown):
+        run(tree, tmp_path / "out", **kw)
+
+
+def test_imagenet_manifest_unchanged_by_layouts(tree, tmp_path):
+    m = run(tree, tmp_path / "a")
+    assert m["source"] == "imagenet-train" and not {"layout", "c_dim", "class_names"} & set(m)
+    assert shards.class_names(m) == {0: "tench", 1: "goldfish", 9: "ostrich"}
+    run(tree, tmp_path / "b", layout="imagenet")
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")

@@ -27,7 +27,7 @@ def run_checks(p: dict, data_dir: str | os.PathLike = "data") -> list[tuple[str,
     """``(what passed, problems)`` for each check in turn; a check passed when its problems are empty."""
     checks: list[Callable[[], tuple[str, list[str]]]] = [
         lambda: _teacher(p["sample"]["teacher"], p["sample"]["format"]),
-        lambda: _imagenet(Path(p["prepare"]["imagenet_train"]), p["classes"]),
+        lambda: _imagenet(Path(p["prepare"]["imagenet_train"]), p["classes"], p["prepare"]["layout"]),
         lambda: _inception(p["evaluate"]["extractor"], p["evaluate"]["extractor_path"]),
         lambda: _disk(p, Path(data_dir)),
         lambda: _cuda(p),
@@ -55,18 +55,24 @@ def _teacher(handle: str, kind: str) -> tuple[str, list[str]]:
     return f"teacher {handle} ({kind}) loads offline with BigGAN-deep-128's interface", []
 
 
-def _imagenet(root: Path, classes: list[int]) -> tuple[str, list[str]]:
-    """Every selected class has a ``<root>/<wnid>/`` folder with image files (prepare's own check)."""
+def _imagenet(root: Path, classes: list[int] | list[str] | str, layout: str = "imagenet") -> tuple[str, list[str]]:
+    """Every selected class has a folder with image files, as ``prepare.layout`` lays them out (prepare's own
+    check): ``<root>/<wnid>/``, ``<root>/<class name>/``, or image files in ``<root>`` itself (flat)."""
     from tinygan.prepare import file_plan
 
     if not root.is_dir():
         return "", [f"prepare.imagenet_train: {root} is not a directory; set it to your ImageNet train dir "
-                    f"(one folder per wnid, e.g. <root>/n01440764/)"]
+                    f"(one folder per wnid, e.g. <root>/n01440764/)" if layout == "imagenet" else
+                    f"prepare.imagenet_train: {root} is not a directory; set it to your train dir "
+                    f"(prepare.layout: {layout})"]
     try:
-        plan, _ = file_plan(root, classes, None)
+        plan = file_plan(root, classes, None, layout)
     except TinyGANError as e:
         return "", [f"prepare.imagenet_train: {e}"]
-    return f"ImageNet train dir {root}: image files for each of the {len(classes)} selected classes", []
+    if layout == "flat":
+        return f"train dir {root} (flat): {len(plan.files)} files for the unconditional classes", []
+    what = "ImageNet train dir" if layout == "imagenet" else "class-folder train dir"
+    return f"{what} {root}: image files for each of the {len(plan.selected)} selected classes", []
 
 
 def _inception(kind: str, path: str) -> tuple[str, list[str]]:
@@ -87,10 +93,27 @@ def _shard_bytes(p: dict) -> tuple[int, int]:
     from tinygan.teacher import Z_DIM
 
     res = p["prepare"].get("resolution", 128)
-    n = len(p["classes"])
+    n = _n_classes(p)
     teacher = n * p["sample"]["per_class"] * (res * res * 3 + Z_DIM * 4 + 8)
     real = n * (p["prepare"]["max_per_class"] or REAL_PER_CLASS) * res * res * 3
     return teacher, real
+
+
+def _n_classes(p: dict) -> int:
+    """How many classes prepare will use: the selection (resolved against the folder names for ``folders``,
+    1 when they cannot be listed yet), or 1 for ``flat``."""
+    layout = p["prepare"].get("layout", "imagenet")
+    if layout == "imagenet":
+        return len(p["classes"])
+    if layout == "flat":
+        return 1
+    from tinygan.classes import resolve
+    from tinygan.prepare import folder_classes
+
+    try:
+        return len(resolve(p["classes"], folder_classes(Path(p["prepare"]["imagenet_train"]))))
+    except TinyGANError:  # reported by the train dir check
+        return 1
 
 
 def _gb(n_bytes: int) -> str:

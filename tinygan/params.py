@@ -100,16 +100,24 @@ def Choice(*choices: str, help: str = "") -> Spec:
     return Spec(check, "one of " + ", ".join(choices), help)
 
 
+def PowerOfTwo(lo: int, hi: int, help: str = "") -> Spec:
+    want, integer = f"a power of two {lo}-{hi}", Int(lo, hi)
+
+    def check(key, v):
+        n = integer.check(key, v)
+        if n & (n - 1):
+            raise _bad(key, v, want)
+        return n
+    return Spec(check, want, help)
+
+
 def Classes(help: str = "") -> Spec:
     def check(key, v):
-        from tinygan import classes
         if isinstance(v, str) and v.startswith("["):  # `-S classes=[1,2]` arrives as a string
             v = yaml.safe_load(v)
-        try:
-            return classes.resolve(v)
-        except TinyGANError as e:
-            raise TinyGANError(f"params: '{key}': {e}") from None
-    return Spec(check, "'animals', 'all', or a list of class indices / wnids", help)
+        return v  # resolved by _resolve_classes once prepare.layout is known
+    return Spec(check, "'animals', 'all', or a list of class indices / wnids (folder layouts: indices / folder "
+                       "names)", help)
 
 
 class MapOf:
@@ -141,9 +149,12 @@ SCHEMA: dict[str, Any] = {
         "judge_epochs": Int(1, help="training epochs of the demo judge (Inception's stand-in)"),
     }),
     "prepare": {
-        "imagenet_train": Str(help="the ImageNet-layout train dir (<root>/<wnid>/*.JPEG)"),
+        "imagenet_train": Str(help="the train dir, laid out as prepare.layout says (ImageNet: "
+                                        "<root>/<wnid>/*.JPEG)"),
+        "layout": Choice("imagenet", "folders", "flat", help="imagenet: <root>/<wnid>/*; folders: "
+                         "<root>/<class name>/* (classes = sorted folder names); flat: <root>/* (unconditional)"),
         "max_per_class": Int(1, optional=True, help="images per class (null = all)"),
-        "resolution": Int(128, 128, help="side of the real shards' images (I128 preprocessing)"),
+        "resolution": PowerOfTwo(8, 1024, help="side of the real shards' images (I128 preprocessing)"),
         "shard_size": Int(1, help="images per HDF5 shard"),
     },
     "sample": {
@@ -241,7 +252,25 @@ def _doc(spec) -> str:
     return "a group" if isinstance(spec, (dict, MapOf)) else spec.doc
 
 
+def _resolve_classes(v: Any, layout: str) -> Any:
+    """ImageNet: the sorted class indices. Folder layouts: the selection as given ('all' or a list of indices /
+    folder names), which prepare resolves against the tree's folder names (ignored for flat)."""
+    from tinygan import classes
+
+    try:
+        if layout == "imagenet":
+            return classes.resolve(v)
+        if v == "all" or (isinstance(v, list) and v and all(
+                isinstance(e, (int, str)) and not isinstance(e, bool) for e in v)):
+            return v
+        raise TinyGANError(f"class selection {v!r} is not understood: with prepare.layout {layout} use 'all' or "
+                           f"a list of class indices / folder names")
+    except TinyGANError as e:
+        raise TinyGANError(f"params: 'classes': {e}") from None
+
+
 def _cross_checks(p: dict) -> None:
+    p["classes"] = _resolve_classes(p["classes"], p["prepare"]["layout"])
     t = p["train"]
     if t["holdout_per_class"] >= p["sample"]["per_class"]:
         raise TinyGANError(f"params: 'train.holdout_per_class' ({t['holdout_per_class']}) must be smaller than "

@@ -145,11 +145,20 @@ def _scan_root(root: Path, layout: str) -> tuple[dict[int, str], list[str], list
     if layout == "imagenet":
         return ({imagenet.index_of(d): d for d in dirs if imagenet.is_wnid(d)},
                 [d for d in dirs if not imagenet.is_wnid(d)], None)
-    names = [d for d in dirs if not d.startswith(".")]
+    names = folder_classes(root, dirs)
+    return dict(enumerate(names)), [d for d in dirs if d.startswith(".")], names
+
+
+def folder_classes(root: Path, dirs: Sequence[str] | None = None) -> list[str]:
+    """The class names of a class-folder tree: its sorted non-hidden dirs (``dirs``: the root's dir names,
+    if already listed); one line if there are none or more than the 1000 a manifest allows."""
+    if dirs is None:
+        dirs = [name for name, _, is_dir in _scandir(root, "train dir") if is_dir]
+    names = sorted(d for d in dirs if not d.startswith("."))
     if not names or len(names) > imagenet.N_CLASSES:
         raise TinyGANError(f"train dir {root} has {len(names)} class folders, expected 1-{imagenet.N_CLASSES}; "
-                           f"point it at {_HINTS[layout]}, or set prepare.layout: flat for one folder of images")
-    return dict(enumerate(names)), [d for d in dirs if d.startswith(".")], names
+                           f"point it at {_HINTS['folders']}, or set prepare.layout: flat for one folder of images")
+    return names
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from tinygan.classes import N_CLASSES
+from tinygan.classes import N_CLASSES, name_of
 from tinygan.teacher import Z_DIM
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file, write_h5, write_json, write_text
@@ -317,6 +317,22 @@ def read_manifest(directory: str | os.PathLike) -> dict:
                            f"writes it") from None
     _check_manifest(path, manifest)
     return manifest
+
+
+def class_names(manifest: Mapping) -> dict[int, str]:
+    """Class index -> name of the manifest's classes: the ``class_names`` it records (real shards of a
+    class-folder tree), none for unconditional data (``c_dim`` 0), else the ImageNet names."""
+    if manifest.get("c_dim") == 0:
+        return {}
+    recorded = manifest.get("class_names")
+    if recorded is None:
+        return {int(c): name_of(c) for c in manifest["classes"]}
+    missing = [c for c in manifest["classes"] if not isinstance(recorded, dict)
+               or not isinstance(recorded.get(str(c)), str)]
+    if missing:
+        raise TinyGANError(f"manifest field 'class_names' lacks a name for classes {missing[:8]}; delete the shard "
+                           f"dir and rerun the stage that writes it")
+    return {int(c): recorded[str(c)] for c in manifest["classes"]}
 
 
 # ---- manifest validation: every field a reader uses, with its type and bounds --------------------------------
