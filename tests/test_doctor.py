@@ -98,6 +98,26 @@ def test_imagenet_missing_and_empty_class_folders(healthy, assets, tmp_path):
     _one(doctor.check(healthy), "no_such_dir is not a directory", "set it to your ImageNet train dir")
 
 
+def test_train_dir_check_follows_the_layout(healthy, tmp_path):
+    train = tmp_path / "cifar"
+    for name in ("cat", "dog"):
+        (train / name).mkdir(parents=True)
+        (train / name / "a.png").write_bytes(b"an image")
+    healthy["prepare"].update(imagenet_train=str(train), layout="folders")
+    healthy["classes"] = "all"
+    assert doctor.check(healthy) == []
+    assert doctor._shard_bytes(healthy)[1] == 2 * 20 * 128 * 128 * 3  # the disk estimate counts the 2 folders
+    healthy["classes"] = ["cat", "emu"]
+    _one(doctor.check(healthy), "prepare.imagenet_train", "'emu'")
+    (train / "dog" / "a.png").unlink()
+    healthy["classes"] = "all"
+    _one(doctor.check(healthy), "1 (dog: no image files)", "class-folder tree")
+    healthy["prepare"].update(imagenet_train=str(train / "cat"), layout="flat")
+    assert doctor.check(healthy) == []
+    healthy["prepare"]["imagenet_train"] = str(train / "dog")
+    _one(doctor.check(healthy), "0 (.: no image files)", "a folder of images")
+
+
 def test_inception_wrong_hash_and_missing(healthy, tmp_path):
     fake = tmp_path / "inception-2015-12-05.pt"
     fake.write_bytes(b"not the real weights")

@@ -59,6 +59,10 @@ def test_numbers_written_by_dvc_exp_set_are_accepted():
     ("sample.format", "pickle", "'sample.format'"),
     ("classes", [1, 5000], "5000"),
     ("classes", "fish", "'classes'"),
+    ("prepare.layout", "coco", "'prepare.layout'"),
+    ("prepare.resolution", 48, "'prepare.resolution'"),
+    ("prepare.resolution", 2048, "'prepare.resolution'"),
+    ("prepare.resolution", 4, "'prepare.resolution'"),
     ("train.ema", "maybe", "'train.ema'"),
     ("train.holdout_per_class", 64, "'train.holdout_per_class'"),
     ("runtime.train.device", "tpu", "'runtime.train.device'"),
@@ -135,3 +139,20 @@ def test_every_param_has_its_help_in_the_schema():
     assert all(text and doc for _, doc, text in rows), [k for k, _, text in rows if not text]
     assert ("demo.<name>.root", "a string", "where the world is built (tree, teacher, judge)") in rows
     assert any(k == "runtime.train.device" and "auto" in doc for k, doc, _ in rows)
+
+
+def test_layout_and_resolution_from_params():
+    p = params.validate(with_("prepare.resolution", "32"))
+    assert p["prepare"]["resolution"] == 32 and p["prepare"]["layout"] == "imagenet"
+    assert params.validate(with_("prepare.resolution", 1024))["prepare"]["resolution"] == 1024
+    raw = with_("prepare.layout", "folders")
+    raw["classes"] = ["cat", 3]  # folder names / indices: prepare resolves them against the tree's folders
+    assert params.validate(raw)["classes"] == ["cat", 3]
+    raw["classes"] = "all"
+    assert params.validate(raw)["classes"] == "all"
+    for bad in ("animals", [], [True], {"cat": 1}):
+        raw["classes"] = bad
+        with pytest.raises(TinyGANError, match="'classes'.*folder names"):
+            params.validate(raw)
+    with pytest.raises(TinyGANError, match="'classes'.*'cat'"):  # ImageNet: wnids only
+        params.validate(with_("classes", ["cat"]))
