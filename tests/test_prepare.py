@@ -378,3 +378,14 @@ def test_imagenet_manifest_unchanged_by_layouts(tree, tmp_path):
     assert shards.class_names(m) == {0: "tench", 1: "goldfish", 9: "ostrich"}
     run(tree, tmp_path / "b", layout="imagenet")
     assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+
+
+def test_selected_classes_per_layout(cifar, tree):
+    from tinygan.prepare import folder_classes, selected_classes
+
+    assert folder_classes(cifar) == CIFAR  # sorted, the hidden .cache left out
+    assert selected_classes(cifar, ["dog", 1], "folders") == [1, 5]
+    assert selected_classes(cifar, "all", "flat") == [0]
+    assert selected_classes(tree, [C9, 1], "imagenet") == [1, 9]
+    with pytest.raises(TinyGANError, match="0 class folders"):
+        folder_classes(cifar / "cat")

@@ -102,16 +102,10 @@ def _shard_bytes(p: dict) -> tuple[int, int]:
 def _n_classes(p: dict) -> int:
     """How many classes prepare will use: the selection (resolved against the folder names for ``folders``,
     1 when they cannot be listed yet), or 1 for ``flat``."""
-    layout = p["prepare"].get("layout", "imagenet")
-    if layout == "imagenet":
-        return len(p["classes"])
-    if layout == "flat":
-        return 1
-    from tinygan.classes import resolve
-    from tinygan.prepare import folder_classes
+    from tinygan.prepare import selected_classes
 
     try:
-        return len(resolve(p["classes"], folder_classes(Path(p["prepare"]["imagenet_train"]))))
+        return len(selected_classes(Path(p["prepare"]["imagenet_train"]), p["classes"], p["prepare"]["layout"]))
     except TinyGANError:  # reported by the train dir check
         return 1
 

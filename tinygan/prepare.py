@@ -161,6 +161,14 @@ def folder_classes(root: Path, dirs: Sequence[str] | None = None) -> list[str]:
     return names
 
 
+def selected_classes(root: Path, classes: Sequence[int | str] | str, layout: str) -> list[int]:
+    """The class indices ``prepare`` uses for the selection ``classes``: resolved against ImageNet's table,
+    against the folder names of ``root`` (``folders``; one scandir), or ``[0]`` (``flat``)."""
+    if layout == "flat":
+        return [0]
+    return imagenet.resolve(classes, folder_classes(root) if layout == "folders" else None)
+
+
 @functools.lru_cache(maxsize=1)
 def _image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())
