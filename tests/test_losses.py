@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import stand_in_encoder
 from tinygan import losses as L
 from tinygan.errors import TinyGANError
 from tinygan.models import Discriminator
@@ -246,17 +247,9 @@ def test_mmd2_gradient_and_errors():
         L.mmd2(torch.randn(4, 3), torch.randn(4, 3), "laplace")
 
 
-def judge_encoder(feature_dim=8):
-    """A stand-in frozen encoder: the demo judge's TorchScript (Inception call signature), untrained."""
-    from tinygan.demo.judge import JudgeNet
-
-    torch.manual_seed(0)
-    return torch.jit.script(JudgeNet([1, 2], width=4, feature_dim=feature_dim, input_size=32).eval())
-
-
 @pytest.mark.parametrize("kernel", L.MMD_KERNELS)
 def test_generator_loss_with_dime_is_lambda_times_mmd2_of_embeddings(kernel):
-    E = judge_encoder()
+    E = stand_in_encoder()
     D = RecordingD(Discriminator(ch=4, n_classes=10))
     b = tiny_batch(n=2)
     lam = L.generator_weights(0.0, 0.0, 0.0, w_feat=0.0, lambda_dime=0.5)
