@@ -211,7 +211,7 @@ def test_median_bandwidth_is_the_median_pairwise_squared_distance():
     # a = {0, 2}, b = {1, 1}; gaussian: median bandwidth of distances {4, 1, 1, 1, 1, 0} is 1,
     # so mean k(a,a') = (1 + e^-4) / 2, mean k(b,b') = 1, mean k(a,b) = e^-1
     ("gaussian", (1 + E4) / 2 + 1 - 2 * E1),
-    # polynomial (x.y/d + 1)^3, d = 1: k(a,a') = 1,1,1,27*... = mean (1+1+1+125)/4 = 32, k(b,b') = 8, k(a,b) = 14
+    # polynomial (x.y + 1)^3 (d = 1): mean k(a,a') = (1+1+1+125)/4 = 32, k(b,b') = 8, mean k(a,b) = (1+1+27+27)/4 = 14
     ("polynomial", torch.tensor(32.0 + 8.0 - 2 * 14.0)),
 ])
 def test_mmd2_hand_computed(kernel, expected):

@@ -96,7 +96,8 @@ def test_dime_off_never_loads_the_encoder_and_changes_nothing(tiny_data, tmp_pat
     # lambda_dime = 0 (the default): a missing encoder file is never opened, and the run is byte for byte the
     # one with the shipped encoder setting; the resume key is the one from before L_DiME existed
     run(tiny_data, tmp_path / "a", epochs=1)
-    run(tiny_data, tmp_path / "b", epochs=1, dime_encoder=str(tmp_path / "no-such-encoder.pt"), dime_kernel="polynomial")
+    run(tiny_data, tmp_path / "b", epochs=1, dime_encoder=str(tmp_path / "no-such-encoder.pt"),
+        dime_kernel="polynomial")
     a, b = ((tmp_path / d / "student" / "generator.safetensors").read_bytes() for d in "ab")
     assert a == b
     assert not (tmp_path / "a" / "live" / "plots" / "metrics" / "dime.tsv").exists()

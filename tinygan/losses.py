@@ -84,7 +84,8 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def median_bandwidth(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The median heuristic: the median of the squared distances between distinct rows of the joint set
-    [a; b] (each unordered pair once, the zero self-distances left out); no gradient flows through it."""
+    [a; b] (each unordered pair once, the zero self-distances left out; the lower middle value for an even
+    count, as torch.median); no gradient flows through it."""
     x = torch.cat([a, b]).float()
     i, j = torch.triu_indices(len(x), len(x), offset=1, device=x.device)
     return _sq_dists(x, x)[i, j].median()
@@ -95,10 +96,10 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, kernel: str = "gaussian",
     """Squared MMD between feature batches a [N,d] and b [M,d], the biased V-statistic
     mean k(a,a') + mean k(b,b') - 2 mean k(a,b) (self-pairs included), in float32.
 
-    Biased, as in MMD-GAN training: it is the squared RKHS distance of the two empirical mean embeddings, so it
-    is >= 0 and exactly 0 for identical batches, and lower-variance than the unbiased U-statistic (which can go
-    negative; KID in tinygan.metrics is that one). Its bias is O(1/N) and does not move the minimiser for a
-    characteristic kernel.
+    Biased, as in MMD-GAN training (Li et al. 2017): it is the squared RKHS distance of the two empirical mean
+    embeddings, so it is >= 0, exactly 0 for identical batches, and of lower variance than the unbiased
+    U-statistic (which can go negative; KID in tinygan.metrics is that one). The price is a bias of
+    (E k(x,x) - E k(x,x')) / N per side: a slight O(1/N) reward for less spread-out batches.
     kernel "gaussian": k(x,y) = exp(-|x-y|^2 / h), h = ``bandwidth`` or the median heuristic
     (``median_bandwidth``); "polynomial": KID's k(x,y) = (x.y/d + 1)^3 (``bandwidth`` unused).
     """
@@ -107,7 +108,8 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, kernel: str = "gaussian",
                            f"{tuple(a.shape)} and {tuple(b.shape)}")
     a, b = a.float(), b.float()
     if kernel == "gaussian":
-        h = median_bandwidth(a, b) if bandwidth is None else torch.as_tensor(bandwidth, dtype=torch.float32, device=a.device)
+        h = (median_bandwidth(a, b) if bandwidth is None
+             else torch.as_tensor(bandwidth, dtype=torch.float32, device=a.device))
         h = h.clamp_min(torch.finfo(torch.float32).tiny)  # all rows equal: every distance 0, k = 1
 
         def k(x, y):

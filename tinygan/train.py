@@ -499,7 +499,8 @@ def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tup
 
 
 def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fake_gan, t_feats) -> dict:
-    """L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S] [+ λ_DiME·L_DiME]; D frozen (plain module)."""
+    """L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S] [+ λ_DiME·L_DiME]; D frozen (plain
+    module)."""
     cfg = run.cfg
     g_w = losses.generator_weights(when.lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, when.adversarial,
                                    cfg.lambda_dime)
