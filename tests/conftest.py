@@ -72,3 +72,18 @@ def random_generator(seed: int = 0, ch: int = 4) -> Generator:
         for _ in range(3):
             G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
     return G.eval()
+
+
+def stand_in_encoder(feature_dim: int = 8) -> torch.jit.ScriptModule:
+    """A frozen-encoder stand-in for L_DiME: the demo judge's TorchScript (Inception call signature), untrained."""
+    from tinygan.demo.judge import JudgeNet
+
+    torch.manual_seed(0)
+    return torch.jit.script(JudgeNet([1, 2], width=4, feature_dim=feature_dim, input_size=32).eval())
+
+
+@pytest.fixture(scope="session")
+def encoder_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("encoder") / "encoder.pt"
+    torch.jit.save(stand_in_encoder(), str(path))
+    return path

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tinygan.errors import TinyGANError
 from tinygan.demo.judge import NAME, NOTE, train_judge
-from tinygan.extractors import INCEPTION_SHA256, INCEPTION_URL, load_extractor
+from tinygan.extractors import INCEPTION_SHA256, INCEPTION_URL, load_encoder, load_extractor
 from tinygan.io import sha256_file
 
 
@@ -64,6 +64,24 @@ def test_corrupt_file_with_matching_hash_is_a_user_error(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(TinyGANError, match="cannot load"):
         load_extractor(bad, "inception", sha256=sha256_file(bad))
+
+
+@pytest.mark.parametrize("which", ["inception_like", "judge"])
+def test_load_encoder_is_frozen_and_passes_gradients_to_float_images(fake_inception, encoder_file, which):
+    # L_DiME's encoder: eval mode, no parameter gradients, float input in [0, 255] differentiable
+    E = load_encoder(fake_inception if which == "inception_like" else encoder_file)
+    assert not E.training and not any(p.requires_grad for p in E.parameters())
+    x = (torch.rand(2, 3, 20, 20) * 255).requires_grad_()
+    E(x, return_features=True).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_load_encoder_missing_or_corrupt_is_one_line(tmp_path):
+    with pytest.raises(TinyGANError, match="train.dime_encoder"):
+        load_encoder(tmp_path / "none.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a zip")
+    with pytest.raises(TinyGANError, match="lambda_dime: 0"):
+        load_encoder(tmp_path / "bad.pt")
 
 
 def test_unknown_kind(fake_inception):

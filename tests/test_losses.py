@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import stand_in_encoder
 from tinygan import losses as L
 from tinygan.errors import TinyGANError
 from tinygan.models import Discriminator
@@ -191,6 +192,85 @@ def test_missing_input_for_weighted_term_is_reported():
     b = tiny_batch()
     with pytest.raises(TinyGANError, match="fake_img"):
         L.generator_terms(D, {"gan_s": 1.0}, b["y"], b["s"])
+
+
+# ----------------------------------------------------------------------------- L_DiME (MMD^2 of embeddings)
+
+E4 = torch.exp(torch.tensor(-4.0))
+E1 = torch.exp(torch.tensor(-1.0))
+
+
+def test_median_bandwidth_is_the_median_pairwise_squared_distance():
+    # joint set {0, 1, 3}: squared distances of distinct pairs 1, 9, 4 -> 4 (self-distances left out)
+    assert L.median_bandwidth(torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0]])) == 4.0
+    a = torch.tensor([[0.0], [1.0]], requires_grad=True)
+    assert not L.median_bandwidth(a, a).requires_grad
+
+
+@pytest.mark.parametrize("kernel,expected", [
+    # a = {0, 2}, b = {1, 1}; gaussian: median bandwidth of distances {4, 1, 1, 1, 1, 0} is 1,
+    # so mean k(a,a') = (1 + e^-4) / 2, mean k(b,b') = 1, mean k(a,b) = e^-1
+    ("gaussian", (1 + E4) / 2 + 1 - 2 * E1),
+    # polynomial (x.y + 1)^3 (d = 1): mean k(a,a') = (1+1+1+125)/4 = 32, k(b,b') = 8, mean k(a,b) = (1+1+27+27)/4 = 14
+    ("polynomial", torch.tensor(32.0 + 8.0 - 2 * 14.0)),
+])
+def test_mmd2_hand_computed(kernel, expected):
+    a, b = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [1.0]])
+    torch.testing.assert_close(L.mmd2(a, b, kernel), expected)
+    torch.testing.assert_close(L.mmd2(b, a, kernel), expected)  # symmetric
+
+
+def test_mmd2_explicit_bandwidth():
+    a, b = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [1.0]])
+    e = lambda x: torch.exp(torch.tensor(-x))  # noqa: E731
+    torch.testing.assert_close(L.mmd2(a, b, bandwidth=2.0), (1 + e(2.0)) / 2 + 1 - 2 * e(0.5))
+
+
+@pytest.mark.parametrize("kernel", L.MMD_KERNELS)
+def test_mmd2_zero_for_identical_positive_for_shifted(kernel):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(32, 8, generator=g)
+    assert L.mmd2(a, a.clone(), kernel) == pytest.approx(0.0, abs=1e-5)  # biased V-statistic: exactly 0
+    same = L.mmd2(a[:16], a[16:], kernel)  # two samples of one distribution
+    shifted = L.mmd2(a[:16], a[16:] + 1.0, kernel)
+    assert shifted > 0 and shifted > 3 * same >= 0
+
+
+def test_mmd2_gradient_and_errors():
+    a = torch.randn(4, 3, requires_grad=True)
+    L.mmd2(a, torch.randn(5, 3) + 1).backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    for bad in (torch.randn(4, 2), torch.randn(4)):
+        with pytest.raises(TinyGANError, match="mmd2"):
+            L.mmd2(torch.randn(4, 3), bad)
+    with pytest.raises(TinyGANError, match="kernel"):
+        L.mmd2(torch.randn(4, 3), torch.randn(4, 3), "laplace")
+
+
+@pytest.mark.parametrize("kernel", L.MMD_KERNELS)
+def test_generator_loss_with_dime_is_lambda_times_mmd2_of_embeddings(kernel):
+    E = stand_in_encoder()
+    D = RecordingD(Discriminator(ch=4, n_classes=10))
+    b = tiny_batch(n=2)
+    lam = L.generator_weights(0.0, 0.0, 0.0, w_feat=0.0, lambda_dime=0.5)
+    terms = L.generator_terms(D, lam, b["y"], b["s"], t_img=b["t"], encoder=E, dime_kernel=kernel)
+    assert D.calls == [] and set(terms) == {"dime"}
+    direct = L.mmd2(E((b["s"] + 1) * 127.5, return_features=True), E((b["t"] + 1) * 127.5, return_features=True),
+                    kernel)
+    total, logs = L.generator_loss(terms, lam)
+    torch.testing.assert_close(total, 0.5 * direct)
+    torch.testing.assert_close(logs["dime"], direct.detach())
+    total.backward()  # gradients flow through the float (unrounded) encoder input to the student image
+    assert b["s"].grad is not None and b["s"].grad.abs().sum() > 0
+
+
+def test_dime_weight_zero_is_not_computed_and_needs_no_encoder():
+    D = Discriminator(ch=4, n_classes=10)
+    b = tiny_batch()
+    terms = L.generator_terms(D, L.generator_weights(0.2, 0.0, 0.0, w_feat=0.0), b["y"], b["s"], t_img=b["t"])
+    assert set(terms) == {"kd_pix"}
+    with pytest.raises(TinyGANError, match="encoder"):
+        L.generator_terms(D, {"dime": 1.0}, b["y"], b["s"], t_img=b["t"])
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -67,6 +67,8 @@ def test_numbers_written_by_dvc_exp_set_are_accepted():
     ("train.holdout_per_class", 64, "'train.holdout_per_class'"),
     ("runtime.train.device", "tpu", "'runtime.train.device'"),
     ("runtime.sample.batch_size", 0, "'runtime.sample.batch_size'"),
+    ("lambda_dime", -1, "'lambda_dime'"),
+    ("train.dime_kernel", "laplace", "'train.dime_kernel'"),
 ])
 def test_bad_values_are_rejected_with_the_key(key, value, needle):
     with pytest.raises(TinyGANError) as e:
@@ -97,6 +99,20 @@ def test_all_weights_zero_is_rejected():
             raw[k] = 0
     with pytest.raises(TinyGANError, match="nothing would be trained"):
         params.validate(raw)
+
+
+def test_dime_is_off_by_default_and_can_train_alone():
+    demo = params.load(ROOT / "params.yaml")
+    paper = params.validate(profiles.compose("paper", conf_dir=ROOT / "conf"))
+    for p in (demo, paper):  # off (the paper's objective); the encoder defaults to the evaluation extractor
+        assert p["lambda_dime"] == 0 and p["train"]["dime_kernel"] == "gaussian"
+        assert p["train"]["dime_encoder"] == p["evaluate"]["extractor_path"]
+    moved = profiles.compose(overrides=["evaluate.extractor_path=/models/inception.pt"], conf_dir=ROOT / "conf")
+    assert moved["train"]["dime_encoder"] == "/models/inception.pt"
+    raw = with_("lambda_dime", "0.5")  # as `dvc exp run -S lambda_dime=0.5` may write it
+    for k in ("lambda_pix", "lambda_feat", "lambda_kd_s", "lambda_kd_d", "lambda_gan_s", "lambda_gan_d"):
+        raw[k] = 0
+    assert params.validate(raw)["lambda_dime"] == 0.5
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from tinygan import params
 from tinygan.errors import TinyGANError
-from tinygan.train import TrainConfig, train
+from tinygan.train import TrainConfig, _config_key, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(ch=4, d_ch=4, batch_size=6, holdout_per_class=2, checkpoint_every=4, sample_every=8, log_every=1,
@@ -90,6 +90,37 @@ def test_ablations_compute_exactly_their_terms(tiny_data, tmp_path, name):
     logged = {p.stem for p in (tmp_path / "live" / "plots" / "metrics").glob("*.tsv")}
     terms = {"kd_feat", "kd_pix", "kd_s", "kd_d", "gan_s", "gan_d"}
     assert logged & terms == expected
+
+
+def test_dime_off_never_loads_the_encoder_and_changes_nothing(tiny_data, tmp_path):
+    # lambda_dime = 0 (the default): a missing encoder file is never opened, and the run is byte for byte the
+    # one with the shipped encoder setting; the resume key is the one from before L_DiME existed
+    run(tiny_data, tmp_path / "a", epochs=1)
+    run(tiny_data, tmp_path / "b", epochs=1, dime_encoder=str(tmp_path / "no-such-encoder.pt"),
+        dime_kernel="polynomial")
+    a, b = ((tmp_path / d / "student" / "generator.safetensors").read_bytes() for d in "ab")
+    assert a == b
+    assert not (tmp_path / "a" / "live" / "plots" / "metrics" / "dime.tsv").exists()
+    assert "dime" not in _config_key(config(), 1) and "lambda_dime" in _config_key(config(lambda_dime=0.1), 1)
+
+
+def test_dime_is_trained_and_logged(tiny_data, tmp_path, encoder_file):
+    run(tiny_data, tmp_path / "a", epochs=1, lambda_dime=0.5, dime_encoder=str(encoder_file))
+    dime = column(tmp_path / "a", "dime")
+    assert [s for s, _ in dime] == [1, 2, 3, 4] and all(v >= 0 for _, v in dime)
+    # L_DiME alone trains the student (no discriminator term at all)
+    off = {k: 0 for k in ("lambda_pix", "lambda_feat", "lambda_kd_s", "lambda_kd_d", "lambda_gan_s", "lambda_gan_d")}
+    run(tiny_data, tmp_path / "b", epochs=1, lambda_dime=1.0, dime_encoder=str(encoder_file), **off)
+    logged = {p.stem for p in (tmp_path / "b" / "live" / "plots" / "metrics").glob("*.tsv")}
+    assert {"dime", "loss_g"} <= logged and not logged & {"kd_pix", "kd_feat", "kd_d", "gan_d", "loss_d"}
+    losses = [v for _, v in column(tmp_path / "b", "loss_g")]
+    assert losses == pytest.approx([v for _, v in column(tmp_path / "b", "dime")])
+
+
+def test_dime_with_a_missing_encoder_is_one_line(tiny_data, tmp_path):
+    with pytest.raises(TinyGANError, match="train.dime_encoder") as e:
+        run(tiny_data, tmp_path, epochs=1, lambda_dime=0.5, dime_encoder=str(tmp_path / "missing.pt"))
+    assert "\n" not in str(e.value)
 
 
 def test_batch_larger_than_data_is_rejected(tiny_data, tmp_path):

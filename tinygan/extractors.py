@@ -54,9 +54,7 @@ class Extractor:
 
     def __init__(self, module: torch.jit.ScriptModule, name: str, device: str | torch.device = "cpu",
                  no_output_bias: bool = False, class_map: list[int] | None = None, note: str | None = None):
-        self.module = module.eval().to(device)
-        for param in self.module.parameters():
-            param.requires_grad_(False)
+        self.module = _frozen(module.to(device))
         self.name = f"{name} ({note})" if note else name
         self.note = note
         self.device = torch.device(device)
@@ -144,6 +142,24 @@ def load_extractor(path: str | os.PathLike, kind: str, sha256: str | None = None
         class_map = [int(c) for c in module.imagenet_classes.tolist()]
         return Extractor(module, name, device=device, no_output_bias=False, class_map=class_map, note=note)
     raise TinyGANError(f"unknown extractor kind {kind!r}: use 'inception' or 'judge'")
+
+
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """A TorchScript image encoder with the call signature above, frozen (eval mode, no parameter gradients)
+    for use inside a training loss (L_DiME, ``tinygan.losses.dime``): unlike ``Extractor`` it is called
+    directly, with gradients flowing to its float input in [0, 255]: the demo judge casts its input to float32
+    first (tests/test_losses.py checks the gradient), as NVlabs' Inception does (not checked: no file here)."""
+    path = Path(path)
+    how = "set train.dime_encoder to a TorchScript encoder file, or lambda_dime: 0 to train without L_DiME"
+    _check_file(path, "L_DiME encoder (train.dime_encoder)", how)
+    return _frozen(_jit_load(path, device, how))
+
+
+def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
 
 
 def _jit_load(path: Path, device, how: str) -> torch.jit.ScriptModule:

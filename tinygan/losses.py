@@ -4,10 +4,11 @@ Notation: T = teacher image T(z, y); S = student image S(z, y) on the same (z, y
 F = student image S(z', y_r) on fresh noise and the label of a real image x_real.
 
     L_S = w_feat * L_KD_feat + lambda_pix * L_KD_pix + lambda_kd_s * L_KD_S + lambda_gan_s * L_GAN_S
+          [+ lambda_dime * L_DiME]   (NICKEL & DiME, Ramesh et al.: MMD^2 between frozen embeddings of T and S)
     L_D = w_kd_d * L_KD_D + lambda_gan_d * L_GAN_D
 
 Term names used in the weight/term dicts:
-    generator:      "kd_feat", "kd_pix", "kd_s", "gan_s"
+    generator:      "kd_feat", "kd_pix", "kd_s", "gan_s", "dime"
     discriminator:  "kd_d", "gan_d"
 A term with weight 0 is not computed (and so contributes no gradient). The forward passes each term
 needs — use ``generator_terms`` / ``discriminator_terms`` to get exactly these and no more:
@@ -15,6 +16,7 @@ needs — use ``generator_terms`` / ``discriminator_terms`` to get exactly these
     kd_feat  D(S), D(T) no grad     (or the teacher features kept from the D step)
     kd_s     D(S)
     gan_s    D(F)
+    dime     E(S), E(T) no grad     (E: a frozen image encoder, not D)
     kd_d     D(T), D(S.detach())
     gan_d    D(x_real), D(F.detach())
 So the D forward on teacher images is skipped when w_feat == 0 and w_kd_d == 0, and the discriminator
@@ -30,12 +32,15 @@ import torch
 
 from tinygan.errors import TinyGANError
 
-G_TERMS = ("kd_feat", "kd_pix", "kd_s", "gan_s")
+G_TERMS = ("kd_feat", "kd_pix", "kd_s", "gan_s", "dime")
 D_TERMS = ("kd_d", "gan_d")
 FEAT_ALPHAS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
 # A discriminator: (images [N,3,H,W], labels [N]) -> (logits [N], list of feature maps)
 DiscriminatorFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, list[torch.Tensor]]"]
+# An image encoder with the Inception call signature: (images [N,3,H,W] in [0,255], return_features=True) -> [N,d]
+EncoderFn = Callable[..., torch.Tensor]
+MMD_KERNELS = ("gaussian", "polynomial")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,6 +72,71 @@ def kd_feat(
     if total is None:
         raise TinyGANError("kd_feat: all feature weights (alphas) are 0; set w_feat = 0 instead")
     return total
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances [len(a), len(b)] by |a|^2 + |b|^2 - 2 a.b, clamped at 0: finite
+    gradients also where two rows coincide (torch.cdist's sqrt has none at 0)."""
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.t()
+    return d.clamp_min(0.0)
+
+
+@torch.no_grad()
+def median_bandwidth(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The median heuristic: the median of the squared distances between distinct rows of the joint set
+    [a; b] (each unordered pair once, the zero self-distances left out; the lower middle value for an even
+    count, as torch.median); no gradient flows through it."""
+    x = torch.cat([a, b]).float()
+    i, j = torch.triu_indices(len(x), len(x), offset=1, device=x.device)
+    return _sq_dists(x, x)[i, j].median()
+
+
+def mmd2(a: torch.Tensor, b: torch.Tensor, kernel: str = "gaussian",
+         bandwidth: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Squared MMD between feature batches a [N,d] and b [M,d], the biased V-statistic
+    mean k(a,a') + mean k(b,b') - 2 mean k(a,b) (self-pairs included), in float32.
+
+    Biased, as in MMD-GAN training (Li et al. 2017): it is the squared RKHS distance of the two empirical mean
+    embeddings, so it is >= 0, exactly 0 for identical batches, and of lower variance than the unbiased
+    U-statistic (which can go negative; KID in tinygan.metrics is that one). The price is a bias of
+    (E k(x,x) - E k(x,x')) / N per side: a slight O(1/N) reward for less spread-out batches.
+    kernel "gaussian": k(x,y) = exp(-|x-y|^2 / h), h = ``bandwidth`` or the median heuristic
+    (``median_bandwidth``); "polynomial": KID's k(x,y) = (x.y/d + 1)^3 (``bandwidth`` unused).
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 1:
+        raise TinyGANError(f"mmd2 needs two non-empty feature batches [N,d] of the same width, got "
+                           f"{tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.float(), b.float()
+    if kernel == "gaussian":
+        h = (median_bandwidth(a, b) if bandwidth is None
+             else torch.as_tensor(bandwidth, dtype=torch.float32, device=a.device))
+        h = h.clamp_min(torch.finfo(torch.float32).tiny)  # all rows equal: every distance 0, k = 1
+
+        def k(x, y):
+            return torch.exp(-_sq_dists(x, y) / h)
+    elif kernel == "polynomial":
+        d = a.shape[1]
+
+        def k(x, y):
+            return (x @ y.t() / d + 1.0) ** 3
+    else:
+        raise TinyGANError(f"unknown MMD kernel {kernel!r}: use one of {', '.join(MMD_KERNELS)}")
+    return k(a, a).mean() + k(b, b).mean() - 2.0 * k(a, b).mean()
+
+
+def to_pixel_range(img: torch.Tensor) -> torch.Tensor:
+    """Generator images in [-1, 1] -> float images in [0, 255], the range of the uint8 images extractors take,
+    without rounding, so gradients flow through the encoder's input."""
+    return (img.float() + 1.0) * 127.5
+
+
+def dime(encoder: EncoderFn, s_img: torch.Tensor, t_img: torch.Tensor, kernel: str = "gaussian") -> torch.Tensor:
+    """L_DiME = MMD^2(E(S), E(T)) (``mmd2``) on the same (z, y) batch; E is frozen, the teacher side is computed
+    without gradient. Images go in as ``to_pixel_range`` floats."""
+    with torch.no_grad():
+        t_feat = encoder(to_pixel_range(t_img.detach()), return_features=True)
+    s_feat = encoder(to_pixel_range(s_img), return_features=True)
+    return mmd2(s_feat, t_feat.detach(), kernel)
 
 
 def _generator_hinge(d_logit: torch.Tensor) -> torch.Tensor:
@@ -107,6 +177,7 @@ def generator_weights(
     lambda_gan_s: float,
     w_feat: float = 1.0,
     adversarial: bool = True,
+    lambda_dime: float = 0.0,
 ) -> dict[str, float]:
     """Weights of L_S for one G update. ``adversarial=False`` zeroes kd_s and gan_s (the official code
     adds the adversarial terms only every 5th iteration, see ``adversarial_g_step``).
@@ -114,13 +185,14 @@ def generator_weights(
     Official values: lambda_pix = lambda_pix_at(epoch), lambda_kd_s = 0.01, lambda_gan_s = 0.002.
     Paper Table-2 ablations: "without L_KD_feat": w_feat=0; "without L_KD_S and L_KD_D": lambda_kd_s=0
     (and w_kd_d=0 in discriminator_weights); "without L_GAN": lambda_gan_s=0, lambda_gan_d=0;
-    "L_KD_pix alone": everything but lambda_pix 0.
+    "L_KD_pix alone": everything but lambda_pix 0. ``lambda_dime`` weighs L_DiME (``dime``; 0 = off).
     """
     return {
         "kd_feat": float(w_feat),
         "kd_pix": float(lambda_pix),
         "kd_s": float(lambda_kd_s) if adversarial else 0.0,
         "gan_s": float(lambda_gan_s) if adversarial else 0.0,
+        **({"dime": float(lambda_dime)} if lambda_dime else {}),  # off: absent, as before L_DiME existed
     }
 
 
@@ -239,8 +311,10 @@ def generator_terms(
     fake_img: torch.Tensor | None = None,
     y_fake: torch.Tensor | None = None,
     alphas: Sequence[float] = FEAT_ALPHAS,
+    encoder: EncoderFn | None = None,
+    dime_kernel: str = "gaussian",
 ) -> dict[str, torch.Tensor]:
-    """Terms of L_S for ``weights``, calling D only where needed.
+    """Terms of L_S for ``weights``, calling D only where needed (and the frozen ``encoder`` only for dime).
 
     D(S) and D(F) run as one batched forward; D(T) runs under no_grad and only for kd_feat when
     ``t_feats`` (teacher features from the D step, official behaviour) is not given. The caller must keep
@@ -250,6 +324,9 @@ def generator_terms(
     terms: dict[str, torch.Tensor] = {}
     if "kd_pix" in need:
         terms["kd_pix"] = kd_pix(s_img, _require(t_img, "t_img", "kd_pix"))
+    if "dime" in need:
+        terms["dime"] = dime(_require(encoder, "encoder", "dime"), s_img, _require(t_img, "t_img", "dime"),
+                             dime_kernel)
 
     images, labels = [], []
     use_s = bool(need & {"kd_feat", "kd_s"})

@@ -140,6 +140,8 @@ SCHEMA: dict[str, Any] = {
     "lambda_gan_d": Float(0, help="λ4: L_GAN_D, D tells real images from the student's (official 0.2)"),
     "lambda_feat": Float(0, help="weight of L_KD_feat (1 = paper; 0 = Table 2 'without L_KD_feat')"),
     "lambda_kd_d": Float(0, help="weight of L_KD_D (1 = paper; 0 with lambda_kd_s=0: 'without L_KD_S and L_KD_D')"),
+    "lambda_dime": Float(0, help="weight of L_DiME, MMD^2 of train.dime_encoder embeddings of T and S "
+                                 "(NICKEL & DiME; 0 = off, the paper)"),
     "demo": MapOf({  # name -> an offline demo world ({} at paper scale: no demo stage); checked as a whole by
                      # the demo stage (tinygan.demo.tree.check_sizes)
         "root": Str(help="where the world is built (tree, teacher, judge)"),
@@ -185,6 +187,10 @@ SCHEMA: dict[str, Any] = {
         "ema_start": Int(0, help="iteration from which the EMA averages (before: a copy)"),
         "sample_every": Int(1, help="iterations between held-out L1 and the sample grid"),
         "snapshot_every": Int(0, help="keep G every N iterations for the FID-over-training curve (0 = off)"),
+        "dime_encoder": Str(help="L_DiME's frozen TorchScript image encoder (Inception call signature); "
+                                 "loaded only when lambda_dime > 0"),
+        "dime_kernel": Choice("gaussian", "polynomial", help="L_DiME's MMD kernel: gaussian (median-heuristic "
+                                                             "bandwidth) or polynomial (KID's cubic)"),
     },
     "evaluate": {
         "extractor": Choice("judge", "inception", help="feature extractor: the demo judge or NVlabs Inception"),
@@ -276,7 +282,7 @@ def _cross_checks(p: dict) -> None:
         raise TinyGANError(f"params: 'train.holdout_per_class' ({t['holdout_per_class']}) must be smaller than "
                            f"'sample.per_class' ({p['sample']['per_class']}): the rest are the training pairs")
     if max(p["lambda_pix"], p["lambda_feat"], p["lambda_kd_s"], p["lambda_kd_d"],
-           p["lambda_gan_s"], p["lambda_gan_d"]) == 0:
+           p["lambda_gan_s"], p["lambda_gan_d"], p["lambda_dime"]) == 0:
         raise TinyGANError("params: every loss weight (lambda_*) is 0, so nothing would be trained")
     _check_teacher_dep(p["sample"])
 

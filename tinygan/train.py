@@ -3,6 +3,7 @@
 Every iteration:
   D step   L_D = w_kd_d·L_KD_D(T(z,y), S(z,y)) + λ4·L_GAN_D(x_real, S(z',y_r))
   G step   L_S = w_feat·L_KD_feat + λ1(epoch)·L_KD_pix  [+ λ2·L_KD_S + λ3·L_GAN_S on adversarial iterations]
+                [+ lambda_dime·L_DiME(S(z,y), T(z,y)) when lambda_dime > 0: MMD² of frozen-encoder embeddings]
 Official schedule: G every iteration, adversarial G terms every 5th (`adv_every=5`, `g_every=1`).
 Paper text: one G update per 10 D updates (`g_every=10`, `adv_every=1`).
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
+from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
 
@@ -59,6 +61,8 @@ class TrainConfig:
     checkpoint_every: int
     sample_every: int
     snapshot_every: int  # keep G weights every N steps for FID-over-training (0 = off)
+    dime_encoder: str  # L_DiME's frozen TorchScript encoder, loaded only when lambda_dime > 0
+    dime_kernel: str  # gaussian | polynomial
     log_every: int
     workers: int
     device: str  # auto | cpu | cuda
@@ -70,6 +74,7 @@ class TrainConfig:
     lambda_gan_d: float
     lambda_feat: float
     lambda_kd_d: float
+    lambda_dime: float
 
     @classmethod
     def from_params(cls, p: dict, **overrides) -> "TrainConfig":
@@ -82,7 +87,7 @@ class TrainConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        return max(self.lambda_pix, self.lambda_feat, self.lambda_kd_s, self.lambda_kd_d) > 0
+        return max(self.lambda_pix, self.lambda_feat, self.lambda_kd_s, self.lambda_kd_d, self.lambda_dime) > 0
 
     @property
     def uses_real(self) -> bool:
@@ -251,6 +256,7 @@ class _Run:
     g_ddp: torch.nn.Module | None = None  # forwards with gradients go through these: G and D, or their DDP
     d_ddp: torch.nn.Module | None = None  # wrappers when world > 1 (see _wrap_ddp)
     autocast: Any = dataclasses.field(default_factory=nullcontext)
+    encoder: torch.nn.Module | None = None  # L_DiME's frozen encoder; None when lambda_dime == 0 (never loaded)
 
     def __post_init__(self):
         self.g_ddp = self.G if self.g_ddp is None else self.g_ddp
@@ -379,7 +385,10 @@ def _build(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> _Ru
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     ema = make_ema(G, cfg.ema_decay) if cfg.ema else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    return _Run(cfg, G, D, opt_g, opt_d, ema, device, rank, world, autocast=autocast)
+    encoder = None
+    if cfg.lambda_dime > 0:  # off: the file is not even opened
+        encoder = load_encoder(cfg.dime_encoder, device)
+    return _Run(cfg, G, D, opt_g, opt_d, ema, device, rank, world, autocast=autocast, encoder=encoder)
 
 
 def _wrap_ddp(run: _Run) -> None:
@@ -490,9 +499,11 @@ def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tup
 
 
 def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fake_gan, t_feats) -> dict:
-    """L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S]; D frozen (plain module)."""
+    """L_S = w_feat·L_KD_feat + λ1·L_KD_pix [+ λ2·L_KD_S + λ3·L_GAN_S] [+ λ_DiME·L_DiME]; D frozen (plain
+    module)."""
     cfg = run.cfg
-    g_w = losses.generator_weights(when.lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, when.adversarial)
+    g_w = losses.generator_weights(when.lam_pix, cfg.lambda_kd_s, cfg.lambda_gan_s, cfg.lambda_feat, when.adversarial,
+                                   cfg.lambda_dime)
     if not t:
         g_w = {k: (v if k == "gan_s" else 0.0) for k, v in g_w.items()}
     if not losses.active(g_w):
@@ -502,7 +513,8 @@ def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fak
     with run.autocast:
         g_terms = losses.generator_terms(
             run.D, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
-            t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None)
+            t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None, encoder=run.encoder,
+            dime_kernel=cfg.dime_kernel)
     for p in run.D.parameters():
         p.requires_grad_(True)
     return _optimise(run.opt_g, *losses.generator_loss(g_terms, g_w), "loss_g")
@@ -601,5 +613,8 @@ def _config_key(cfg: TrainConfig, world: int) -> str:
     d = dataclasses.asdict(cfg)
     for k in ("checkpoint_every", "sample_every", "log_every", "workers", "snapshot_every"):
         d.pop(k)
+    if cfg.lambda_dime == 0:  # L_DiME off: its settings change nothing, and the key is the one from before it
+        for k in ("lambda_dime", "dime_encoder", "dime_kernel"):
+            d.pop(k)
     d["world"] = world
     return json.dumps(d, sort_keys=True)
