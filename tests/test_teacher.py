@@ -10,8 +10,8 @@ import pytest
 
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file
-from tinygan.teacher import (DESCRIPTION, PUBLISHED, content_hash, describe, load_teacher, quantize, truncated_z,
-                             truncated_z_batch)
+from tinygan.teacher import (DESCRIPTION, PUBLISHED, content_hash, describe, draw_z, load_teacher, quantize,
+                             resolve_latent, truncated_z, truncated_z_batch)
 from toy_teachers import reference_images, save_tf1_hub_teacher, save_tf_teacher, save_torchscript_teacher
 
 
@@ -74,7 +74,7 @@ def test_tf1_hub_format_module(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"y_width": 10}, "input 'y' has shape [None, 10], expected [None, 1000]"),
+    ({"z_dim": None}, "input 'z' has shape [None, None], expected [None, k] with the width k declared"),
     ({"truncation_input": False}, "has no input 'truncation'"),
     ({"out_key": "images"}, "has no output 'default'"),
 ])
@@ -134,13 +134,87 @@ def test_torchscript_roundtrip(ts_teacher, tf_teacher):
 
 def test_torchscript_bad_output_and_missing(tmp_path):
     path = save_torchscript_teacher(tmp_path / "small.pt", resolution=64)
-    with pytest.raises(TinyGANError, match=r"forward returned \[1, 3, 64, 64\], expected .*\[1, 3, 128, 128\]"):
+    with pytest.raises(TinyGANError, match=r"returned \[1, 3, 64, 64\], expected \[1, 3, 128, 128\] .*BigGAN-deep-128's shape"):
         load_teacher(path, "torchscript")
     with pytest.raises(TinyGANError, match="does not exist"):
         load_teacher(str(tmp_path / "nope.pt"), "torchscript")
     (tmp_path / "junk.pt").write_bytes(b"not a torchscript file")
     with pytest.raises(TinyGANError, match="cannot load as TorchScript"):
         load_teacher(str(tmp_path / "junk.pt"), "torchscript")
+
+
+# ---- any teacher: the shape a teacher declares, checked by a dry call ----
+
+def _shape(t):
+    return t.z_dim, t.c_dim, t.n_classes, t.resolution, t.latent
+
+
+def test_torchscript_teacher_declares_its_shape(tmp_path):
+    path = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32,
+                                    attrs={"z_dim": 512, "c_dim": 10, "img_resolution": 32})
+    t = load_teacher(path, "torchscript", device="cpu")
+    assert _shape(t) == (512, 10, 10, 32, "stylegan") and resolve_latent("auto", t) == "stylegan"
+    y = np.array([0, 9, 3])
+    z = draw_z("stylegan", 0, y, np.arange(3), 0.7, 512)
+    np.testing.assert_allclose(t(z, y, 0.7), reference_images(z, y, 0.7, 32), atol=1e-5)
+    with pytest.raises(ValueError, match=r"class indices must be in \[0, 10\)"):
+        t(z, np.array([0, 10, 3]), 0.7)
+
+
+def test_unconditional_torchscript_teacher(tmp_path):
+    path = save_torchscript_teacher(tmp_path / "u.pt", resolution=64,
+                                    attrs={"z_dim": 16, "c_dim": 0, "img_resolution": 64})
+    t = load_teacher(path, "torchscript", device="cpu")
+    assert _shape(t) == (16, 0, 1, 64, "stylegan")
+    z, y = draw_z("stylegan", 0, [0, 0], [0, 1], 1.0, 16), np.zeros(2, np.int64)  # the one class 0
+    np.testing.assert_allclose(t(z, y, 1.0), reference_images(z, y, 1.0, 64), atol=1e-5)
+
+
+def test_unconditional_tf_savedmodel(tmp_path):
+    t = load_teacher(save_tf_teacher(tmp_path / "u", y_width=None, z_dim=20, resolution=32), "tfhub")
+    assert _shape(t) == (20, 0, 1, 32, "biggan")
+    z, y = truncated_z_batch(0, [0, 0], [0, 1], 0.5, 20), np.zeros(2, np.int64)
+    np.testing.assert_allclose(t(z, y, 0.5), reference_images(z, y, 0.5, 32), atol=1e-5)
+
+
+def test_tf_output_side_unknown_is_resolved_by_a_dry_call(tmp_path):
+    path = save_tf_teacher(tmp_path / "dyn", y_width=10, z_dim=64, resolution=48, dynamic_output=True)
+    t = load_teacher(path, "tfhub")
+    assert _shape(t) == (64, 10, 10, 48, "biggan")
+    z, y = truncated_z_batch(0, [2, 7], [0, 1], 0.5, 64), np.array([2, 7])
+    np.testing.assert_allclose(t(z, y, 0.5), reference_images(z, y, 0.5, 48), atol=1e-5)
+
+
+DECLARED = {"z_dim": 512, "c_dim": 10, "img_resolution": 32}
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"resolution": 64}, r"returned \[1, 3, 64, 64\], expected \[1, 3, 32, 32\] \(the resolution is 32\)"),
+    ({"width": 48}, r"returned \[1, 3, 32, 48\], expected \[1, 3, 32, 32\] \(32x48 is not square\)"),
+    ({"channels": 1}, r"returned \[1, 1, 32, 32\], expected \[1, 3, 32, 32\] \(1 channels, not RGB\)"),
+    ({"scale": 3.0}, r"returned values up to 2\.\d+ .*expected images in \[-1, 1\]"),
+    ({"attrs": {**DECLARED, "c_dim": -1}}, r"attributes .* must all be integers"),
+    ({"attrs": {"z_dim": 512}}, r"attributes .* must all be integers"),
+])
+def test_a_teacher_that_lies_is_one_line(tmp_path, kwargs, words):
+    path = save_torchscript_teacher(tmp_path / "liar.pt", **{"resolution": 32, "attrs": DECLARED, **kwargs})
+    with pytest.raises(TinyGANError, match=words) as e:
+        load_teacher(path, "torchscript", device="cpu")
+    assert "\n" not in str(e.value) and path in str(e.value)
+
+
+def test_draw_z_recipes():
+    classes, idxs = np.repeat(np.arange(4), 100), np.tile(np.arange(100), 4)
+    big = draw_z("biggan", 3, classes, idxs, 0.5, 64)
+    np.testing.assert_array_equal(big, truncated_z_batch(3, classes, idxs, 0.5, 64))  # one recipe, one code
+    sg = draw_z("stylegan", 3, classes, idxs, 0.5, 64)
+    assert sg.dtype == np.float32 and sg.shape == (400, 64)
+    assert np.abs(sg).max() > 2.5 and 0.95 < sg.std() < 1.05  # standard normal, not truncated, not scaled
+    np.testing.assert_array_equal(sg, draw_z("stylegan", 3, classes, idxs, 1.0, 64))  # psi goes to the teacher
+    np.testing.assert_array_equal(sg[[5]], draw_z("stylegan", 3, [0], [5], 0.5, 64))  # per (seed, class, index)
+    assert not np.array_equal(sg, draw_z("stylegan", 4, classes, idxs, 0.5, 64))
+    with pytest.raises(TinyGANError, match="latent recipe 'gauss' is unknown"):
+        draw_z("gauss", 0, [0], [0], 0.5)
 
 
 # ---- content hash ----
