@@ -45,8 +45,8 @@ class Counting:
 
     def __init__(self, teacher, delay=0.0):
         self.t, self.delay, self.calls = teacher, delay, 0
-        self.handle, self.z_dim, self.n_classes, self.resolution = (teacher.handle, teacher.z_dim,
-                                                                    teacher.n_classes, teacher.resolution)
+        self.handle, self.z_dim, self.c_dim, self.resolution, self.latent = (
+            teacher.handle, teacher.z_dim, teacher.c_dim, teacher.resolution, teacher.latent)
 
     def __call__(self, z, y, truncation):
         self.calls += 1
@@ -121,7 +121,7 @@ def test_kill_9_then_resume_is_bit_identical(clean, ts_path, tmp_path):
         f"t = load_teacher({ts_path!r}, 'torchscript')\n"
         "f = t.__call__\n"
         "class Slow:\n"
-        "    handle, z_dim, n_classes, resolution = t.handle, 128, 1000, 128\n"
+        "    handle, z_dim, c_dim, resolution, latent = t.handle, 128, 1000, 128, 'biggan'\n"
         "    def __call__(self, *a):\n"
         "        time.sleep(0.4)\n"
         "        return f(*a)\n"
@@ -270,7 +270,7 @@ def test_bad_teacher_leaves_existing_shards_untouched(ts_path, tmp_path):
 
 class NaNTeacher:
     def __init__(self, handle):
-        self.handle, self.z_dim, self.n_classes, self.resolution = handle, 128, 1000, 128
+        self.handle, self.z_dim, self.c_dim, self.resolution, self.latent = handle, 128, 1000, 128, "biggan"
 
     def __call__(self, z, y, truncation):
         return np.full((len(z), 128, 128, 3), np.nan, np.float32)
