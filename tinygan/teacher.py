@@ -1,29 +1,83 @@
-"""Teachers: class-conditional generators with BigGAN-deep-128's interface, behind one small callable.
+"""Teachers: generators of square RGB images, class-conditional or not, behind one small callable.
 
-A Teacher is called as ``teacher(z, y, truncation) -> images`` with
+A teacher declares its shape: ``z_dim`` (noise width), ``c_dim`` (number of classes; 0 = unconditional) and
+``img_resolution`` R (square RGB images). It is read from the teacher itself, and checked on load by one dry
+call (one sample): an output that differs from the declared shape, is not square, has not 3 channels or has
+values far outside [-1, 1] (|x| > 1.5) is a one-line TinyGANError. A Teacher is called as
+``teacher(z, y, truncation) -> images`` with
 
-- ``z``: float32 [N, 128], the noise actually fed (already scaled by the truncation, see ``truncated_z``);
-- ``y``: int64 [N], class indices in [0, 1000) (the one-hot vector is built inside the adapter);
+- ``z``: float32 [N, z_dim], the noise actually fed (drawn by ``draw_z`` with the teacher's latent recipe);
+- ``y``: int64 [N], class indices in [0, c_dim) (all 0 when unconditional; the one-hot vector, [N, c_dim],
+  is built inside the adapter);
 - ``truncation``: float, passed through to the model;
-- returns float32 [N, 128, 128, 3] (NHWC) in [-1, 1].
+- returns float32 [N, R, R, 3] (NHWC) in [-1, 1].
 
-It has the attributes ``handle`` (where it was loaded from), ``z_dim`` (128), ``n_classes`` (1000) and
-``resolution`` (128). Two adapters:
+It has the attributes ``handle`` (where it was loaded from), ``z_dim``, ``c_dim``, ``n_classes``
+(max(c_dim, 1): the valid class indices), ``resolution`` (R) and ``latent``, its latent recipe:
+
+- ``"biggan"``: z = truncation × truncated normal (values outside ±2 redrawn), ``truncated_z``;
+- ``"stylegan"``: z standard normal, the truncation passed through as ψ, ``normal_z``.
+
+The param ``sample.latent`` picks one; ``auto`` is the teacher's own (``resolve_latent``). Two adapters:
 
 - ``"tfhub"``: a TF2 SavedModel directory or a TF-Hub handle (a URL such as
   https://tfhub.dev/deepmind/biggan-deep-128/1, a TF1 Hub module), loaded with ``tensorflow_hub.load``.
-  Its signature ``"default"`` must take ``z`` float32 [None, 128], ``y`` float32 [None, 1000] (one-hot) and
-  ``truncation`` float32 [] and return a dict with key ``"default"``: float32 [None, 128, 128, 3] in [-1, 1].
-  This is exactly BigGAN-deep-128's TF-Hub interface.
-- ``"torchscript"``: a file saved with ``torch.jit.save``. Contract of its ``forward``::
+  Its signature ``"default"`` takes ``z`` float32 [None, z_dim], optionally ``y`` float32 [None, c_dim]
+  (one-hot; no ``y``: unconditional) and ``truncation`` float32 [], and returns a dict with key
+  ``"default"``: float32 [None, R, R, 3] in [-1, 1] (BigGAN-deep-128's TF-Hub interface is z 128, y 1000,
+  R 128). The widths of z and y must be declared (they cannot be guessed); R may be declared None (the dry
+  call finds it). Latent recipe: ``biggan``.
+- ``"torchscript"``: a file saved with ``torch.jit.save``, with int attributes ``z_dim``, ``c_dim``,
+  ``img_resolution`` (StyleGAN2-ADA's names) and::
 
-      forward(z: Tensor[N, 128] float32, y: Tensor[N, 1000] float32 one-hot, truncation: Tensor[] float32)
-          -> Tensor[N, 3, 128, 128] float in [-1, 1]          # NCHW, the PyTorch convention
+      forward(z: Tensor[N, z_dim] float32, c: Tensor[N, c_dim] float32 one-hot ([N, 0] if unconditional),
+              truncation: Tensor[] float32) -> Tensor[N, 3, R, R] float in [-1, 1]   # NCHW
 
-  The adapter converts the output to NHWC float32 numpy. A converted BigGAN (e.g. huggingface
-  pytorch-pretrained-BigGAN, wrapped to take the one-hot y and a tensor truncation) or a conditional
-  StyleGAN2-ADA generator (wrapped: z -> mapping(z, c, truncation_psi) -> synthesis, resized to 128) can be
-  distilled this way. The file is checked on load with a one-sample dry call.
+  Latent recipe: ``stylegan``. A module without those attributes is taken to have BigGAN-deep-128's shape
+  (z 128, 1000 classes, R 128; recipe ``biggan``), which the dry call checks. The adapter converts the
+  output to NHWC float32 numpy.
+
+Wrapping your own generator (needs your weights; both are then sampled with ``sample.format: torchscript``).
+A StyleGAN2-ADA pickle's ``G`` (stylegan2-ada-pytorch's ``dnnlib``/``torch_utils`` importable)::
+
+    import pickle, torch
+
+    with open("network.pkl", "rb") as f:
+        G = pickle.load(f)["G_ema"].eval().requires_grad_(False)
+
+    class Run(torch.nn.Module):  # mapping with truncation_psi, then synthesis: NCHW in [-1, 1]
+        def __init__(self, G):
+            super().__init__()
+            self.G = G
+
+        def forward(self, z, c, psi):
+            return self.G.synthesis(self.G.mapping(z, c, truncation_psi=psi), noise_mode="const").clamp(-1, 1)
+
+    class Teacher(torch.nn.Module):  # the traced generator plus the attributes that declare its shape
+        def __init__(self, g, z_dim: int, c_dim: int, img_resolution: int):
+            super().__init__()
+            self.g, self.z_dim, self.c_dim, self.img_resolution = g, z_dim, c_dim, img_resolution
+
+        def forward(self, z, c, truncation):
+            return self.g(z, c, truncation)
+
+    c = torch.zeros(1, G.c_dim)
+    c[:, :1] = 1  # one-hot class 0 (nothing when unconditional)
+    traced = torch.jit.trace(Run(G), (torch.randn(1, G.z_dim), c, torch.tensor(0.7)), check_trace=False)
+    torch.jit.save(torch.jit.script(Teacher(traced, G.z_dim, G.c_dim, G.img_resolution)), "teacher.pt")
+
+A BigGAN-PyTorch generator ``G`` (ajbrock/BigGAN-PyTorch: class indices through ``G.shared``; the truncation
+is already in z, so keep ``sample.latent: biggan``, since ``auto`` picks stylegan for attributed modules)::
+
+    class Teacher(torch.nn.Module):
+        def __init__(self, G):
+            super().__init__()
+            self.G, self.z_dim, self.c_dim, self.img_resolution = G, G.dim_z, G.n_classes, G.resolution
+
+        def forward(self, z, c, truncation):
+            return self.G(z, self.G.shared(c.argmax(dim=1)))
+
+    torch.jit.save(torch.jit.script(Teacher(G.eval())), "teacher.pt")  # or trace as above
 
 ``content_hash(handle, kind)`` is the sha256 of what a handle holds (the file, or every file of the module
 dir), computed without loading it: the sample stage keys its shards on it, so a teacher replaced at the
