@@ -325,3 +325,21 @@ def test_rerun_with_everything_done_takes_the_shape_from_the_manifest(tmp_path, 
     m = sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1]})
     monkeypatch.setattr("tinygan.sample.load_teacher", None)  # loading the teacher would fail
     assert sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1]}) == m
+
+
+def test_the_manifest_shape_is_checked(tmp_path):
+    handle = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32, attrs=SG)
+    out = tmp_path / "out"
+    m = sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1, 9]})
+    for change, words in [({"z_dim": 5000}, r"field 'z_dim' is 5000, expected an integer in \[1, 4096\]"),
+                          ({"c_dim": -1}, r"field 'c_dim' is -1, expected an integer in \[0, 100000\]"),
+                          ({"c_dim": 5}, r"field 'classes\[1\]' is 9, expected an integer in \[0, 4\]"),
+                          ({"z_dim": 128}, r"dataset 'z' is float32 \(4, 512\), expected float32 \(4, 128\)")]:
+        (out / "manifest.json").write_text(json.dumps({**m, **change}))
+        with pytest.raises(TinyGANError, match=words) as e:
+            shards.verify(out, "teacher", checksums=False)
+        assert "\n" not in str(e.value)
+    old = {k: v for k, v in m.items() if k not in ("z_dim", "c_dim")}  # a manifest from before: 128 / 1000
+    (out / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(TinyGANError, match=r"expected float32 \(4, 128\)"):
+        shards.verify(out, "teacher", checksums=False)

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.teacher import (LATENTS, Teacher, check_truncation, content_hash, describe, draw_z, load_teacher,
-                             quantize, resolve_latent)
+from tinygan.teacher import (LATENTS, Teacher, check_classes, check_truncation, content_hash, describe, draw_z,
+                             load_teacher, quantize, resolve_latent)
 
 FORMAT = "tinygan-teacher-shards-v1"
 PREFIX = "teacher"
@@ -79,14 +79,6 @@ def _check_args(classes, per_class, truncation, batch_size, shard_size, rank, wo
         raise TinyGANError(f"sample: rank {rank} is not in [0, world_size={world_size})")
     check_truncation(truncation, "sample")
     return sorted(cls)
-
-
-def _check_classes(classes: list[int], c_dim: int) -> None:
-    """Class indices must be those of the teacher: 0..c_dim-1, or only 0 for an unconditional one."""
-    bad = [c for c in classes if not 0 <= c < max(c_dim, 1)]
-    if bad:
-        which = f"[0, {c_dim})" if c_dim else "[0, 1): the teacher is unconditional (c_dim 0), use classes [0]"
-        raise TinyGANError(f"sample: class indices {bad[:5]} out of range {which}")
 
 
 def teacher_shape(teacher: Teacher, latent: str = "auto") -> dict:
@@ -235,7 +227,7 @@ def sample(handle: str, kind: str, out_dir: str, classes: list[int], per_class: 
     if shape is None:  # the teacher tells its shape (and is needed anyway when there is work to do)
         teacher = teacher if teacher is not None else load_teacher(handle, kind)
         shape = teacher_shape(teacher, latent)
-    _check_classes(classes, shape["c_dim"])
+    check_classes(classes, shape["c_dim"], "sample")
     if not todo:
         run.start()
     else:

@@ -200,6 +200,16 @@ def truncated_z_batch(seed: int, classes, idxs, truncation: float, dim: int = Z_
     return draw_z("biggan", seed, classes, idxs, truncation, dim)
 
 
+def check_classes(classes, c_dim: int, where: str) -> None:
+    """Class indices must be the teacher's: 0..c_dim-1, or only 0 for an unconditional one (c_dim 0)."""
+    bad = [c for c in classes if not 0 <= c < max(c_dim, 1)]
+    if bad:
+        which = f"[0, {c_dim})" if c_dim else "[0, 1): the teacher is unconditional (c_dim 0), use classes [0]"
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise TinyGANError(f"{where}: class indices {bad[:5]}{more} out of range {which} of the teacher; "
+                           f"select the teacher's classes")
+
+
 def resolve_latent(latent: str, teacher: "Teacher") -> str:
     """The latent recipe to use: ``latent`` itself, or for "auto" the teacher's own (``teacher.latent``)."""
     if latent == "auto":
