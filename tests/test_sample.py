@@ -59,6 +59,7 @@ def test_counts_content_and_manifest(clean, ts_path):
     assert sorted(files(out)) == ["manifest.json"] + [f"teacher-0000{k}.h5{s}" for k in range(4) for s in ("", ".sha256")]
     assert json.loads((out / "manifest.json").read_text()) == m == shards.verify(out, "teacher")
     assert m["kind"] == "teacher" and m["n"] == 15 and m["resolution"] == 128
+    assert (m["z_dim"], m["c_dim"], m["latent"]) == (128, 1000, "biggan")  # the teacher's shape and noise
     assert m["classes"] == [1, 3, 7] and m["class_counts"] == {"1": 5, "3": 5, "7": 5}
     assert [s["n"] for s in m["shards"]] == [4, 4, 4, 3]
     assert (m["teacher"], m["truncation"], m["seed"], m["per_class"]) == (ts_path, 0.5, 0, 5)

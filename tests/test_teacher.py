@@ -58,6 +58,10 @@ def test_quantize_edges():
 def test_tfhub_savedmodel_roundtrip(tf_teacher):
     t = load_teacher(tf_teacher, "tfhub")
     assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (tf_teacher, 128, 1000, 128)
+    assert (t.c_dim, t.latent, resolve_latent("auto", t), resolve_latent("stylegan", t)) == (
+        1000, "biggan", "biggan", "stylegan")
+    with pytest.raises(TinyGANError, match=r"latent recipe 'normal' is unknown; expected auto or one of"):
+        resolve_latent("normal", t)
     z, y = _inputs()
     out = t(z, y, 0.5)
     assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)
@@ -125,6 +129,7 @@ def test_tfhub_offline_url_message_and_cache(tmp_path, monkeypatch, tf_teacher):
 def test_torchscript_roundtrip(ts_teacher, tf_teacher):
     t = load_teacher(ts_teacher, "torchscript", device="cpu")
     assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (ts_teacher, 128, 1000, 128)
+    assert (t.c_dim, t.latent) == (1000, "biggan")  # attribute-less: BigGAN-deep-128's shape and noise
     z, y = _inputs()
     out = t(z, y, 0.5)
     assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)  # NCHW -> NHWC

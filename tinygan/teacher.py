@@ -215,7 +215,8 @@ def resolve_latent(latent: str, teacher: "Teacher") -> str:
     if latent == "auto":
         return teacher.latent
     if latent not in LATENTS:
-        raise TinyGANError(f"sample: latent is {latent!r}, expected auto or one of {', '.join(LATENTS)}")
+        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected auto or one of {', '.join(LATENTS)} "
+                           f"(param sample.latent)")
     return latent
 
 
