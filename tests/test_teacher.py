@@ -208,6 +208,21 @@ def test_a_teacher_that_lies_is_one_line(tmp_path, kwargs, words):
     assert "\n" not in str(e.value) and path in str(e.value)
 
 
+@pytest.mark.parametrize("shape", [[None, 32, 48, 3], [None, 32, 32, 1]])
+def test_a_savedmodel_declaring_a_non_square_or_non_rgb_output_is_one_line(tmp_path, shape):
+    import tensorflow as tf
+
+    fn = tf.function(lambda z, truncation: {"default": tf.zeros([tf.shape(z)[0]] + shape[1:]) + truncation},
+                     input_signature=[tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([], tf.float32)])
+    module = tf.Module()
+    module.fn = fn
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"default": fn.get_concrete_function()})
+    with pytest.raises(TinyGANError, match=rf"output 'default' has shape \[None, 32, {shape[2]}, {shape[3]}\], "
+                                           r"expected \[None, R, R, 3\] \(square RGB, NHWC\)") as e:
+        load_teacher(str(tmp_path / "m"), "tfhub")
+    assert "\n" not in str(e.value)
+
+
 def test_draw_z_recipes():
     classes, idxs = np.repeat(np.arange(4), 100), np.tile(np.arange(100), 4)
     big = draw_z("biggan", 3, classes, idxs, 0.5, 64)
