@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import socket
+import textwrap
 
 import numpy as np
 import pytest
@@ -221,6 +222,32 @@ def test_a_savedmodel_declaring_a_non_square_or_non_rgb_output_is_one_line(tmp_p
                                            r"expected \[None, R, R, 3\] \(square RGB, NHWC\)") as e:
         load_teacher(str(tmp_path / "m"), "tfhub")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # StyleGAN's own `if psi != 1`
+def test_the_documented_stylegan2_ada_wrapper_works(tmp_path, monkeypatch):
+    """The wrapping code of tinygan/teacher.py's docstring, run on a stand-in for a StyleGAN2-ADA ``G``."""
+    import importlib
+
+    import tinygan.teacher
+    import torch
+
+    doc = tinygan.teacher.__doc__.split("A StyleGAN2-ADA pickle's")[1].split("::\n", 1)[1]
+    code = textwrap.dedent(doc.split("\nA BigGAN-PyTorch")[0])
+    load = 'with open("network.pkl", "rb") as f:\n    G = pickle.load(f)["G_ema"].eval().requires_grad_(False)\n'
+    assert load in code  # the user's weights: replaced by the stand-in
+    (tmp_path / "wrap_sg.py").write_text(code.replace(load, "G = toy_teachers.stand_in_stylegan()\n")
+                                         .replace("import pickle, torch", "import torch\nimport toy_teachers"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    G = importlib.import_module("wrap_sg").G  # runs the snippet: writes teacher.pt
+    t = load_teacher(str(tmp_path / "teacher.pt"), "torchscript", device="cpu")
+    assert _shape(t) == (8, 4, 4, 16, "stylegan")
+    y = np.array([1, 3])
+    z = draw_z("stylegan", 0, y, [0, 1], 0.6, 8)
+    c = torch.nn.functional.one_hot(torch.from_numpy(y), 4).float()
+    want = G.synthesis(G.mapping(torch.from_numpy(z), c, truncation_psi=0.6)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(t(z, y, 0.6), want, atol=1e-6)  # psi reaches the mapping
 
 
 def test_draw_z_recipes():

@@ -107,3 +107,36 @@ def save_tf1_hub_teacher(path) -> str:
             builder.save()
     (Path(path) / "tfhub_module.pb").write_bytes(b"")
     return str(path)
+
+
+def stand_in_stylegan(z_dim: int = 8, c_dim: int = 4, img_resolution: int = 16):
+    """A stand-in for a StyleGAN2-ADA pickle's ``G``: ``G.mapping(z, c, truncation_psi)`` (lerp towards
+    ``w_avg`` as StyleGAN does), ``G.synthesis(w, noise_mode)`` -> NCHW in [-1, 1], and the attributes
+    ``z_dim``, ``c_dim``, ``img_resolution``; for checking the wrapping code in tinygan/teacher.py."""
+    import torch
+
+    class Mapping(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w_avg = torch.nn.Parameter(torch.full((8,), 0.3))
+            self.lin = torch.nn.Linear(z_dim + c_dim, 8)
+
+        def forward(self, z, c, truncation_psi=1.0):
+            w = self.lin(torch.cat([z, c], dim=1))
+            if truncation_psi != 1:
+                w = self.w_avg.lerp(w, truncation_psi)
+            return w
+
+    class Synthesis(torch.nn.Module):
+        def forward(self, w, noise_mode="random"):
+            u = torch.linspace(-1.0, 1.0, img_resolution)
+            return torch.tanh(w[:, :3, None, None] * u[:, None] + w[:, 3:6, None, None] * u[None, :])
+
+    class G(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.z_dim, self.c_dim, self.img_resolution = z_dim, c_dim, img_resolution
+            self.mapping, self.synthesis = Mapping(), Synthesis()
+
+    torch.manual_seed(0)
+    return G().eval().requires_grad_(False)
