@@ -27,7 +27,7 @@ def main(params_file: str = "params.yaml",
             raise TinyGANError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4") from None
     sample.sample(s["teacher"], s["format"], OUT, classes=p["classes"], per_class=s["per_class"],
                   truncation=s["truncation"], seed=p["seed"], batch_size=p["runtime"]["sample"]["batch_size"],
-                  shard_size=s["shard_size"], rank=rank, world_size=world)
+                  shard_size=s["shard_size"], rank=rank, world_size=world, latent=s["latent"])
 
 
 if __name__ == "__main__":

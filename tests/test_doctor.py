@@ -79,8 +79,8 @@ def test_tfhub_url_must_be_pre_placed(healthy, tmp_path, monkeypatch):
     save_tf_teacher(module_dir)  # the fix: the module pre-placed in the cache loads without network
     assert doctor.check(healthy) == []
     shutil.rmtree(module_dir)
-    save_tf_teacher(module_dir, y_width=10)  # a module there, but not BigGAN-deep-128's interface
-    _one(doctor.check(healthy), url, "'y'", "[None, 1000]")
+    save_tf_teacher(module_dir, y_width=10)  # a module there, but a 10-class teacher: not the selected classes
+    _one(doctor.check(healthy), url, "class indices [130, 207, 281, 291, 323] out of range [0, 10) of the teacher")
 
 
 def test_imagenet_missing_and_empty_class_folders(healthy, assets, tmp_path):

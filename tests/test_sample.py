@@ -15,7 +15,7 @@ from tinygan import shards
 from tinygan.errors import TinyGANError
 from tinygan.sample import fingerprint, sample
 from tinygan.io import sha256_file
-from tinygan.teacher import DESCRIPTION, content_hash, describe, load_teacher, quantize, truncated_z_batch
+from tinygan.teacher import DESCRIPTION, content_hash, describe, draw_z, load_teacher, quantize, truncated_z_batch
 from toy_teachers import save_tf_teacher, save_torchscript_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ class Counting:
 
     def __init__(self, teacher, delay=0.0):
         self.t, self.delay, self.calls = teacher, delay, 0
-        self.handle, self.z_dim, self.n_classes, self.resolution = (teacher.handle, teacher.z_dim,
-                                                                    teacher.n_classes, teacher.resolution)
+        self.handle, self.z_dim, self.c_dim, self.resolution, self.latent = (
+            teacher.handle, teacher.z_dim, teacher.c_dim, teacher.resolution, teacher.latent)
 
     def __call__(self, z, y, truncation):
         self.calls += 1
@@ -59,6 +59,7 @@ def test_counts_content_and_manifest(clean, ts_path):
     assert sorted(files(out)) == ["manifest.json"] + [f"teacher-0000{k}.h5{s}" for k in range(4) for s in ("", ".sha256")]
     assert json.loads((out / "manifest.json").read_text()) == m == shards.verify(out, "teacher")
     assert m["kind"] == "teacher" and m["n"] == 15 and m["resolution"] == 128
+    assert (m["z_dim"], m["c_dim"], m["latent"]) == (128, 1000, "biggan")  # the teacher's shape and noise
     assert m["classes"] == [1, 3, 7] and m["class_counts"] == {"1": 5, "3": 5, "7": 5}
     assert [s["n"] for s in m["shards"]] == [4, 4, 4, 3]
     assert (m["teacher"], m["truncation"], m["seed"], m["per_class"]) == (ts_path, 0.5, 0, 5)
@@ -121,7 +122,7 @@ def test_kill_9_then_resume_is_bit_identical(clean, ts_path, tmp_path):
         f"t = load_teacher({ts_path!r}, 'torchscript')\n"
         "f = t.__call__\n"
         "class Slow:\n"
-        "    handle, z_dim, n_classes, resolution = t.handle, 128, 1000, 128\n"
+        "    handle, z_dim, c_dim, resolution, latent = t.handle, 128, 1000, 128, 'biggan'\n"
         "    def __call__(self, *a):\n"
         "        time.sleep(0.4)\n"
         "        return f(*a)\n"
@@ -270,7 +271,76 @@ def test_bad_teacher_leaves_existing_shards_untouched(ts_path, tmp_path):
 
 class NaNTeacher:
     def __init__(self, handle):
-        self.handle, self.z_dim, self.n_classes, self.resolution = handle, 128, 1000, 128
+        self.handle, self.z_dim, self.c_dim, self.resolution, self.latent = handle, 128, 1000, 128, "biggan"
 
     def __call__(self, z, y, truncation):
         return np.full((len(z), 128, 128, 3), np.nan, np.float32)
+
+
+# ---- any teacher: sampling at the teacher's shape ----
+
+SG = {"z_dim": 512, "c_dim": 10, "img_resolution": 32}
+
+
+def test_sample_at_the_teachers_shape(tmp_path):
+    handle = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32, attrs=SG)
+    out = tmp_path / "out"
+    m = sample(handle, "torchscript", str(out), batch_size=3, **{**ARGS, "classes": [9, 0, 4]})
+    assert (m["z_dim"], m["c_dim"], m["resolution"], m["latent"]) == (512, 10, 32, "stylegan")
+    assert shards.verify(out, "teacher") == m
+    z, y, images = images_of(out, m)
+    assert z.shape == (15, 512) and images.shape == (15, 32, 32, 3)
+    np.testing.assert_array_equal(y, np.repeat([0, 4, 9], 5))
+    np.testing.assert_array_equal(z, draw_z("stylegan", 0, y, np.tile(np.arange(5), 3), 0.5, 512))  # the z fed
+    assert np.abs(z).max() > 2.0  # standard normal: not the truncated, scaled BigGAN noise
+    np.testing.assert_array_equal(images, quantize(load_teacher(handle, "torchscript")(z, y, 0.5)))
+    ds = shards.ShardDataset(out)
+    batch = ds.__getitems__([0, 14])
+    assert tuple(batch["z"].shape) == (2, 512) and tuple(batch["images"].shape) == (2, 3, 32, 32)
+    assert batch["y"].tolist() == [0, 9]
+    # latent chosen explicitly: other noise, other fingerprint
+    m2 = sample(handle, "torchscript", str(tmp_path / "big"), batch_size=3, latent="biggan",
+                **{**ARGS, "classes": [9, 0, 4]})
+    assert m2["latent"] == "biggan" and m2["fingerprint"] != m["fingerprint"]
+    assert np.abs(images_of(tmp_path / "big", m2)[0]).max() <= 2 * 0.5
+    with pytest.raises(TinyGANError, match=r"class indices \[10\] out of range \[0, 10\)"):
+        sample(handle, "torchscript", str(tmp_path / "bad"), **{**ARGS, "classes": [3, 10]})
+
+
+def test_sample_an_unconditional_teacher(tmp_path):
+    handle = save_tf_teacher(tmp_path / "u", y_width=None, z_dim=20, resolution=16)
+    out = tmp_path / "out"
+    m = sample(handle, "tfhub", str(out), batch_size=4, **{**ARGS, "classes": [0], "per_class": 6})
+    assert (m["z_dim"], m["c_dim"], m["resolution"], m["latent"], m["classes"]) == (20, 0, 16, "biggan", [0])
+    z, y, images = images_of(out, shards.verify(out, "teacher"))
+    assert z.shape == (6, 20) and images.shape == (6, 16, 16, 3) and not y.any()
+    np.testing.assert_array_equal(z, truncated_z_batch(0, y, np.arange(6), 0.5, 20))
+    with pytest.raises(TinyGANError, match=r"unconditional \(c_dim 0\), use classes \[0\]") as e:
+        sample(handle, "tfhub", str(tmp_path / "bad"), **{**ARGS, "classes": [0, 1]})
+    assert "\n" not in str(e.value)
+
+
+def test_rerun_with_everything_done_takes_the_shape_from_the_manifest(tmp_path, monkeypatch):
+    handle = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32, attrs=SG)
+    out = tmp_path / "out"
+    m = sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1]})
+    monkeypatch.setattr("tinygan.sample.load_teacher", None)  # loading the teacher would fail
+    assert sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1]}) == m
+
+
+def test_the_manifest_shape_is_checked(tmp_path):
+    handle = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32, attrs=SG)
+    out = tmp_path / "out"
+    m = sample(handle, "torchscript", str(out), **{**ARGS, "classes": [1, 9]})
+    for change, words in [({"z_dim": 5000}, r"field 'z_dim' is 5000, expected an integer in \[1, 4096\]"),
+                          ({"c_dim": -1}, r"field 'c_dim' is -1, expected an integer in \[0, 100000\]"),
+                          ({"c_dim": 5}, r"field 'classes\[1\]' is 9, expected an integer in \[0, 4\]"),
+                          ({"z_dim": 128}, r"dataset 'z' is float32 \(4, 512\), expected float32 \(4, 128\)")]:
+        (out / "manifest.json").write_text(json.dumps({**m, **change}))
+        with pytest.raises(TinyGANError, match=words) as e:
+            shards.verify(out, "teacher", checksums=False)
+        assert "\n" not in str(e.value)
+    old = {k: v for k, v in m.items() if k not in ("z_dim", "c_dim")}  # a manifest from before: 128 / 1000
+    (out / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(TinyGANError, match=r"expected float32 \(4, 128\)"):
+        shards.verify(out, "teacher", checksums=False)

@@ -4,14 +4,15 @@ import hashlib
 import json
 import shutil
 import socket
+import textwrap
 
 import numpy as np
 import pytest
 
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file
-from tinygan.teacher import (DESCRIPTION, PUBLISHED, content_hash, describe, load_teacher, quantize, truncated_z,
-                             truncated_z_batch)
+from tinygan.teacher import (DESCRIPTION, PUBLISHED, content_hash, describe, draw_z, load_teacher, quantize,
+                             resolve_latent, truncated_z, truncated_z_batch)
 from toy_teachers import reference_images, save_tf1_hub_teacher, save_tf_teacher, save_torchscript_teacher
 
 
@@ -58,6 +59,10 @@ def test_quantize_edges():
 def test_tfhub_savedmodel_roundtrip(tf_teacher):
     t = load_teacher(tf_teacher, "tfhub")
     assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (tf_teacher, 128, 1000, 128)
+    assert (t.c_dim, t.latent, resolve_latent("auto", t), resolve_latent("stylegan", t)) == (
+        1000, "biggan", "biggan", "stylegan")
+    with pytest.raises(TinyGANError, match=r"latent recipe 'normal' is unknown; expected auto or one of"):
+        resolve_latent("normal", t)
     z, y = _inputs()
     out = t(z, y, 0.5)
     assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)
@@ -74,7 +79,7 @@ def test_tf1_hub_format_module(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"y_width": 10}, "input 'y' has shape [None, 10], expected [None, 1000]"),
+    ({"z_dim": None}, "input 'z' has shape [None, None], expected [None, k] with the width k declared"),
     ({"truncation_input": False}, "has no input 'truncation'"),
     ({"out_key": "images"}, "has no output 'default'"),
 ])
@@ -125,6 +130,7 @@ def test_tfhub_offline_url_message_and_cache(tmp_path, monkeypatch, tf_teacher):
 def test_torchscript_roundtrip(ts_teacher, tf_teacher):
     t = load_teacher(ts_teacher, "torchscript", device="cpu")
     assert (t.handle, t.z_dim, t.n_classes, t.resolution) == (ts_teacher, 128, 1000, 128)
+    assert (t.c_dim, t.latent) == (1000, "biggan")  # attribute-less: BigGAN-deep-128's shape and noise
     z, y = _inputs()
     out = t(z, y, 0.5)
     assert out.dtype == np.float32 and out.shape == (5, 128, 128, 3)  # NCHW -> NHWC
@@ -134,13 +140,128 @@ def test_torchscript_roundtrip(ts_teacher, tf_teacher):
 
 def test_torchscript_bad_output_and_missing(tmp_path):
     path = save_torchscript_teacher(tmp_path / "small.pt", resolution=64)
-    with pytest.raises(TinyGANError, match=r"forward returned \[1, 3, 64, 64\], expected .*\[1, 3, 128, 128\]"):
+    with pytest.raises(TinyGANError, match=r"returned \[1, 3, 64, 64\], expected \[1, 3, 128, 128\] .*BigGAN-deep-128's shape"):
         load_teacher(path, "torchscript")
     with pytest.raises(TinyGANError, match="does not exist"):
         load_teacher(str(tmp_path / "nope.pt"), "torchscript")
     (tmp_path / "junk.pt").write_bytes(b"not a torchscript file")
     with pytest.raises(TinyGANError, match="cannot load as TorchScript"):
         load_teacher(str(tmp_path / "junk.pt"), "torchscript")
+
+
+# ---- any teacher: the shape a teacher declares, checked by a dry call ----
+
+def _shape(t):
+    return t.z_dim, t.c_dim, t.n_classes, t.resolution, t.latent
+
+
+def test_torchscript_teacher_declares_its_shape(tmp_path):
+    path = save_torchscript_teacher(tmp_path / "sg.pt", resolution=32,
+                                    attrs={"z_dim": 512, "c_dim": 10, "img_resolution": 32})
+    t = load_teacher(path, "torchscript", device="cpu")
+    assert _shape(t) == (512, 10, 10, 32, "stylegan") and resolve_latent("auto", t) == "stylegan"
+    y = np.array([0, 9, 3])
+    z = draw_z("stylegan", 0, y, np.arange(3), 0.7, 512)
+    np.testing.assert_allclose(t(z, y, 0.7), reference_images(z, y, 0.7, 32), atol=1e-5)
+    with pytest.raises(ValueError, match=r"class indices must be in \[0, 10\)"):
+        t(z, np.array([0, 10, 3]), 0.7)
+
+
+def test_unconditional_torchscript_teacher(tmp_path):
+    path = save_torchscript_teacher(tmp_path / "u.pt", resolution=64,
+                                    attrs={"z_dim": 16, "c_dim": 0, "img_resolution": 64})
+    t = load_teacher(path, "torchscript", device="cpu")
+    assert _shape(t) == (16, 0, 1, 64, "stylegan")
+    z, y = draw_z("stylegan", 0, [0, 0], [0, 1], 1.0, 16), np.zeros(2, np.int64)  # the one class 0
+    np.testing.assert_allclose(t(z, y, 1.0), reference_images(z, y, 1.0, 64), atol=1e-5)
+
+
+def test_unconditional_tf_savedmodel(tmp_path):
+    t = load_teacher(save_tf_teacher(tmp_path / "u", y_width=None, z_dim=20, resolution=32), "tfhub")
+    assert _shape(t) == (20, 0, 1, 32, "biggan")
+    z, y = truncated_z_batch(0, [0, 0], [0, 1], 0.5, 20), np.zeros(2, np.int64)
+    np.testing.assert_allclose(t(z, y, 0.5), reference_images(z, y, 0.5, 32), atol=1e-5)
+
+
+def test_tf_output_side_unknown_is_resolved_by_a_dry_call(tmp_path):
+    path = save_tf_teacher(tmp_path / "dyn", y_width=10, z_dim=64, resolution=48, dynamic_output=True)
+    t = load_teacher(path, "tfhub")
+    assert _shape(t) == (64, 10, 10, 48, "biggan")
+    z, y = truncated_z_batch(0, [2, 7], [0, 1], 0.5, 64), np.array([2, 7])
+    np.testing.assert_allclose(t(z, y, 0.5), reference_images(z, y, 0.5, 48), atol=1e-5)
+
+
+DECLARED = {"z_dim": 512, "c_dim": 10, "img_resolution": 32}
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"resolution": 64}, r"returned \[1, 3, 64, 64\], expected \[1, 3, 32, 32\] \(the resolution is 32\)"),
+    ({"width": 48}, r"returned \[1, 3, 32, 48\], expected \[1, 3, 32, 32\] \(32x48 is not square\)"),
+    ({"channels": 1}, r"returned \[1, 1, 32, 32\], expected \[1, 3, 32, 32\] \(1 channels, not RGB\)"),
+    ({"scale": 3.0}, r"returned values up to 2\.\d+ .*expected images in \[-1, 1\]"),
+    ({"attrs": {**DECLARED, "c_dim": -1}}, r"attributes .* must all be integers"),
+    ({"attrs": {"z_dim": 512}}, r"attributes .* must all be integers"),
+])
+def test_a_teacher_that_lies_is_one_line(tmp_path, kwargs, words):
+    path = save_torchscript_teacher(tmp_path / "liar.pt", **{"resolution": 32, "attrs": DECLARED, **kwargs})
+    with pytest.raises(TinyGANError, match=words) as e:
+        load_teacher(path, "torchscript", device="cpu")
+    assert "\n" not in str(e.value) and path in str(e.value)
+
+
+@pytest.mark.parametrize("shape", [[None, 32, 48, 3], [None, 32, 32, 1]])
+def test_a_savedmodel_declaring_a_non_square_or_non_rgb_output_is_one_line(tmp_path, shape):
+    import tensorflow as tf
+
+    fn = tf.function(lambda z, truncation: {"default": tf.zeros([tf.shape(z)[0]] + shape[1:]) + truncation},
+                     input_signature=[tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([], tf.float32)])
+    module = tf.Module()
+    module.fn = fn
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"default": fn.get_concrete_function()})
+    with pytest.raises(TinyGANError, match=rf"output 'default' has shape \[None, 32, {shape[2]}, {shape[3]}\], "
+                                           r"expected \[None, R, R, 3\] \(square RGB, NHWC\)") as e:
+        load_teacher(str(tmp_path / "m"), "tfhub")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # StyleGAN's own `if psi != 1`
+def test_the_documented_stylegan2_ada_wrapper_works(tmp_path, monkeypatch):
+    """The wrapping code of tinygan/teacher.py's docstring, run on a stand-in for a StyleGAN2-ADA ``G``."""
+    import importlib
+
+    import tinygan.teacher
+    import torch
+
+    doc = tinygan.teacher.__doc__.split("A StyleGAN2-ADA pickle's")[1].split("::\n", 1)[1]
+    code = textwrap.dedent(doc.split("\nA BigGAN-PyTorch")[0])
+    load = 'with open("network.pkl", "rb") as f:\n    G = pickle.load(f)["G_ema"].eval().requires_grad_(False)\n'
+    assert load in code  # the user's weights: replaced by the stand-in
+    (tmp_path / "wrap_sg.py").write_text(code.replace(load, "G = toy_teachers.stand_in_stylegan()\n")
+                                         .replace("import pickle, torch", "import torch\nimport toy_teachers"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    G = importlib.import_module("wrap_sg").G  # runs the snippet: writes teacher.pt
+    t = load_teacher(str(tmp_path / "teacher.pt"), "torchscript", device="cpu")
+    assert _shape(t) == (8, 4, 4, 16, "stylegan")
+    y = np.array([1, 3])
+    z = draw_z("stylegan", 0, y, [0, 1], 0.6, 8)
+    c = torch.nn.functional.one_hot(torch.from_numpy(y), 4).float()
+    want = G.synthesis(G.mapping(torch.from_numpy(z), c, truncation_psi=0.6)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(t(z, y, 0.6), want, atol=1e-6)  # psi reaches the mapping
+
+
+def test_draw_z_recipes():
+    classes, idxs = np.repeat(np.arange(4), 100), np.tile(np.arange(100), 4)
+    big = draw_z("biggan", 3, classes, idxs, 0.5, 64)
+    np.testing.assert_array_equal(big, truncated_z_batch(3, classes, idxs, 0.5, 64))  # one recipe, one code
+    sg = draw_z("stylegan", 3, classes, idxs, 0.5, 64)
+    assert sg.dtype == np.float32 and sg.shape == (400, 64)
+    assert np.abs(sg).max() > 2.5 and 0.95 < sg.std() < 1.05  # standard normal, not truncated, not scaled
+    np.testing.assert_array_equal(sg, draw_z("stylegan", 3, classes, idxs, 1.0, 64))  # psi goes to the teacher
+    np.testing.assert_array_equal(sg[[5]], draw_z("stylegan", 3, [0], [5], 0.5, 64))  # per (seed, class, index)
+    assert not np.array_equal(sg, draw_z("stylegan", 4, classes, idxs, 0.5, 64))
+    with pytest.raises(TinyGANError, match="latent recipe 'gauss' is unknown"):
+        draw_z("gauss", 0, [0], [0], 0.5)
 
 
 # ---- content hash ----

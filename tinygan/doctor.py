@@ -26,7 +26,8 @@ def check(p: dict, data_dir: str | os.PathLike = "data") -> list[str]:
 def run_checks(p: dict, data_dir: str | os.PathLike = "data") -> list[tuple[str, list[str]]]:
     """``(what passed, problems)`` for each check in turn; a check passed when its problems are empty."""
     checks: list[Callable[[], tuple[str, list[str]]]] = [
-        lambda: _teacher(p["sample"]["teacher"], p["sample"]["format"]),
+        lambda: _teacher(p["sample"]["teacher"], p["sample"]["format"],
+                         p["classes"] if p["prepare"]["layout"] == "imagenet" else None),
         lambda: _imagenet(Path(p["prepare"]["imagenet_train"]), p["classes"], p["prepare"]["layout"]),
         lambda: _inception(p["evaluate"]["extractor"], p["evaluate"]["extractor_path"]),
         lambda: _disk(p, Path(data_dir)),
@@ -35,8 +36,9 @@ def run_checks(p: dict, data_dir: str | os.PathLike = "data") -> list[tuple[str,
     return [c() for c in checks]
 
 
-def _teacher(handle: str, kind: str) -> tuple[str, list[str]]:
-    """Loadable offline: a TF-Hub URL must be pre-placed in the TF-Hub cache; then it is loaded and checked."""
+def _teacher(handle: str, kind: str, classes: list[int] | None) -> tuple[str, list[str]]:
+    """Loadable offline: a TF-Hub URL must be pre-placed in the TF-Hub cache; then it is loaded and checked,
+    and the selected classes (when given as indices) must be the teacher's."""
     from tinygan import teacher
 
     if kind == "tfhub" and teacher.is_remote(handle):
@@ -49,10 +51,13 @@ def _teacher(handle: str, kind: str) -> tuple[str, list[str]]:
                         f"{module_dir}/ ({sha1} = sha1 of the URL){env}, or set sample.teacher to a local "
                         f"SavedModel dir"]
     try:
-        teacher.load_teacher(handle, kind, device="cpu")
+        t = teacher.load_teacher(handle, kind, device="cpu")
+        if classes is not None:
+            teacher.check_classes(classes, t.c_dim, f"teacher {handle}")
     except TinyGANError as e:
         return "", [str(e)]
-    return f"teacher {handle} ({kind}) loads offline with BigGAN-deep-128's interface", []
+    return (f"teacher {handle} ({kind}) loads offline: z {t.z_dim}, {t.c_dim} classes, {t.resolution}x"
+            f"{t.resolution} images, latent {t.latent}"), []
 
 
 def _imagenet(root: Path, classes: list[int] | list[str] | str, layout: str = "imagenet") -> tuple[str, list[str]]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import yaml
 
 from tinygan.errors import TinyGANError
-from tinygan.teacher import TRUNCATION_RANGE
+from tinygan.teacher import LATENTS, TRUNCATION_RANGE
 
 PARAMS_FILE = "params.yaml"
 
@@ -165,7 +165,12 @@ SCHEMA: dict[str, Any] = {
                                 "naming a URL teacher"),
         "format": Choice("tfhub", "torchscript", help="how to load the teacher"),
         "per_class": Int(1, help="teacher samples per class (paper: 3,000)"),
-        "truncation": Float(*TRUNCATION_RANGE, help="z = truncation x truncated normal (official 0.5)"),
+        "truncation": Float(*TRUNCATION_RANGE, help="biggan: z = truncation x truncated normal (official 0.5); "
+                                                   "stylegan: the truncation psi"),
+        "latent": Choice("auto", *LATENTS, help="the teacher's noise recipe: biggan (truncated normal x truncation) "
+                                                "| stylegan (standard normal, truncation as psi) | auto (TF-Hub/"
+                                                "SavedModel and attribute-less TorchScript: biggan; TorchScript "
+                                                "declaring z_dim/c_dim/img_resolution: stylegan)"),
         "shard_size": Int(1, help="samples per HDF5 shard"),
     },
     "train": {

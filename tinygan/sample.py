@@ -2,11 +2,15 @@
 
 The directory is in the shard format of ``tinygan.shards`` (written with ``shards.write_shard`` /
 ``shards.write_manifest``, checked by ``shards.verify``): ``teacher-00000.h5``, ... (each with a ``.sha256``
-sidecar) and ``manifest.json``. A shard holds ``z`` float32 [n, 128] (the noise actually fed), ``y`` int64 [n],
-``images`` uint8 [n, 128, 128, 3] (``quantize`` of the teacher output) and the attrs ``kind="teacher"``,
-``fingerprint``, ``shard`` (its index). The manifest adds ``teacher`` (the handle), ``teacher_sha256`` (its
-content hash, ``tinygan.teacher.content_hash``), ``teacher_info`` (its description, ``tinygan.teacher.describe``:
-name, size and where the figures come from), ``truncation``, ``seed`` and ``per_class`` to the common keys.
+sidecar) and ``manifest.json``. Sampling works at the teacher's shape (``tinygan.teacher``: z width Z, c_dim
+classes, R x R images). A shard holds ``z`` float32 [n, Z] (the noise actually fed, drawn with the latent
+recipe ``latent``: ``tinygan.teacher.draw_z``), ``y`` int64 [n] (class indices 0..c_dim-1; all 0 for an
+unconditional teacher, c_dim 0), ``images`` uint8 [n, R, R, 3] (``quantize`` of the teacher output) and the
+attrs ``kind="teacher"``, ``fingerprint``, ``shard`` (its index). The manifest adds ``teacher`` (the handle),
+``teacher_sha256`` (its content hash, ``tinygan.teacher.content_hash``), ``teacher_info`` (its description,
+``tinygan.teacher.describe``: name, size and where the figures come from), ``z_dim``, ``c_dim``, ``latent``
+(the recipe used, "auto" resolved), ``truncation``, ``seed`` and ``per_class`` to the common keys
+(``resolution`` = R).
 
 Global order is class-major: sorted classes, then sample index 0..per_class-1; shard k holds global items
 [k * shard_size, (k + 1) * shard_size). Teacher batches never cross a shard boundary, and every z depends only
@@ -34,23 +38,27 @@ from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
-from tinygan.teacher import (N_CLASSES, RESOLUTION, Teacher, check_truncation, content_hash, describe, load_teacher, quantize,
-                             truncated_z_batch)
+from tinygan.teacher import (LATENTS, Teacher, check_classes, check_truncation, content_hash, describe, draw_z,
+                             load_teacher, quantize, resolve_latent)
 
 FORMAT = "tinygan-teacher-shards-v1"
 PREFIX = "teacher"
+SHAPE_KEYS = ("z_dim", "c_dim", "resolution", "latent")  # the teacher's shape and latent recipe, in the manifest
 
 
 def fingerprint(teacher_sha256: str, kind: str, classes, per_class: int, truncation: float, seed: int,
-                shard_size: int) -> str:
+                shard_size: int, latent: str = "auto") -> str:
     """Hash of everything that determines the shards' content (not batch size, not world size).
 
     The teacher enters by its content (``teacher.content_hash``), not its path: a teacher replaced at the
-    same path gives new shards, the same teacher moved elsewhere reuses them."""
+    same path gives new shards, the same teacher moved elsewhere reuses them. Its shape, and the latent
+    recipe "auto" picks, follow from that content; an explicit ``latent`` enters as requested ("auto"
+    adds nothing, so runs from before the param keep their shards)."""
+    extra = {} if latent == "auto" else {"latent": str(latent)}
     return shards.fingerprint({"format": FORMAT, "teacher_sha256": str(teacher_sha256), "kind": kind,
                                "classes": sorted(int(c) for c in classes), "per_class": int(per_class),
                                "truncation": repr(float(truncation)), "seed": int(seed),
-                               "shard_size": int(shard_size)})
+                               "shard_size": int(shard_size), **extra})
 
 
 def _check_args(classes, per_class, truncation, batch_size, shard_size, rank, world_size) -> list[int]:
@@ -60,9 +68,6 @@ def _check_args(classes, per_class, truncation, batch_size, shard_size, rank, wo
         raise TinyGANError(f"sample: classes must be a list of class indices, got {classes!r}") from None
     if not cls:
         raise TinyGANError("sample: the class list is empty; select at least one class")
-    bad = [c for c in cls if not 0 <= c < N_CLASSES]
-    if bad:
-        raise TinyGANError(f"sample: class indices {bad[:5]} out of range [0, {N_CLASSES})")
     if len(set(cls)) != len(cls):
         dup = sorted({c for c in cls if cls.count(c) > 1})
         raise TinyGANError(f"sample: classes listed twice: {dup[:5]}; list each class once")
@@ -74,6 +79,24 @@ def _check_args(classes, per_class, truncation, batch_size, shard_size, rank, wo
         raise TinyGANError(f"sample: rank {rank} is not in [0, world_size={world_size})")
     check_truncation(truncation, "sample")
     return sorted(cls)
+
+
+def teacher_shape(teacher: Teacher, latent: str = "auto") -> dict:
+    """``{z_dim, c_dim, resolution, latent}`` of a loaded teacher, ``latent`` ("auto" or one of LATENTS)
+    resolved (``tinygan.teacher.resolve_latent``)."""
+    return {"z_dim": int(teacher.z_dim), "c_dim": int(teacher.c_dim), "resolution": int(teacher.resolution),
+            "latent": resolve_latent(latent, teacher)}
+
+
+def _recorded_shape(out_dir: str, fp: str) -> dict | None:
+    """The teacher shape the manifest of this very run (same fingerprint) recorded, if there is one."""
+    try:
+        m = shards.read_manifest(out_dir)
+    except TinyGANError:
+        return None
+    if m["fingerprint"] != fp or any(k not in m for k in SHAPE_KEYS) or m["latent"] not in LATENTS:
+        return None
+    return {k: m[k] for k in SHAPE_KEYS}
 
 
 class _Plan:
@@ -94,11 +117,11 @@ class _Plan:
 
 
 def _shard_run(out_dir: str, teacher_sha256: str, kind: str, classes: list[int], per_class: int,
-               truncation: float, seed: int, shard_size: int, rank: int = 0,
-               world_size: int = 1) -> tuple[shards.ShardRun, _Plan]:
+               truncation: float, seed: int, shard_size: int, rank: int = 0, world_size: int = 1,
+               latent: str = "auto") -> tuple[shards.ShardRun, _Plan]:
     """The shards of this run (every one keyed by the run's fingerprint, of a known size), process ``rank``
     owning those with k % world_size == rank."""
-    fp = fingerprint(teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
+    fp = fingerprint(teacher_sha256, kind, classes, per_class, truncation, seed, shard_size, latent)
     plan = _Plan(classes, per_class, shard_size)
     run = shards.ShardRun(out_dir, PREFIX, [fp] * plan.n_shards, fp, own=range(rank, plan.n_shards, world_size),
                           sizes=[plan.size(k) for k in range(plan.n_shards)])
@@ -119,8 +142,8 @@ class _ShardWriter:
     the number of samples, and the main thread does nothing but call the teacher.
     """
 
-    def __init__(self, handle: str, run: shards.ShardRun, depth: int = 4):
-        self.handle, self.run = handle, run  # finished shards go to run.write
+    def __init__(self, handle: str, run: shards.ShardRun, resolution: int, depth: int = 4):
+        self.handle, self.run, self.resolution = handle, run, resolution  # finished shards go to run.write
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="tinygan-shard-writer", daemon=True)
@@ -141,7 +164,7 @@ class _ShardWriter:
                 if item[0] == "batch":
                     _, k, n_k, start, x = item
                     if images is None:
-                        images = np.empty((n_k, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
+                        images = np.empty((n_k, self.resolution, self.resolution, 3), dtype=np.uint8)
                     _check_finite(self.handle, k, start, x)
                     images[start:start + len(x)] = quantize(x)
                 else:
@@ -182,13 +205,14 @@ class _ShardWriter:
 
 def sample(handle: str, kind: str, out_dir: str, classes: list[int], per_class: int, truncation: float,
            seed: int, batch_size: int = 32, shard_size: int = 1000, rank: int = 0, world_size: int = 1,
-           progress: bool = True, teacher: Teacher | None = None) -> dict | None:
+           progress: bool = True, teacher: Teacher | None = None, latent: str = "auto") -> dict | None:
     """Generate this process's shards of the teacher dataset into ``out_dir``; return the manifest if every
     shard is present afterwards (then it has been written), else None.
 
     ``handle``/``kind`` name the teacher (see ``tinygan.teacher.load_teacher``); pass an already loaded
     ``teacher`` to skip loading (the content hash of ``handle`` still keys the shards). ``batch_size`` is the
-    teacher batch; it does not change which z/y go into a shard.
+    teacher batch; it does not change which z/y go into a shard. ``latent`` is the noise recipe ("auto":
+    the teacher's own, see ``tinygan.teacher.resolve_latent``); class indices must be the teacher's.
 
     Nothing is deleted until the run is known to work: the teacher is hashed (a missing handle fails here),
     reusable shards are found, and stale files are removed only after the teacher has loaded and produced its
@@ -196,21 +220,27 @@ def sample(handle: str, kind: str, out_dir: str, classes: list[int], per_class: 
     """
     classes = _check_args(classes, per_class, truncation, batch_size, shard_size, rank, world_size)
     digest = content_hash(handle, kind)
-    run, plan = _shard_run(out_dir, digest, kind, classes, per_class, truncation, seed, shard_size, rank, world_size)
+    run, plan = _shard_run(out_dir, digest, kind, classes, per_class, truncation, seed, shard_size, rank, world_size,
+                           latent)
     todo = run.find_reusable()
+    shape = _recorded_shape(out_dir, run.fingerprint) if not todo and teacher is None else None
+    if shape is None:  # the teacher tells its shape (and is needed anyway when there is work to do)
+        teacher = teacher if teacher is not None else load_teacher(handle, kind)
+        shape = teacher_shape(teacher, latent)
+    check_classes(classes, shape["c_dim"], "sample")
     if not todo:
         run.start()
     else:
-        _generate(teacher if teacher is not None else load_teacher(handle, kind), run, plan, todo, truncation,
-                  seed, batch_size, progress, desc=f"sample {rank}/{world_size}" if world_size > 1 else "sample")
+        _generate(teacher, run, plan, todo, truncation, seed, shape, batch_size, progress,
+                  desc=f"sample {rank}/{world_size}" if world_size > 1 else "sample")
     return finalize(out_dir, handle, kind, classes, per_class, truncation, seed, shard_size, known=run.entries,
-                    teacher_sha256=digest)
+                    teacher_sha256=digest, shape=shape, latent=latent)
 
 
 def _generate(teacher: Teacher, run: shards.ShardRun, plan: _Plan, todo: list[int], truncation: float, seed: int,
-              batch_size: int, progress: bool, desc: str) -> None:
+              shape: dict, batch_size: int, progress: bool, desc: str) -> None:
     """Run the teacher over shards ``todo`` and write them (``run.write``). ``run.start()`` (stale files go) is
-    called once the first batch is out and finite, before anything is written.
+    called once the first batch is out and finite, before anything is written. ``shape``: ``teacher_shape``.
 
     Three threads overlap: a helper draws the next shard's z, the main thread only calls the teacher (batches
     never cross a shard boundary), and a writer thread quantises its output and writes finished shards.
@@ -221,9 +251,9 @@ def _generate(teacher: Teacher, run: shards.ShardRun, plan: _Plan, todo: list[in
 
     def inputs(k: int) -> tuple[np.ndarray, np.ndarray]:
         y, idx = plan.items(k)
-        return y, truncated_z_batch(seed, y, idx, truncation)
+        return y, draw_z(shape["latent"], seed, y, idx, truncation, shape["z_dim"])
 
-    writer = _ShardWriter(str(getattr(teacher, "handle", "")), run)
+    writer = _ShardWriter(str(getattr(teacher, "handle", "")), run, shape["resolution"])
     ok = started = False
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygan-z") as pool:
@@ -249,23 +279,27 @@ def _generate(teacher: Teacher, run: shards.ShardRun, plan: _Plan, todo: list[in
 
 def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class: int, truncation: float,
              seed: int, shard_size: int, known: dict[int, dict] | None = None,
-             teacher_sha256: str | None = None) -> dict | None:
+             teacher_sha256: str | None = None, shape: dict | None = None, latent: str = "auto") -> dict | None:
     """If every shard of this run is present and intact, write ``manifest.json`` and return it; else None.
 
     Every process may call it (e.g. each rank when its own shards are done): the manifest depends only on
     the shards, has no timestamps and sorted keys, so concurrent writers write the same bytes. ``known``
     (shard index -> entry from ``shards.write_shard``) skips re-hashing shards this process has just handled;
-    ``teacher_sha256`` (``teacher.content_hash(handle, kind)``, computed if not given) skips re-hashing the teacher.
+    ``teacher_sha256`` (``teacher.content_hash(handle, kind)``, computed if not given) skips re-hashing the teacher,
+    ``shape`` (``teacher_shape``; else recorded by an earlier manifest of this run, else the loaded teacher's)
+    loading it.
     """
     classes = sorted(int(c) for c in classes)
     teacher_sha256 = teacher_sha256 or content_hash(handle, kind)
-    run, _ = _shard_run(out_dir, teacher_sha256, kind, classes, per_class, truncation, seed, shard_size)
+    run, _ = _shard_run(out_dir, teacher_sha256, kind, classes, per_class, truncation, seed, shard_size,
+                        latent=latent)
     run.entries.update(known or {})
     entries = run.complete()
     if entries is None:
         return None
+    shape = shape or _recorded_shape(out_dir, run.fingerprint) or teacher_shape(load_teacher(handle, kind), latent)
     extra = {"teacher": str(handle), "teacher_sha256": teacher_sha256, "teacher_info": describe(handle, kind),
-             "truncation": float(truncation),
-             "seed": int(seed), "per_class": int(per_class)}
+             "truncation": float(truncation), "seed": int(seed), "per_class": int(per_class),
+             **{k: shape[k] for k in SHAPE_KEYS if k != "resolution"}}
     return shards.write_manifest(out_dir, "teacher", entries, {c: per_class for c in classes}, extra,
-                                 fingerprint=run.fingerprint, resolution=RESOLUTION)
+                                 fingerprint=run.fingerprint, resolution=shape["resolution"])

@@ -4,7 +4,11 @@ A shard directory holds ``<prefix>-00000.h5``, ``<prefix>-00001.h5``, ... (each 
 ``<shard>.sha256`` in ``sha256sum`` format) and ``manifest.json``:
 
     real shards     images uint8 [N,R,R,3], y int64 [N], names utf-8 str [N] (source file name)
-    teacher shards  z float32 [N,128],      y int64 [N], images uint8 [N,R,R,3]
+    teacher shards  z float32 [N,Z],        y int64 [N], images uint8 [N,R,R,3]
+
+(Z is the manifest's ``z_dim``, class labels are 0..max(c_dim, 1)-1 with the manifest's ``c_dim``, the
+teacher's shape: see ``tinygan.teacher``; a manifest without them, as written before teachers of any shape,
+reads as BigGAN-deep-128's 128 / 1000.)
 
 Shard attrs: ``kind`` ("real" | "teacher"), ``fingerprint`` (hash of the arguments that produced the
 shard; a rerun reuses a shard whose fingerprint and checksum still match, see ``ShardRun``),
@@ -14,7 +18,7 @@ dataset is one byte range of the file: the reader memory-maps each shard (read-o
 process) and gathers random rows with numpy indexing, as fast as a sequential h5py read.
 
 Manifest: ``{kind, fingerprint, n, resolution, classes, class_counts {str(idx): n}, shards [{file, n,
-sha256, bytes}], format_version, ...extra}``.
+sha256, bytes}], format_version, ...extra}`` (teacher extras: ``z_dim``, ``c_dim``, ``latent``, ...).
 
 Randomness of ``epoch_batches`` (training's batch plan): each epoch is a uniformly random permutation of all
 samples drawn from ``numpy.random.default_rng([seed, epoch])``, cut into consecutive batches (full shuffle, no
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 
 from tinygan.classes import N_CLASSES, name_of
-from tinygan.teacher import Z_DIM
+from tinygan.teacher import MAX_C_DIM, MAX_RESOLUTION, MAX_Z_DIM, Z_DIM
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file, write_h5, write_json, write_text
 
@@ -44,19 +48,30 @@ MANIFEST = "manifest.json"
 _STR = "str"  # marker for variable-length utf-8 string datasets
 _REQUIRED_KEYS = ("kind", "fingerprint", "n", "resolution", "classes", "class_counts", "shards")
 MAX_N = 10 ** 9  # bounds on sizes read from a manifest: anything larger is corrupt, not a dataset
-MAX_RESOLUTION = 4096
 MAX_BYTES = 1 << 50
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def layout(kind: str, resolution: int) -> dict[str, tuple]:
-    """Dataset name -> (dtype, per-row shape) of a shard of ``kind`` at ``resolution``."""
+def layout(kind: str, resolution: int, z_dim: int = Z_DIM) -> dict[str, tuple]:
+    """Dataset name -> (dtype, per-row shape) of a shard of ``kind`` at ``resolution`` (teacher: noise width
+    ``z_dim``)."""
     image = (np.dtype(np.uint8), (resolution, resolution, 3))
     if kind == "real":
         return {"images": image, "y": (np.dtype(np.int64), ()), "names": (_STR, ())}
     if kind == "teacher":
-        return {"z": (np.dtype(np.float32), (Z_DIM,)), "y": (np.dtype(np.int64), ()), "images": image}
+        return {"z": (np.dtype(np.float32), (z_dim,)), "y": (np.dtype(np.int64), ()), "images": image}
     raise TinyGANError(f"unknown shard kind {kind!r}: expected 'real' or 'teacher'")
+
+
+def manifest_layout(m: Mapping) -> dict[str, tuple]:
+    """``layout`` of the shards a (checked) manifest lists: its kind, resolution and z_dim (default 128)."""
+    return layout(m["kind"], int(m["resolution"]), int(m.get("z_dim", Z_DIM)))
+
+
+def class_count(m: Mapping) -> int:
+    """Labels in a (checked) manifest's shards lie in 0..class_count-1: max(c_dim, 1) where it records the
+    teacher's ``c_dim`` (an unconditional teacher's samples are all class 0), else the 1000 ImageNet classes."""
+    return max(int(m["c_dim"]), 1) if "c_dim" in m else N_CLASSES
 
 
 def default_fields(kind: str) -> tuple[str, ...]:
@@ -103,7 +118,9 @@ def write_shard(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs
     arrays = dict(arrays)
     n = len(arrays["y"])
     resolution = int(arrays["images"].shape[1]) if arrays["images"].ndim == 4 else -1
-    for name, (dtype, row) in layout(kind, resolution).items():
+    z = np.asarray(arrays.get("z", np.zeros((0, 0))))
+    rows = layout(kind, resolution, int(z.shape[1]) if z.ndim == 2 else -1)
+    for name, (dtype, row) in rows.items():
         if name not in arrays:
             raise ValueError(f"write_shard {path}: missing array {name!r}")
         arr = np.asarray(arrays[name])
@@ -114,7 +131,7 @@ def write_shard(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs
         if arr.shape != (n,) + row:
             raise ValueError(f"write_shard {path}: {name} has shape {arr.shape}, expected {(n,) + row}")
         arrays[name] = arr
-    extra = set(arrays) - set(layout(kind, resolution))
+    extra = set(arrays) - set(rows)
     if extra:
         raise ValueError(f"write_shard {path}: unexpected arrays {sorted(extra)}")
     sha = write_h5(path, arrays, {**attrs, "format_version": FORMAT_VERSION, "n": n})
@@ -370,24 +387,28 @@ def _check_manifest(path: Path, m) -> None:
         raise _field_error(path, "fingerprint", m["fingerprint"], "a string")
     n = _check_int(path, "n", m["n"], 0, MAX_N)
     _check_int(path, "resolution", m["resolution"], 1, MAX_RESOLUTION)
+    if "z_dim" in m:
+        _check_int(path, "z_dim", m["z_dim"], 1, MAX_Z_DIM)
+    if "c_dim" in m:
+        _check_int(path, "c_dim", m["c_dim"], 0, MAX_C_DIM)
     if "format_version" in m:
         _check_int(path, "format_version", m["format_version"], 1, FORMAT_VERSION)
     if "teacher_sha256" in m:
         _check_sha256(path, "teacher_sha256", m["teacher_sha256"])
     _check_shard_entries(path, m["shards"], n)
-    _check_classes(path, m["classes"], m["class_counts"], n)
+    _check_classes(path, m["classes"], m["class_counts"], n, class_count(m))
 
 
-def _check_classes(path: Path, classes, counts, n: int) -> None:
+def _check_classes(path: Path, classes, counts, n: int, n_classes: int) -> None:
     if not isinstance(classes, list):
         raise _field_error(path, "classes", classes, "a list of class indices")
     for i, c in enumerate(classes):
-        _check_int(path, f"classes[{i}]", c, 0, 999)
+        _check_int(path, f"classes[{i}]", c, 0, n_classes - 1)
     if not isinstance(counts, dict):
         raise _field_error(path, "class_counts", counts, "an object {class index: count}")
     for c, k in counts.items():
-        if not (c.isascii() and c.isdigit() and int(c) < N_CLASSES):
-            raise _field_error(path, f"class_counts key {c!r}", c, "a class index 0-999")
+        if not (c.isascii() and c.isdigit() and int(c) < n_classes):
+            raise _field_error(path, f"class_counts key {c!r}", c, f"a class index 0-{n_classes - 1}")
         _check_int(path, f"class_counts[{c!r}]", k, 0, MAX_N)
     if sorted(classes) != sorted(int(c) for c in counts):
         raise _field_error(path, "classes", classes, "the classes of 'class_counts'")
@@ -444,11 +465,12 @@ class _ShardInfo:
 _INFOS: dict[tuple, _ShardInfo] = {}
 
 
-def _inspect(path: Path, st: os.stat_result, kind: str, resolution: int, n: int) -> _ShardInfo:
-    """Open a shard with h5py and check its datasets against the layout (cached like checksums)."""
+def _inspect(path: Path, st: os.stat_result, manifest: Mapping, n: int) -> _ShardInfo:
+    """Open a shard with h5py and check its datasets against the manifest's layout (cached like checksums)."""
     import h5py
 
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, kind, resolution, n)
+    kind, rows_want, n_classes = manifest["kind"], manifest_layout(manifest), class_count(manifest)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, kind, repr(rows_want), n_classes, n)
     if key in _INFOS:
         return _INFOS[key]
     fix = "delete it and rerun the stage that writes this directory"
@@ -462,7 +484,7 @@ def _inspect(path: Path, st: os.stat_result, kind: str, resolution: int, n: int)
         with f:
             if f.attrs.get("kind") != kind:
                 raise TinyGANError(f"shard {path} has kind {f.attrs.get('kind')!r}, the manifest says {kind!r}: {fix}")
-            for name, (dtype, row) in layout(kind, resolution).items():
+            for name, (dtype, row) in rows_want.items():
                 if name not in f:
                     raise TinyGANError(f"shard {path} has no dataset {name!r}: {fix}")
                 ds = f[name]
@@ -484,8 +506,8 @@ def _inspect(path: Path, st: os.stat_result, kind: str, resolution: int, n: int)
     except Exception as e:  # noqa: BLE001
         raise TinyGANError(f"shard {path} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt: "
                            f"{fix}") from None
-    if n and (y.min() < 0 or y.max() >= N_CLASSES):
-        raise TinyGANError(f"shard {path}: class labels y outside 0-999: {fix}")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        raise TinyGANError(f"shard {path}: class labels y outside 0-{n_classes - 1}: {fix}")
     y.setflags(write=False)
     _INFOS[key] = info = _ShardInfo(str(path), n, y, rows)
     return info
@@ -496,10 +518,10 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
     mpath = directory / MANIFEST
     if kind is not None and manifest["kind"] != kind:
         raise TinyGANError(f"{directory} holds {manifest['kind']!r} shards, expected {kind!r}: check the path")
-    layout(manifest["kind"], int(manifest["resolution"]))  # unknown kind -> error
+    manifest_layout(manifest)  # unknown kind -> error
     fix = "rerun the stage that writes this directory (finished shards are reused)"
     infos, total = [], 0
-    counts = np.zeros(N_CLASSES, dtype=np.int64)
+    counts = np.zeros(class_count(manifest), dtype=np.int64)
     for entry in manifest["shards"]:
         path = directory / entry["file"]
         if not path.is_file():
@@ -513,13 +535,13 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
         if sha != entry["sha256"]:
             raise TinyGANError(f"shard {path} fails its checksum: sha256 {sha[:16]}... on disk, "
                                f"{entry['sha256'][:16]}... in {mpath}; delete it and {fix}")
-        info = _inspect(path, st, manifest["kind"], int(manifest["resolution"]), int(entry["n"]))
-        counts += np.bincount(info.y, minlength=N_CLASSES)
+        info = _inspect(path, st, manifest, int(entry["n"]))
+        counts += np.bincount(info.y, minlength=len(counts))
         infos.append(info)
         total += info.n
     if total != manifest["n"]:
         raise TinyGANError(f"{mpath} says n={manifest['n']} but its shards hold {total} samples: {fix}")
-    listed = np.zeros(N_CLASSES, dtype=np.int64)
+    listed = np.zeros(len(counts), dtype=np.int64)
     for c, k in manifest["class_counts"].items():
         listed[int(c)] = int(k)
     if not np.array_equal(counts, listed):
@@ -561,7 +583,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.directory = Path(directory)
         self.manifest, infos = _verify(self.directory, kind, checksums)
         self.kind = self.manifest["kind"]
-        known = self._layout = layout(self.kind, int(self.manifest["resolution"]))
+        known = self._layout = manifest_layout(self.manifest)
         self.fields = tuple(fields) if fields is not None else default_fields(self.kind)
         for name in self.fields:
             if name not in known:

@@ -1,29 +1,83 @@
-"""Teachers: class-conditional generators with BigGAN-deep-128's interface, behind one small callable.
+"""Teachers: generators of square RGB images, class-conditional or not, behind one small callable.
 
-A Teacher is called as ``teacher(z, y, truncation) -> images`` with
+A teacher declares its shape: ``z_dim`` (noise width), ``c_dim`` (number of classes; 0 = unconditional) and
+``img_resolution`` R (square RGB images). It is read from the teacher itself, and checked on load by one dry
+call (one sample): an output that differs from the declared shape, is not square, has not 3 channels or has
+values far outside [-1, 1] (|x| > 1.5) is a one-line TinyGANError. A Teacher is called as
+``teacher(z, y, truncation) -> images`` with
 
-- ``z``: float32 [N, 128], the noise actually fed (already scaled by the truncation, see ``truncated_z``);
-- ``y``: int64 [N], class indices in [0, 1000) (the one-hot vector is built inside the adapter);
+- ``z``: float32 [N, z_dim], the noise actually fed (drawn by ``draw_z`` with the teacher's latent recipe);
+- ``y``: int64 [N], class indices in [0, c_dim) (all 0 when unconditional; the one-hot vector, [N, c_dim],
+  is built inside the adapter);
 - ``truncation``: float, passed through to the model;
-- returns float32 [N, 128, 128, 3] (NHWC) in [-1, 1].
+- returns float32 [N, R, R, 3] (NHWC) in [-1, 1].
 
-It has the attributes ``handle`` (where it was loaded from), ``z_dim`` (128), ``n_classes`` (1000) and
-``resolution`` (128). Two adapters:
+It has the attributes ``handle`` (where it was loaded from), ``z_dim``, ``c_dim``, ``n_classes``
+(max(c_dim, 1): the valid class indices), ``resolution`` (R) and ``latent``, its latent recipe:
+
+- ``"biggan"``: z = truncation × truncated normal (values outside ±2 redrawn), ``truncated_z``;
+- ``"stylegan"``: z standard normal, the truncation passed through as ψ, ``normal_z``.
+
+The param ``sample.latent`` picks one; ``auto`` is the teacher's own (``resolve_latent``). Two adapters:
 
 - ``"tfhub"``: a TF2 SavedModel directory or a TF-Hub handle (a URL such as
   https://tfhub.dev/deepmind/biggan-deep-128/1, a TF1 Hub module), loaded with ``tensorflow_hub.load``.
-  Its signature ``"default"`` must take ``z`` float32 [None, 128], ``y`` float32 [None, 1000] (one-hot) and
-  ``truncation`` float32 [] and return a dict with key ``"default"``: float32 [None, 128, 128, 3] in [-1, 1].
-  This is exactly BigGAN-deep-128's TF-Hub interface.
-- ``"torchscript"``: a file saved with ``torch.jit.save``. Contract of its ``forward``::
+  Its signature ``"default"`` takes ``z`` float32 [None, z_dim], optionally ``y`` float32 [None, c_dim]
+  (one-hot; no ``y``: unconditional) and ``truncation`` float32 [], and returns a dict with key
+  ``"default"``: float32 [None, R, R, 3] in [-1, 1] (BigGAN-deep-128's TF-Hub interface is z 128, y 1000,
+  R 128). The widths of z and y must be declared (they cannot be guessed); R may be declared None (the dry
+  call finds it). Latent recipe: ``biggan``.
+- ``"torchscript"``: a file saved with ``torch.jit.save``, with int attributes ``z_dim``, ``c_dim``,
+  ``img_resolution`` (StyleGAN2-ADA's names) and::
 
-      forward(z: Tensor[N, 128] float32, y: Tensor[N, 1000] float32 one-hot, truncation: Tensor[] float32)
-          -> Tensor[N, 3, 128, 128] float in [-1, 1]          # NCHW, the PyTorch convention
+      forward(z: Tensor[N, z_dim] float32, c: Tensor[N, c_dim] float32 one-hot ([N, 0] if unconditional),
+              truncation: Tensor[] float32) -> Tensor[N, 3, R, R] float in [-1, 1]   # NCHW
 
-  The adapter converts the output to NHWC float32 numpy. A converted BigGAN (e.g. huggingface
-  pytorch-pretrained-BigGAN, wrapped to take the one-hot y and a tensor truncation) or a conditional
-  StyleGAN2-ADA generator (wrapped: z -> mapping(z, c, truncation_psi) -> synthesis, resized to 128) can be
-  distilled this way. The file is checked on load with a one-sample dry call.
+  Latent recipe: ``stylegan``. A module without those attributes is taken to have BigGAN-deep-128's shape
+  (z 128, 1000 classes, R 128; recipe ``biggan``), which the dry call checks. The adapter converts the
+  output to NHWC float32 numpy.
+
+Wrapping your own generator (needs your weights; both are then sampled with ``sample.format: torchscript``).
+A StyleGAN2-ADA pickle's ``G`` (stylegan2-ada-pytorch's ``dnnlib``/``torch_utils`` importable)::
+
+    import pickle, torch
+
+    with open("network.pkl", "rb") as f:
+        G = pickle.load(f)["G_ema"].eval().requires_grad_(False)
+
+    class Run(torch.nn.Module):  # mapping with truncation_psi, then synthesis: NCHW in [-1, 1]
+        def __init__(self, G):
+            super().__init__()
+            self.G = G
+
+        def forward(self, z, c, psi):
+            return self.G.synthesis(self.G.mapping(z, c, truncation_psi=psi), noise_mode="const").clamp(-1, 1)
+
+    class Teacher(torch.nn.Module):  # the traced generator plus the attributes that declare its shape
+        def __init__(self, g, z_dim: int, c_dim: int, img_resolution: int):
+            super().__init__()
+            self.g, self.z_dim, self.c_dim, self.img_resolution = g, z_dim, c_dim, img_resolution
+
+        def forward(self, z, c, truncation):
+            return self.g(z, c, truncation)
+
+    c = torch.zeros(1, G.c_dim)
+    c[:, :1] = 1  # one-hot class 0 (nothing when unconditional)
+    traced = torch.jit.trace(Run(G), (torch.randn(1, G.z_dim), c, torch.tensor(0.7)), check_trace=False)
+    torch.jit.save(torch.jit.script(Teacher(traced, G.z_dim, G.c_dim, G.img_resolution)), "teacher.pt")
+
+A BigGAN-PyTorch generator ``G`` (ajbrock/BigGAN-PyTorch: class indices through ``G.shared``; the truncation
+is already in z, so keep ``sample.latent: biggan``, since ``auto`` picks stylegan for attributed modules)::
+
+    class Teacher(torch.nn.Module):
+        def __init__(self, G):
+            super().__init__()
+            self.G, self.z_dim, self.c_dim, self.img_resolution = G, G.dim_z, G.n_classes, G.resolution
+
+        def forward(self, z, c, truncation):
+            return self.G(z, self.G.shared(c.argmax(dim=1)))
+
+    torch.jit.save(torch.jit.script(Teacher(G.eval())), "teacher.pt")  # or trace as above
 
 ``content_hash(handle, kind)`` is the sha256 of what a handle holds (the file, or every file of the module
 dir), computed without loading it: the sample stage keys its shards on it, so a teacher replaced at the
@@ -75,6 +129,8 @@ def check_truncation(value, where: str) -> float:
         raise TinyGANError(f"{where}: truncation is {value!r}, expected a number in [{lo}, {hi}] (BigGAN: 0.5)")
     return t
 KINDS = ("tfhub", "torchscript")
+LATENTS = ("biggan", "stylegan")  # latent recipes (see draw_z); the param sample.latent adds "auto"
+MAX_Z_DIM, MAX_C_DIM, MAX_RESOLUTION = 4096, 100_000, 4096  # bounds on a teacher's declared shape
 DESCRIPTION = "tinygan_teacher.json"  # a teacher's description of itself (see describe)
 # Teachers known by their handle. BigGAN-deep-128 as published in the TinyGAN paper (Chang & Lu 2020,
 # Table 1): not measured here.
@@ -87,6 +143,11 @@ PUBLISHED = {
 
 # ---- noise and quantisation ----------------------------------------------------------------------------
 
+def _rng(seed: int, cls: int, idx: int) -> np.random.Generator:
+    """The generator of sample ``idx`` of class ``cls``: seeded with ``SeedSequence([seed, cls, idx])``."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(cls), int(idx)])))
+
+
 def truncated_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_DIM) -> np.ndarray:
     """The teacher noise of sample ``idx`` of class ``cls``: ``truncation * truncated_normal(dim)``.
 
@@ -94,8 +155,13 @@ def truncated_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_D
     ``|z| <= 2 * truncation``. The draw uses its own generator seeded with ``SeedSequence([seed, cls, idx])``,
     so it depends only on (seed, cls, idx, truncation) — never on batch size, worker count or order.
     """
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(cls), int(idx)])))
-    return np.float32(truncation) * truncated_normal(rng, dim)
+    return np.float32(truncation) * truncated_normal(_rng(seed, cls, idx), dim)
+
+
+def normal_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_DIM) -> np.ndarray:
+    """StyleGAN's noise of sample ``idx`` of class ``cls``: standard normal float32 [dim], seeded like
+    ``truncated_z``; the truncation is not applied to z (the teacher gets it as ψ)."""
+    return _rng(seed, cls, idx).standard_normal(dim, dtype=np.float32)
 
 
 def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
@@ -108,16 +174,50 @@ def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
     return z
 
 
-def truncated_z_batch(seed: int, classes, idxs, truncation: float, dim: int = Z_DIM) -> np.ndarray:
-    """``truncated_z`` for each (class, index) pair: float32 [N, dim]; row i equals
-    ``truncated_z(seed, classes[i], idxs[i], truncation)`` exactly."""
+_DRAWS = {"biggan": truncated_z, "stylegan": normal_z}
+
+
+def draw_z(latent: str, seed: int, classes, idxs, truncation: float, z_dim: int = Z_DIM) -> np.ndarray:
+    """The noise fed to a teacher with latent recipe ``latent`` (``LATENTS``) for each (class, index) pair:
+    float32 [N, z_dim]; row i depends only on (seed, classes[i], idxs[i], truncation). "biggan": row i is
+    ``truncated_z(seed, classes[i], idxs[i], truncation)``; "stylegan": ``normal_z(...)``. The sample stage
+    stores it, and the student's fresh noise must be drawn with the same recipe."""
+    if latent not in _DRAWS:
+        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected one of {', '.join(LATENTS)}")
     classes, idxs = np.asarray(classes).reshape(-1), np.asarray(idxs).reshape(-1)
     if len(classes) != len(idxs):
-        raise ValueError(f"truncated_z_batch: {len(classes)} classes but {len(idxs)} indices")
-    out = np.empty((len(classes), dim), dtype=np.float32)
+        raise ValueError(f"draw_z: {len(classes)} classes but {len(idxs)} indices")
+    draw = _DRAWS[latent]
+    out = np.empty((len(classes), z_dim), dtype=np.float32)
     for i, (c, k) in enumerate(zip(classes.tolist(), idxs.tolist())):
-        out[i] = truncated_z(seed, c, k, truncation, dim)
+        out[i] = draw(seed, c, k, truncation, z_dim)
     return out
+
+
+def truncated_z_batch(seed: int, classes, idxs, truncation: float, dim: int = Z_DIM) -> np.ndarray:
+    """``truncated_z`` for each (class, index) pair: float32 [N, dim]; row i equals
+    ``truncated_z(seed, classes[i], idxs[i], truncation)`` exactly (``draw_z("biggan", ...)``)."""
+    return draw_z("biggan", seed, classes, idxs, truncation, dim)
+
+
+def check_classes(classes, c_dim: int, where: str) -> None:
+    """Class indices must be the teacher's: 0..c_dim-1, or only 0 for an unconditional one (c_dim 0)."""
+    bad = [c for c in classes if not 0 <= c < max(c_dim, 1)]
+    if bad:
+        which = f"[0, {c_dim})" if c_dim else "[0, 1): the teacher is unconditional (c_dim 0), use classes [0]"
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise TinyGANError(f"{where}: class indices {bad[:5]}{more} out of range {which} of the teacher; "
+                           f"select the teacher's classes")
+
+
+def resolve_latent(latent: str, teacher: "Teacher") -> str:
+    """The latent recipe to use: ``latent`` itself, or for "auto" the teacher's own (``teacher.latent``)."""
+    if latent == "auto":
+        return teacher.latent
+    if latent not in LATENTS:
+        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected auto or one of {', '.join(LATENTS)} "
+                           f"(param sample.latent)")
+    return latent
 
 
 def quantize(images: np.ndarray) -> np.ndarray:
@@ -138,15 +238,22 @@ def quantize(images: np.ndarray) -> np.ndarray:
 # ---- the Teacher interface ----------------------------------------------------------------------------
 
 class Teacher:
-    """Base class: validates inputs, builds the one-hot y, calls ``_forward`` in chunks of ``max_batch``."""
+    """Base class: validates inputs, builds the one-hot y, calls ``_native`` in chunks of ``max_batch``.
 
-    z_dim = Z_DIM
-    n_classes = N_CLASSES
-    resolution = RESOLUTION
+    Adapters set ``z_dim``, ``c_dim`` and ``latent`` from what the teacher declares, then call ``_probe``
+    (one dry call), which sets ``resolution``. ``_native`` returns numpy float32 in the teacher's own layout
+    (``nchw``), ``_forward`` the NHWC images."""
+
+    z_dim, c_dim, resolution, latent, nchw = Z_DIM, N_CLASSES, RESOLUTION, "biggan", False
 
     def __init__(self, handle: str, max_batch: int = 256):
         self.handle = handle
         self.max_batch = max_batch
+
+    @property
+    def n_classes(self) -> int:
+        """Valid class indices are 0..n_classes-1 (an unconditional teacher has the one class 0)."""
+        return max(self.c_dim, 1)
 
     def __call__(self, z: np.ndarray, y: np.ndarray, truncation: float) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=np.float32)
@@ -159,9 +266,7 @@ class Teacher:
         out = []
         for i in range(0, len(z), self.max_batch):
             zb, yb = z[i:i + self.max_batch], y[i:i + self.max_batch]
-            onehot = np.zeros((len(yb), self.n_classes), dtype=np.float32)
-            onehot[np.arange(len(yb)), yb] = 1.0
-            img = self._forward(zb, onehot, np.float32(truncation))
+            img = self._forward(zb, self._onehot(yb), np.float32(truncation))
             want = (len(zb), self.resolution, self.resolution, 3)
             if img.shape != want:
                 raise TinyGANError(f"teacher {self.handle}: returned images of shape {list(img.shape)}, "
@@ -171,9 +276,44 @@ class Teacher:
             return np.zeros((0, self.resolution, self.resolution, 3), dtype=np.float32)
         return np.concatenate(out) if len(out) > 1 else out[0]
 
-    def _forward(self, z: np.ndarray, onehot: np.ndarray, truncation: np.float32) -> np.ndarray:
-        """z float32 [n, 128], one-hot float32 [n, 1000] -> float32 NHWC [n, 128, 128, 3]."""
+    def _onehot(self, y: np.ndarray) -> np.ndarray:
+        """float32 [n, c_dim] one-hot of the class indices (width 0 for an unconditional teacher)."""
+        onehot = np.zeros((len(y), self.c_dim), dtype=np.float32)
+        if self.c_dim:
+            onehot[np.arange(len(y)), y] = 1.0
+        return onehot
+
+    def _native(self, z: np.ndarray, onehot: np.ndarray, truncation: np.float32) -> np.ndarray:
+        """z float32 [n, z_dim], one-hot float32 [n, c_dim] -> float32 images in the teacher's layout."""
         raise NotImplementedError
+
+    def _forward(self, z: np.ndarray, onehot: np.ndarray, truncation: np.float32) -> np.ndarray:
+        x = self._native(z, onehot, truncation)
+        return x.transpose(0, 2, 3, 1) if self.nchw and x.ndim == 4 else x
+
+    def _probe(self, declared: int | None, contract: str) -> None:
+        """One dry call with the declared z/y: the output must be one square RGB image of the declared side
+        (when declared; else the call decides it) in about [-1, 1]; sets ``resolution``."""
+        z, onehot = truncated_z(0, 0, 0, 0.5, self.z_dim)[None], self._onehot(np.zeros(1, np.int64))
+        call = f"dry call (z [1, {self.z_dim}], y one-hot [1, {self.c_dim}], truncation 0.5)"
+        try:
+            x = self._native(z, onehot, np.float32(0.5))
+        except Exception as e:  # noqa: BLE001 - any failure of the user's model
+            raise TinyGANError(f"teacher {self.handle}: {call} failed ({_first_line(e)}); {contract}") from None
+        got = list(x.shape)
+        hwc = got[2:] + got[1:2] if self.nchw and x.ndim == 4 else got[1:]
+        side = declared or (hwc[0] if len(hwc) == 3 else -1)
+        want = [1, 3, side, side] if self.nchw else [1, side, side, 3]
+        why = ("" if got == want else "not one image" if x.ndim != 4 or got[0] != 1
+               else f"{hwc[2]} channels, not RGB" if hwc[2] != 3 else f"{hwc[0]}x{hwc[1]} is not square"
+               if hwc[0] != hwc[1] else f"the resolution is {declared}")
+        if why:
+            raise TinyGANError(f"teacher {self.handle}: {call} returned {got}, expected {want} ({why}); {contract}")
+        peak = float(np.nanmax(np.abs(x))) if x.size else 0.0
+        if not np.isfinite(x).all() or peak > 1.5:
+            raise TinyGANError(f"teacher {self.handle}: {call} returned values up to {peak:.3g} (or NaN/inf), "
+                               f"expected images in [-1, 1]; scale the output to [-1, 1] (e.g. x / 127.5 - 1)")
+        self.resolution = side
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.handle!r})"
@@ -199,10 +339,6 @@ def _check_kind(handle: str, kind: str) -> None:
 
 # ---- TF-Hub / SavedModel -------------------------------------------------------------------------------
 
-_EXPECTED_INPUTS = {"z": [None, Z_DIM], "y": [None, N_CLASSES], "truncation": []}
-_EXPECTED_OUTPUT = [None, RESOLUTION, RESOLUTION, 3]
-
-
 def is_remote(handle: str) -> bool:
     return handle.startswith(("http://", "https://", "gs://"))
 
@@ -220,29 +356,44 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".strip()
 
 
-def check_signature(handle: str, signatures) -> object:
-    """Return ``signatures["default"]`` if it matches BigGAN-deep-128's interface, else raise TinyGANError."""
+_TF_CONTRACT = ("expected signature 'default': z float32 [None, z_dim], optional y float32 [None, c_dim] (one-hot), "
+                "truncation float32 [] -> {'default': float32 [None, R, R, 3] in [-1, 1]}")
+
+
+def _declared_width(where: str, name: str, spec, limit: int) -> int:
+    """The declared width k of a float32 [None, k] input; it cannot be guessed, so it must be declared."""
+    import tensorflow as tf
+
+    if spec.dtype != tf.float32:
+        raise TinyGANError(f"{where} input '{name}' has dtype {spec.dtype.name}, expected float32")
+    got = spec.shape.as_list() if spec.shape.rank is not None else None
+    if got is None or len(got) != 2 or not isinstance(got[1], int) or not 1 <= got[1] <= limit:
+        raise TinyGANError(f"{where} input '{name}' has shape {got}, expected [None, k] with the width k declared "
+                           f"(1-{limit}; it cannot be guessed), e.g. tf.TensorSpec([None, 128], tf.float32)")
+    return got[1]
+
+
+def check_signature(handle: str, signatures) -> tuple[object, int, int, int | None]:
+    """``(signatures["default"], z_dim, c_dim, declared side or None)`` of a module with the teacher
+    signature (module docstring; no input ``y``: c_dim 0), else one TinyGANError line."""
     import tensorflow as tf
 
     where = f"teacher {handle}: signature 'default'"
     if "default" not in signatures:
-        raise TinyGANError(f"teacher {handle}: has no signature 'default' (found {sorted(signatures)}); "
-                           "expected BigGAN-deep-128's interface: z [None,128], y [None,1000], truncation []")
+        raise TinyGANError(f"teacher {handle}: has no signature 'default' (found {sorted(signatures)}); {_TF_CONTRACT}")
     fn = signatures["default"]
     _, inputs = fn.structured_input_signature
-    for name, shape in _EXPECTED_INPUTS.items():
+    for name in ("z", "truncation"):
         if name not in inputs:
-            raise TinyGANError(f"{where} has no input '{name}' (inputs: {sorted(inputs)}); "
-                               f"expected z [None, 128], y [None, 1000], truncation []")
-        spec = inputs[name]
-        if spec.dtype != tf.float32:
-            raise TinyGANError(f"{where} input '{name}' has dtype {spec.dtype.name}, expected float32")
-        got = spec.shape.as_list() if spec.shape.rank is not None else None
-        if got != shape:
-            raise TinyGANError(f"{where} input '{name}' has shape {got}, expected {shape}")
-    extra = sorted(set(inputs) - set(_EXPECTED_INPUTS))
+            raise TinyGANError(f"{where} has no input '{name}' (inputs: {sorted(inputs)}); {_TF_CONTRACT}")
+    extra = sorted(set(inputs) - {"z", "y", "truncation"})
     if extra:
-        raise TinyGANError(f"{where} has unexpected inputs {extra}; expected only z, y, truncation")
+        raise TinyGANError(f"{where} has unexpected inputs {extra}; expected only z, y (optional), truncation")
+    t = inputs["truncation"]
+    if t.dtype != tf.float32 or t.shape.rank != 0:
+        raise TinyGANError(f"{where} input 'truncation' is {t.dtype.name} {t.shape}, expected a float32 scalar []")
+    z_dim = _declared_width(where, "z", inputs["z"], MAX_Z_DIM)
+    c_dim = _declared_width(where, "y", inputs["y"], MAX_C_DIM) if "y" in inputs else 0
     outputs = fn.structured_outputs
     if not isinstance(outputs, dict) or "default" not in outputs:
         keys = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
@@ -250,10 +401,10 @@ def check_signature(handle: str, signatures) -> object:
     out = outputs["default"]
     if out.dtype != tf.float32:
         raise TinyGANError(f"{where} output 'default' has dtype {out.dtype.name}, expected float32")
-    got = out.shape.as_list() if out.shape.rank is not None else None
-    if got is not None and [d if i else None for i, d in enumerate(got)] != _EXPECTED_OUTPUT:
-        raise TinyGANError(f"{where} output 'default' has shape {got}, expected {_EXPECTED_OUTPUT}")
-    return fn
+    got = out.shape.as_list() if out.shape.rank is not None else [None] * 4
+    if len(got) != 4 or got[3] not in (None, 3) or None not in got[1:3] and got[1] != got[2]:
+        raise TinyGANError(f"{where} output 'default' has shape {got}, expected [None, R, R, 3] (square RGB, NHWC)")
+    return fn, z_dim, c_dim, got[1] if got[1] is not None else got[2]
 
 
 def resolve_tfhub(handle: str) -> str:
@@ -281,7 +432,7 @@ def resolve_tfhub(handle: str) -> str:
 
 
 class TFHubTeacher(Teacher):
-    """A SavedModel / TF-Hub module with BigGAN-deep-128's ``default`` signature."""
+    """A SavedModel / TF-Hub module with the teacher signature ``default`` (module docstring)."""
 
     def __init__(self, handle: str, max_batch: int = 256):
         super().__init__(handle, max_batch)
@@ -293,16 +444,23 @@ class TFHubTeacher(Teacher):
         except Exception as e:  # noqa: BLE001
             raise TinyGANError(f"teacher {handle}: cannot load as a SavedModel / TF-Hub module "
                                f"({_first_line(e)}); is it a SavedModel dir (saved_model.pb)?") from None
-        self._fn = check_signature(handle, self._module.signatures)
+        self._fn, self.z_dim, self.c_dim, declared = check_signature(handle, self._module.signatures)
+        self._probe(declared, _TF_CONTRACT)
 
-    def _forward(self, z, onehot, truncation):
+    def _native(self, z, onehot, truncation):
         import tensorflow as tf
 
-        out = self._fn(z=tf.constant(z), y=tf.constant(onehot), truncation=tf.constant(truncation))
+        y = {"y": tf.constant(onehot)} if self.c_dim else {}
+        out = self._fn(z=tf.constant(z), truncation=tf.constant(truncation), **y)
         return np.asarray(out["default"].numpy(), dtype=np.float32)
 
 
 # ---- TorchScript ---------------------------------------------------------------------------------------
+
+_TS_CONTRACT = ("expected forward(z [N, z_dim], c [N, c_dim] one-hot, truncation 0-d) -> [N, 3, R, R] in [-1, 1] "
+                "and int attributes z_dim, c_dim, img_resolution (see tinygan/teacher.py)")
+_TS_ATTRS = {"z_dim": MAX_Z_DIM, "c_dim": MAX_C_DIM, "img_resolution": MAX_RESOLUTION}
+
 
 def _check_torchscript_file(handle: str) -> None:
     if not Path(handle).is_file():
@@ -310,8 +468,25 @@ def _check_torchscript_file(handle: str) -> None:
                            "point the teacher handle at a file saved with torch.jit.save")
 
 
+def _declared_attrs(handle: str, module) -> tuple[int, int, int] | None:
+    """(z_dim, c_dim, img_resolution) the module declares as attributes, or None when it declares none."""
+    values = {name: getattr(module, name, None) for name in _TS_ATTRS}
+    if all(v is None for v in values.values()):
+        return None
+    low = {"z_dim": 1, "c_dim": 0, "img_resolution": 1}
+    if any(type(v) is not int or not low[k] <= v <= _TS_ATTRS[k] for k, v in values.items()):
+        raise TinyGANError(f"teacher {handle}: attributes {values} must all be integers (z_dim 1-{MAX_Z_DIM}, "
+                           f"c_dim 0-{MAX_C_DIM}, img_resolution 1-{MAX_RESOLUTION}); set them on the module")
+    return values["z_dim"], values["c_dim"], values["img_resolution"]
+
+
 class TorchScriptTeacher(Teacher):
-    """A TorchScript module: forward(z [N,128], y one-hot [N,1000], truncation 0-d) -> [N,3,128,128]."""
+    """A TorchScript module: forward(z [N, z_dim], c one-hot [N, c_dim], truncation 0-d) -> [N, 3, R, R].
+
+    Its shape comes from its attributes (latent "stylegan"); a module without them is taken to have
+    BigGAN-deep-128's shape (128, 1000, 128; latent "biggan"), which the dry call then checks."""
+
+    nchw = True
 
     def __init__(self, handle: str, device: str | None = None, max_batch: int = 256):
         super().__init__(handle, max_batch)
@@ -326,34 +501,25 @@ class TorchScriptTeacher(Teacher):
         except Exception as e:  # noqa: BLE001
             raise TinyGANError(f"teacher {handle}: cannot load as TorchScript ({_first_line(e)}); "
                                "save the teacher with torch.jit.save(torch.jit.script(model), path)") from None
-        # Dry call with one sample: the output must be [1, 3, 128, 128].
-        z = truncated_z(0, 0, 0, 0.5)[None]
-        onehot = np.zeros((1, N_CLASSES), dtype=np.float32)
-        onehot[0, 0] = 1.0
-        try:
-            out = self._run(z, onehot, np.float32(0.5))
-        except Exception as e:  # noqa: BLE001
-            raise TinyGANError(f"teacher {handle}: dry call forward(z [1,128], y one-hot [1,1000], truncation 0-d) "
-                               f"failed ({_first_line(e)})") from None
-        want = [1, 3, RESOLUTION, RESOLUTION]
-        if not isinstance(out, torch.Tensor) or list(out.shape) != want:
-            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise TinyGANError(f"teacher {handle}: forward returned {got}, expected a tensor of shape {want} "
-                               "(N, C, H, W in [-1, 1]; see tinygan/teacher.py)")
+        declared = _declared_attrs(handle, self._module)
+        if declared is not None:
+            self.z_dim, self.c_dim, side = declared
+            self.latent = "stylegan"
+            self._probe(side, _TS_CONTRACT)
+        else:  # today's attribute-less teachers: BigGAN-deep-128's shape
+            self._probe(RESOLUTION, "a TorchScript teacher without attributes z_dim, c_dim, img_resolution must "
+                                    "have BigGAN-deep-128's shape (z 128, 1000 classes, 128x128); " + _TS_CONTRACT)
 
-    def _run(self, z, onehot, truncation):
+    def _native(self, z, onehot, truncation):
         import torch
 
         with torch.inference_mode():
-            return self._module(torch.from_numpy(z).to(self.device), torch.from_numpy(onehot).to(self.device),
-                                torch.tensor(float(truncation), dtype=torch.float32, device=self.device))
-
-    def _forward(self, z, onehot, truncation):
-        out = self._run(z, onehot, truncation)
-        if out.ndim != 4 or out.shape[1] != 3:
-            raise TinyGANError(f"teacher {self.handle}: forward returned shape {list(out.shape)}, "
-                               f"expected [N, 3, {RESOLUTION}, {RESOLUTION}]")
-        return out.permute(0, 2, 3, 1).float().cpu().numpy()
+            out = self._module(torch.from_numpy(z).to(self.device), torch.from_numpy(onehot).to(self.device),
+                               torch.tensor(float(truncation), dtype=torch.float32, device=self.device))
+        if not isinstance(out, torch.Tensor):
+            raise TinyGANError(f"teacher {self.handle}: forward returned a {type(out).__name__}, expected a tensor "
+                               f"[N, 3, {self.resolution}, {self.resolution}]")
+        return out.float().cpu().numpy()
 
 
 # ---- content hash: what the teacher *is*, so replacing it at the same path is noticed -----------------------
