@@ -29,27 +29,30 @@ def pair_arrays(classes, per_class, seed):
     return np.stack(z), np.asarray(y, np.int64), np.stack(images)
 
 
-def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16):
-    """Teacher-style shards (z, y, images) written with the real shard writer."""
+def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16, resolution=128, extra=None):
+    """Teacher-style shards (z, y, images) written with the real shard writer; images subsampled to
+    ``resolution`` (a divisor of 128); ``extra``: more manifest keys (the teacher's c_dim, z_dim)."""
     z, y, images = pair_arrays(classes, per_class, seed)
+    images = images[:, ::128 // resolution, ::128 // resolution].copy()
     infos = []
     for k in range(0, len(y), shard_size):
         sl = slice(k, k + shard_size)
         infos.append(shards.write_shard(os.path.join(out_dir, f"teacher-{k // shard_size:05d}.h5"),
                                         {"z": z[sl], "y": y[sl], "images": images[sl]},
                                         {"kind": "teacher", "fingerprint": "test", "shard": k // shard_size}))
-    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, fingerprint="test",
-                          resolution=128)
+    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, extra, fingerprint="test",
+                          resolution=resolution)
     return z, y, images
 
 
-def make_real(out_dir, classes=(1, 9, 130), per_class=8, seed=1):
+def make_real(out_dir, classes=(1, 9, 130), per_class=8, seed=1, resolution=128):
     _, y, images = pair_arrays(classes, per_class, seed)
+    images = images[:, ::128 // resolution, ::128 // resolution]
     names = np.asarray([f"img{i}.JPEG" for i in range(len(y))], dtype=object)
     info = shards.write_shard(os.path.join(out_dir, "real-00000.h5"), {"images": images[::-1].copy(),
                               "y": y[::-1].copy(), "names": names}, {"kind": "real", "fingerprint": "test"})
     shards.write_manifest(out_dir, "real", [info], {c: per_class for c in classes}, fingerprint="test",
-                          resolution=128)
+                          resolution=resolution)
 
 
 @pytest.fixture(scope="session")

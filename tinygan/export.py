@@ -30,7 +30,8 @@ import torch
 
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
-from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_grid, load_generator, png_bytes, tile)
+from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_count, class_grid, load_generator, png_bytes,
+                              tile)
 from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
 from tinygan.teacher import check_truncation, truncated_z
@@ -67,9 +68,9 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     G = load_generator(generator_path)
     cfg = G.config
     class_list = sorted({int(c) for c in classes})
-    if not class_list or class_list[-1] >= cfg["n_classes"] or class_list[0] < 0:
-        raise TinyGANError(f"export: classes must be a non-empty list of indices 0-{cfg['n_classes'] - 1}, "
-                           f"got {classes}")
+    if not class_list or class_list[-1] >= class_count(cfg) or class_list[0] < 0:
+        raise TinyGANError(f"export: classes must be a non-empty list of indices 0-{class_count(cfg) - 1}"
+                           f"{' (0: an unconditional model)' if not cfg['n_classes'] else ''}, got {classes}")
     config = make_config(cfg, class_list, truncation)
     with atomic_dir(out, OUT_FILES) as tmp:  # all files new, or (on any error) the previous export untouched
         report = _write_formats(G, tmp, config, opset, atol)
