@@ -63,15 +63,16 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def random_generator(seed: int = 0, ch: int = 4) -> Generator:
+def random_generator(seed: int = 0, ch: int = 4, **shape) -> Generator:
     """Eval-mode dw generator with random weights (CBN gains non-trivial) and BN running stats from a few
-    batches: a stand-in for a trained student in export / generate / evaluate tests."""
+    batches: a stand-in for a trained student in export / generate / evaluate tests. ``shape``: Generator's
+    n_classes, z_dim, resolution (default: the 128² ImageNet student's)."""
     torch.manual_seed(seed)
-    G = Generator("dw", ch)
+    G = Generator("dw", ch, **shape)
     with torch.no_grad():
         for p in G.parameters():
             p.normal_(0.0, 0.2)
         G.train()
         for _ in range(3):
-            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
+            G(torch.randn(8, G.config["z_dim"]) * 0.5, torch.randint(0, max(G.config["n_classes"], 1), (8,)))
     return G.eval()

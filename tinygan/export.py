@@ -8,8 +8,9 @@ is killed, the previous export untouched:
 - ``config.json``            architecture, trained classes, default truncation, input/output contract.
 - ``generator.torchscript.pt``  ``torch.jit.trace`` of the eval-mode generator (a zip of code + tensors).
 - ``generator.onnx``         one self-contained file (no external data), dynamic batch; inputs ``z`` float32
-  [N, z_dim] and ``y`` int64 [N], output ``image`` float32 [N, 3, 128, 128] in [-1, 1] (NCHW); the config is
-  embedded in its metadata_props under ``tinygan_config``.
+  [N, z_dim] and ``y`` int64 [N], output ``image`` float32 [N, 3, R, R] in [-1, 1] (NCHW), R = resolution; the
+  config is embedded in its metadata_props under ``tinygan_config``. An unconditional generator (n_classes 0)
+  has the same inputs (in every format): its ``y`` is ignored, and its one "class" is 0 (config ``classes`` [0]).
 - ``parity.json``            max |difference| of each format vs the PyTorch eager model on fixed inputs.
 - ``samples.png``            the sample grid (copied from ``grid_png``, or rendered from the model).
 - ``MODEL_CARD.md``          generated from the artifacts above.
@@ -159,6 +160,7 @@ def save_onnx(G: torch.nn.Module, path: Path, config: dict, opset: int) -> None:
     channel count with a dynamic batch (and refuses the BatchNorm that follows); then the export is retried
     with a forward hook on ``G.fc`` that returns the output already shaped [N, C, 4, 4], so that the reshape
     changes nothing and the graph still computes exactly G.
+    An unconditional generator keeps the input ``y`` (ignored), so every export has the same two inputs.
     """
     import onnx
 
@@ -173,6 +175,8 @@ def save_onnx(G: torch.nn.Module, path: Path, config: dict, opset: int) -> None:
         raise TinyGANError(f"ONNX export failed with opset {opset} ({str(e).splitlines()[0][:200]}); "
                            f"try another export.opset") from None
     model = onnx.load_from_string(data)
+    if not any(i.name == "y" for i in model.graph.input):  # an unconditional G: the exporter drops the unused y
+        model.graph.input.append(onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, ["N"]))
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         raise TinyGANError("ONNX export produced external data; the model must be one self-contained file")
     entry = model.metadata_props.add()
@@ -313,16 +317,21 @@ def _card_model(G: torch.nn.Module, config: dict, teacher: str | None) -> list[s
     if len(cls) > 10:
         shown += f", ... ({len(cls)} in all; see config.json)"
     convs = "depthwise-separable" if v == "dw" else "standard 3×3"
+    n_cls, blocks = config["n_classes"], len(G.blocks)
+    norm = "conditional BatchNorm from a shared class embedding" if n_cls else "BatchNorm; unconditional"
+    if not n_cls:
+        shown = "none (unconditional: y is ignored)"
     return ["## Model", "",
-            _table([("architecture", f"TinyGAN-{v}: fc → 5 residual up-blocks ({convs} convs, conditional "
-                                     "BatchNorm from a shared class embedding) → BN-ReLU-conv3×3-tanh"),
+            _table([("architecture", f"TinyGAN-{v}: fc → {blocks} residual up-blocks ({convs} convs, {norm}) "
+                                     "→ BN-ReLU-conv3×3-tanh"),
                     ("teacher", teacher or "not recorded"),
                     ("variant / channel multiplier", f"{v} / {config['ch']}"),
                     ("parameters", count_params(G)),
                     ("MACs per image", f"{macs:,} ({macs / 1e9:.3f} G)"),
-                    ("class embedding", f"{config['n_classes']} × {config['emb_dim']}"),
-                    ("trained classes", f"{len(cls)}: {shown}"),
-                    ("input", f"z float32 [N, {config['z_dim']}], y int64 [N] (class index 0-{config['n_classes'] - 1})"),
+                    ("class embedding", f"{n_cls} × {config['emb_dim']}" if n_cls else "none"),
+                    ("trained classes", f"{len(cls)}: {shown}" if n_cls else shown),
+                    ("input", f"z float32 [N, {config['z_dim']}], y int64 [N] "
+                              + (f"(class index 0-{n_cls - 1})" if n_cls else "(ignored)")),
                     ("output", f"image float32 [N, 3, {config['resolution']}, {config['resolution']}] (NCHW) in [-1, 1]"),
                     ("noise", f"z = truncation × truncated normal (±2); default truncation {config['truncation']}. "
                               "Truncation is not a model input: apply it when drawing z.")]), ""]
