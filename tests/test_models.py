@@ -430,6 +430,24 @@ def test_macs_exact(make, macs):
         assert count_macs(model, x, torch.zeros(n, dtype=torch.long)) == macs
 
 
+def test_summary_command_takes_the_teacher_shape():
+    import json
+
+    from typer.testing import CliRunner
+
+    from tinygan.cli import app
+
+    res = CliRunner().invoke(app, ["summary", "--resolution", "32", "--n-classes", "0", "--z-dim", "512",
+                                   "--ch", "8", "--d-ch", "8"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["generator"]["params"] == count_params(Generator("dw", 8, 0, 512, resolution=32))
+    assert out["discriminator"]["params"] == count_params(Discriminator(8, 0, 32))
+    assert (out["generator"]["resolution"], out["generator"]["n_classes"], out["generator"]["z_dim"]) == (32, 0, 512)
+    res = CliRunner().invoke(app, ["summary", "--resolution", "96"])
+    assert res.exit_code != 0 and "resolution must be a power of two in 8-1024" in res.output
+
+
 def test_mac_counter_restores_training_mode():
     G = small_g().train()
     count_macs(G, torch.randn(1, 128), torch.tensor([0]))
