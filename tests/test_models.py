@@ -273,6 +273,16 @@ def test_unconditional_discriminator_has_no_projection():
     assert count_params(D) == count_params(Discriminator(ch=2, n_classes=10, resolution=64)) - 10 * 16  # 8ch at 64 px
 
 
+def test_conditional_models_need_labels():
+    G, D = small_g(), small_d()
+    with pytest.raises(TinyGANError, match="class-conditional generator needs the labels y"):
+        G(torch.randn(2, 128))
+    with pytest.raises(torch.jit.Error, match="TinyGANError: a class-conditional generator needs the labels y"):
+        torch.jit.script(G)(torch.randn(2, 128), None)
+    with pytest.raises(TinyGANError, match="class-conditional discriminator needs the labels y"):
+        D(torch.randn(2, 3, 32, 32))
+
+
 # ----------------------------------------------------------------------------- discriminator
 
 

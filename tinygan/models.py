@@ -190,7 +190,8 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         emb: Optional[torch.Tensor] = None
         if self.embedding is not None:
-            assert y is not None, "a class-conditional generator needs the labels y"
+            if y is None:
+                raise TinyGANError("a class-conditional generator needs the labels y (n_classes > 0)")
             emb = self.embedding(y)
         h = self.fc(z).unflatten(1, (self.c0, self.s0, self.s0))
         for block in self.blocks:
@@ -280,7 +281,8 @@ class Discriminator(nn.Module):
         h = h.sum(dim=(2, 3))
         logit = self.linear(h).squeeze(1)
         if self.embedding is not None:
-            assert y is not None, "a class-conditional discriminator needs the labels y"
+            if y is None:
+                raise TinyGANError("a class-conditional discriminator needs the labels y (n_classes > 0)")
             logit = logit + (h * self.embedding(y)).sum(dim=1)
         return logit, feats
 
