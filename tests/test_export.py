@@ -227,6 +227,7 @@ def test_export_and_parity_at_other_shapes(tmp_path, shape, classes):
         assert np.array_equal(other, img)
         card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
         assert "none (unconditional: y is ignored)" in card and "4 residual up-blocks" in card
+        assert "Unconditional 64×64 image generator" in card and "[N,3,64,64]" in card
         with pytest.raises(TinyGANError, match=r"indices 0-0 \(0: an unconditional model\)"):
             ex.export(str(tmp_path / "g.safetensors"), str(tmp_path / "m2"), [1], None, None, None, None)
 
