@@ -394,11 +394,12 @@ def _worst_sheet(G, ds: ShardDataset, rows: list[dict], m: int, truncation: floa
     for r in rows:
         c = r["class"]
         idx = ds.class_indices(c)[:m]
-        got = ds.read(idx, raw=True, fields=("z", "images")) if len(idx) else {"z": np.zeros((0, 128), np.float32)}
-        z = np.zeros((m, G.config["z_dim"]), np.float32)
+        z_dim = G.config["z_dim"]
+        got = ds.read(idx, raw=True, fields=("z", "images")) if len(idx) else {"z": np.zeros((0, z_dim), np.float32)}
+        z = np.zeros((m, z_dim), np.float32)
         z[:len(idx)] = got["z"]
         if len(idx) < m:  # fewer stored teacher samples: the student uses its own noise for the rest
-            z[len(idx):] = truncated_z_batch(seed, [c] * (m - len(idx)), range(len(idx), m), truncation)
+            z[len(idx):] = truncated_z_batch(seed, [c] * (m - len(idx)), range(len(idx), m), truncation, z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.full((m,), c, dtype=torch.long, device=device))
         student = to_uint8(x.float().cpu().numpy())
