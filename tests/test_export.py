@@ -228,6 +228,14 @@ def test_export_and_parity_at_other_shapes(tmp_path, shape, classes):
         card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
         assert "none (unconditional: y is ignored)" in card and "4 residual up-blocks" in card
         assert "Unconditional 64×64 image generator" in card and "[N,3,64,64]" in card
+        from PIL import Image
+
+        from tinygan import generate as gen
+        [png] = gen.generate(str(tmp_path / "m" / "generator.onnx"), str(tmp_path / "u.png"), ["0"], 3, 0.5, 0)
+        assert Image.open(png).size[1] == 64
+        with pytest.raises(TinyGANError, match="needs a class-conditional model"):
+            gen.generate(str(tmp_path / "m" / "generator.safetensors"), str(tmp_path / "i.png"), [], 1, 0.5, 0,
+                         interpolate="classes:0,0")
         with pytest.raises(TinyGANError, match=r"indices 0-0 \(0: an unconditional model\)"):
             ex.export(str(tmp_path / "g.safetensors"), str(tmp_path / "m2"), [1], None, None, None, None)
 

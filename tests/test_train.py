@@ -73,6 +73,10 @@ def test_student_takes_the_teacher_shape_from_the_manifest(tmp_path):
     assert (cfg["resolution"], cfg["n_classes"], cfg["z_dim"]) == (32, 0, 128)
     G = load_generator(tmp_path / "student" / "generator.safetensors")
     assert G(torch.zeros(2, 128), None).shape == (2, 3, 32, 32)
+    make_real(str(data / "real64"), resolution=64)
+    with pytest.raises(TinyGANError, match=r"real images in .*real64 are 64² but the teacher's in .* are 32²"):
+        train(str(data / "teacher"), str(data / "real64"), str(tmp_path / "c2.pt"), str(tmp_path / "g2.safetensors"),
+              str(tmp_path / "live2"), config(), progress=False)
 
 
 def test_lambda_pix_schedule_in_logs(tiny_data, tmp_path):

@@ -356,6 +356,10 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
     sources = {"t": teacher_batches} if cfg.uses_teacher else {}  # the L_GAN-only baseline reads no pairs
     if cfg.uses_real:
         rds = shards.ShardDataset(real_dir, fields=("images", "y"))
+        if rds.manifest["resolution"] != tds.manifest["resolution"]:
+            raise TinyGANError(f"real images in {real_dir} are {rds.manifest['resolution']}² but the teacher's in "
+                               f"{teacher_dir} are {tds.manifest['resolution']}²; prepare the real data at the "
+                               f"teacher's resolution")
         if len(rds) < need:
             raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
                                f"images in {real_dir}; lower train.batch_size")
