@@ -272,10 +272,11 @@ def test_bad_exported_config_is_one_line(model, tmp_path, monkeypatch, name, fmt
 
 
 def test_config_limits_accept_the_real_config(model):
-    from tinygan.models import GENERATOR_VARIANTS
+    from tinygan.models import GENERATOR_VARIANTS, MAX_RESOLUTION, MIN_RESOLUTION
 
     cfg = gen.read_config(model / "generator.safetensors")
     assert gen.VARIANTS == GENERATOR_VARIANTS
+    assert (gen.CONFIG_MINIMA["resolution"], gen.CONFIG_LIMITS["resolution"]) == (MIN_RESOLUTION, MAX_RESOLUTION)
     assert all(gen.CONFIG_MINIMA.get(k, 1) <= cfg[k] <= top for k, top in gen.CONFIG_LIMITS.items())
 
 

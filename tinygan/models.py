@@ -3,7 +3,7 @@
 Architecture (Chang & Lu, ACCV 2020; see shared/reference/tinygan-facts.md):
 
 Generator (variant "dw", ch=32, 128 px -> 3,070,659 parameters)
-    z [N,z_dim] -> fc -> [N,16ch,4,4]
+    z [N,z_dim] -> fc -> [N,16ch,4,4] (the first channel count of the rule below)
     log2(R/4) residual up-blocks (R = resolution); at 128: 16ch -> 16ch -> 8ch -> 4ch -> 2ch -> ch (4 -> 128 px)
         main:     CBN -> ReLU -> up x2 -> dw3x3 -> pw1x1 -> CBN -> ReLU -> dw3x3 -> pw1x1
         shortcut: up x2 -> 1x1 conv
