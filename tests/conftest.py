@@ -29,27 +29,30 @@ def pair_arrays(classes, per_class, seed):
     return np.stack(z), np.asarray(y, np.int64), np.stack(images)
 
 
-def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16):
-    """Teacher-style shards (z, y, images) written with the real shard writer."""
+def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16, resolution=128, extra=None):
+    """Teacher-style shards (z, y, images) written with the real shard writer; images subsampled to
+    ``resolution`` (a divisor of 128); ``extra``: more manifest keys (the teacher's c_dim, z_dim)."""
     z, y, images = pair_arrays(classes, per_class, seed)
+    images = images[:, ::128 // resolution, ::128 // resolution].copy()
     infos = []
     for k in range(0, len(y), shard_size):
         sl = slice(k, k + shard_size)
         infos.append(shards.write_shard(os.path.join(out_dir, f"teacher-{k // shard_size:05d}.h5"),
                                         {"z": z[sl], "y": y[sl], "images": images[sl]},
                                         {"kind": "teacher", "fingerprint": "test", "shard": k // shard_size}))
-    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, fingerprint="test",
-                          resolution=128)
+    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, extra, fingerprint="test",
+                          resolution=resolution)
     return z, y, images
 
 
-def make_real(out_dir, classes=(1, 9, 130), per_class=8, seed=1):
+def make_real(out_dir, classes=(1, 9, 130), per_class=8, seed=1, resolution=128):
     _, y, images = pair_arrays(classes, per_class, seed)
+    images = images[:, ::128 // resolution, ::128 // resolution]
     names = np.asarray([f"img{i}.JPEG" for i in range(len(y))], dtype=object)
     info = shards.write_shard(os.path.join(out_dir, "real-00000.h5"), {"images": images[::-1].copy(),
                               "y": y[::-1].copy(), "names": names}, {"kind": "real", "fingerprint": "test"})
     shards.write_manifest(out_dir, "real", [info], {c: per_class for c in classes}, fingerprint="test",
-                          resolution=128)
+                          resolution=resolution)
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +63,18 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def random_generator(seed: int = 0, ch: int = 4) -> Generator:
+def random_generator(seed: int = 0, ch: int = 4, **shape) -> Generator:
     """Eval-mode dw generator with random weights (CBN gains non-trivial) and BN running stats from a few
-    batches: a stand-in for a trained student in export / generate / evaluate tests."""
+    batches: a stand-in for a trained student in export / generate / evaluate tests. ``shape``: Generator's
+    n_classes, z_dim, resolution (default: the 128² ImageNet student's)."""
     torch.manual_seed(seed)
-    G = Generator("dw", ch)
+    G = Generator("dw", ch, **shape)
     with torch.no_grad():
         for p in G.parameters():
             p.normal_(0.0, 0.2)
         G.train()
         for _ in range(3):
-            G(torch.randn(8, 128) * 0.5, torch.randint(0, 1000, (8,)))
+            G(torch.randn(8, G.config["z_dim"]) * 0.5, torch.randint(0, max(G.config["n_classes"], 1), (8,)))
     return G.eval()
 
 

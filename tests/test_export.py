@@ -195,6 +195,65 @@ def test_onnx_export_of_view_reshape(tmp_path):
     assert G.fc._forward_hooks == {}  # the export hook is gone
 
 
+# ---- other teacher shapes: resolution, class count, z size, unconditional (issue 10) ----------------------------
+
+@pytest.mark.parametrize("shape, classes", [
+    (dict(resolution=32, n_classes=10, z_dim=512), [0, 3, 9]),
+    (dict(resolution=64, n_classes=0), [0]),
+])
+def test_export_and_parity_at_other_shapes(tmp_path, shape, classes):
+    import onnxruntime as ort
+
+    G = random_generator(4, **shape)
+    res, z_dim = shape["resolution"], G.config["z_dim"]
+    report = ex.export(save_train_output(G, tmp_path / "g.safetensors"), str(tmp_path / "m"), classes,
+                       None, None, None, None)
+    assert all(report[f] <= 1e-4 for f in ex.FORMATS)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["output"] == ["N", 3, res, res] and cfg["inputs"]["z"] == ["N", z_dim] and cfg["classes"] == classes
+    z = torch.randn(3, z_dim) * 0.5
+    y = torch.tensor([classes[-1], 0, classes[-1]])
+    with torch.no_grad():
+        ref = G(z, y)
+        assert ref.shape == (3, 3, res, res)
+        ts = torch.jit.load(str(tmp_path / "m" / "generator.torchscript.pt"))
+        assert (ts(z, y) - ref).abs().max().item() <= 1e-5
+    sess = ort.InferenceSession(str(tmp_path / "m" / "generator.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["z", "y"]  # y stays an input, ignored when unconditional
+    img = sess.run(["image"], {"z": z.numpy(), "y": y.numpy()})[0]
+    assert np.abs(img - ref.numpy()).max() <= 1e-4
+    if not shape["n_classes"]:
+        other = sess.run(["image"], {"z": z.numpy(), "y": np.array([5, 7, 11])})[0]
+        assert np.array_equal(other, img)
+        card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+        assert "none (unconditional: y is ignored)" in card and "4 residual up-blocks" in card
+        assert "Unconditional 64×64 image generator" in card and "[N,3,64,64]" in card
+        from PIL import Image
+
+        from tinygan import generate as gen
+        [png] = gen.generate(str(tmp_path / "m" / "generator.onnx"), str(tmp_path / "u.png"), ["0"], 3, 0.5, 0)
+        assert Image.open(png).size[1] == 64
+        with pytest.raises(TinyGANError, match="needs a class-conditional model"):
+            gen.generate(str(tmp_path / "m" / "generator.safetensors"), str(tmp_path / "i.png"), [], 1, 0.5, 0,
+                         interpolate="classes:0,0")
+        with pytest.raises(TinyGANError, match=r"indices 0-0 \(0: an unconditional model\)"):
+            ex.export(str(tmp_path / "g.safetensors"), str(tmp_path / "m2"), [1], None, None, None, None)
+
+
+def test_generate_from_a_32px_export(tmp_path):
+    from PIL import Image
+
+    from tinygan import generate as gen
+
+    G = random_generator(5, n_classes=10, z_dim=512, resolution=32)
+    ex.export(save_train_output(G, tmp_path / "g.safetensors"), str(tmp_path / "m"), [2, 3], None, None, None, None)
+    for fmt in ("generator.safetensors", "generator.onnx"):
+        [png] = gen.generate(str(tmp_path / "m" / fmt), str(tmp_path / f"{fmt}.png"), ["2", "3"], 4, 0.5, 0)
+        assert Image.open(png).size[1] == 2 * 32 and Image.open(png).size[0] >= 4 * 32
+    with pytest.raises(TinyGANError, match="out of range"):
+        gen.generate(str(tmp_path / "m" / "generator.onnx"), str(tmp_path / "x.png"), ["10"], 1, 0.5, 0)
+
+
 # ---- the export directory is all-new or all-old (issue 8) -----------------------------------------------------
 
 def tree(d) -> dict:

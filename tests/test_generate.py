@@ -234,13 +234,15 @@ def test_interpolation_errors(model, tmp_path):
 # ---- exported config.json is validated before anything is allocated (issue 8) ----------------------------------
 
 BAD_CONFIGS = {
-    "n_classes float": ({"n_classes": 1e9}, "n_classes must be an integer in 1-100000"),
-    "n_classes huge": ({"n_classes": 10 ** 9}, "n_classes must be an integer in 1-100000"),
+    "n_classes float": ({"n_classes": 1e9}, "n_classes must be an integer in 0-100000"),
+    "n_classes huge": ({"n_classes": 10 ** 9}, "n_classes must be an integer in 0-100000"),
     "negative ch": ({"ch": -4}, "ch must be an integer in 1-512"),
     "ch huge": ({"ch": 100_000}, "ch must be an integer in 1-512"),
-    "string resolution": ({"resolution": "128"}, r"resolution must be an integer in 1-1024, got '128'"),
+    "string resolution": ({"resolution": "128"}, r"resolution must be an integer in 8-1024, got '128'"),
     "resolution not a power of two": ({"resolution": 96}, "resolution must be a power of two"),
-    "resolution huge": ({"resolution": 65536}, "resolution must be an integer in 1-1024"),
+    "resolution huge": ({"resolution": 65536}, "resolution must be an integer in 8-1024"),
+    "resolution tiny": ({"resolution": 4}, "resolution must be an integer in 8-1024"),
+    "n_classes negative": ({"n_classes": -1}, "n_classes must be an integer in 0-100000"),
     "unknown variant": ({"variant": "huge"}, r"variant 'huge' is unknown"),
     "variant not a string": ({"variant": ["dw"]}, r"variant \['dw'\] is unknown"),
     "z_dim huge": ({"z_dim": 10 ** 7}, "z_dim must be an integer in 1-4096"),
@@ -270,11 +272,12 @@ def test_bad_exported_config_is_one_line(model, tmp_path, monkeypatch, name, fmt
 
 
 def test_config_limits_accept_the_real_config(model):
-    from tinygan.models import GENERATOR_VARIANTS
+    from tinygan.models import GENERATOR_VARIANTS, MAX_RESOLUTION, MIN_RESOLUTION
 
     cfg = gen.read_config(model / "generator.safetensors")
     assert gen.VARIANTS == GENERATOR_VARIANTS
-    assert all(1 <= cfg[k] <= top for k, top in gen.CONFIG_LIMITS.items())
+    assert (gen.CONFIG_MINIMA["resolution"], gen.CONFIG_LIMITS["resolution"]) == (MIN_RESOLUTION, MAX_RESOLUTION)
+    assert all(gen.CONFIG_MINIMA.get(k, 1) <= cfg[k] <= top for k, top in gen.CONFIG_LIMITS.items())
 
 
 # ---- bounded memory: images streamed batch by batch (issue 8) ----------------------------------------------

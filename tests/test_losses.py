@@ -26,6 +26,19 @@ def test_kd_feat_weights_deeper_maps_more():
     assert custom.item() == pytest.approx(10.0)
 
 
+def test_kd_feat_default_weights_follow_the_number_of_maps():
+    assert L.feat_alphas(5) == (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # the paper's, 128² discriminator
+    assert L.feat_alphas(3) == (1 / 8, 1 / 4, 1.0)
+    assert L.feat_alphas(6) == (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    assert L.feat_alphas(1) == (1.0,)
+    for k, expected in ((3, 1 / 8 * 1 + 1 / 4 * 2 + 1.0 * 3), (6, 1 / 64 + 2 / 32 + 3 / 16 + 4 / 8 + 5 / 4 + 6)):
+        student = [torch.zeros(2, 3, 4, 4) for _ in range(k)]
+        teacher = [torch.full((2, 3, 4, 4), float(i + 1)) for i in range(k)]
+        assert L.kd_feat(student, teacher).item() == pytest.approx(expected)
+    with pytest.raises(TinyGANError, match="one alpha per discriminator feature map"):
+        L.kd_feat(student, teacher, alphas=L.feat_alphas(5))
+
+
 def test_kd_feat_detaches_teacher_features():
     student = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(5)]
     teacher = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(5)]
@@ -36,7 +49,9 @@ def test_kd_feat_detaches_teacher_features():
 
 def test_kd_feat_checks_lengths():
     with pytest.raises(TinyGANError):
-        L.kd_feat([torch.zeros(1)] * 4, [torch.zeros(1)] * 4)
+        L.kd_feat([torch.zeros(1)] * 4, [torch.zeros(1)] * 5)
+    with pytest.raises(TinyGANError):
+        L.kd_feat([torch.zeros(1)] * 4, [torch.zeros(1)] * 4, alphas=L.feat_alphas(5))
 
 
 def test_adversarial_terms():

@@ -1,4 +1,5 @@
 """TinyGAN generator / discriminator / EMA / summary: oracles from shared/reference/tinygan-facts.md."""
+import hashlib
 import io
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from tinygan.errors import TinyGANError
-from tinygan.models import ConditionalBatchNorm2d, Discriminator, Generator, make_ema, update_ema
+from tinygan.models import (ConditionalBatchNorm2d, Discriminator, Generator, PlainBatchNorm2d, d_channel_mults,
+                            g_channel_mults, make_ema, update_ema)
 from tinygan.summary import count_macs, count_params, summary
 
 
@@ -62,10 +64,17 @@ def test_generator_output_shape_and_range(variant):
 def test_generator_rejects_bad_config():
     with pytest.raises(TinyGANError):
         Generator(variant="wide")
-    with pytest.raises(TinyGANError):
-        Generator(resolution=64)
+    for resolution in (4, 48, 2048, 128.0, True):
+        with pytest.raises(TinyGANError, match="resolution must be a power of two in 8-1024"):
+            Generator(resolution=resolution)
+        with pytest.raises(TinyGANError, match="resolution must be a power of two in 8-1024"):
+            Discriminator(resolution=resolution)
     with pytest.raises(TinyGANError):
         Generator(ch=0)
+    with pytest.raises(TinyGANError, match="n_classes must be an integer >= 0"):
+        Generator(n_classes=-1)
+    with pytest.raises(TinyGANError, match="n_classes must be an integer >= 0"):
+        Discriminator(n_classes=-1)
 
 
 def test_generator_config_rebuilds_same_module():
@@ -147,6 +156,131 @@ def test_generator_bf16_autocast_and_channels_last():
         x = G(torch.randn(2, 128), torch.tensor([1, 2]))
     assert x.shape == (2, 3, 128, 128)
     assert torch.isfinite(x.float()).all()
+
+
+# ----------------------------------------------------------------------------- resolution, unconditional
+
+
+def _keys_digest(module):
+    return hashlib.sha256(";".join(f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items())
+                          .encode()).hexdigest()[:16]
+
+
+# recorded before G and D followed the teacher's shape (the code of commit d34855c): state-dict names and
+# shapes, and (sum of the output, a strided sample of its values) for seed-0 weights on seed-1 inputs
+G_REFERENCE_128 = {
+    "dw": ("cdb6b442bcee54c0", 37318.06176446637,
+           [0.6398012638092041, 0.44070571660995483, -0.4086492657661438, 0.47203224897384644,
+            -0.5556243062019348, 0.24280311167240143, 0.41127219796180725, -0.1872026026248932,
+            0.9343342185020447, 0.4550110697746277]),
+    "std": ("4663473f2650c6a7", 6712.85564154567,
+            [-0.08348414301872253, 0.28242188692092896, -0.2755141258239746, -0.15283794701099396,
+             0.22542332112789154, -0.15283794701099396, 0.2003268450498581, -0.13426458835601807,
+             -0.117010198533535, 0.2767024338245392]),
+}
+D_REFERENCE_128 = ("f19178e43b73e6fb", [-0.6188327074050903, -0.08881616592407227],
+                   [9782.050583582713, 2913.7693400072267, 690.6207080233361, 207.131906754515, 44.423533012665246])
+
+
+@pytest.mark.parametrize("variant", ["dw", "std"])
+def test_generator_at_128_matches_the_recorded_reference(variant):
+    """Same modules, names and init order at 128² as before, so the same seed gives the same weights and output."""
+    keys, total, sample = G_REFERENCE_128[variant]
+    G = small_g(variant).eval()
+    z = torch.randn(4, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x = G(z, torch.tensor([0, 3, 7, 9]))
+    assert _keys_digest(G) == keys
+    torch.testing.assert_close(x.flatten()[::20000], torch.tensor(sample), rtol=1e-5, atol=1e-6)
+    assert x.double().sum().item() == pytest.approx(total, rel=1e-6)
+
+
+def test_discriminator_at_128_matches_the_recorded_reference():
+    keys, logits, feat_sums = D_REFERENCE_128
+    D = small_d(ch=4).eval()
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logit, feats = D(x, torch.tensor([1, 2]))
+    assert _keys_digest(D) == keys
+    torch.testing.assert_close(logit, torch.tensor(logits), rtol=1e-5, atol=1e-6)
+    assert [f.double().sum().item() for f in feats] == pytest.approx(feat_sums, rel=1e-6)
+
+
+def test_channel_rule():
+    assert g_channel_mults(128) == [16, 16, 8, 4, 2, 1]  # the paper's
+    assert d_channel_mults(128) == [1, 2, 4, 8, 16]
+    assert g_channel_mults(8) == [1, 1]
+    assert g_channel_mults(32) == [4, 4, 2, 1]
+    assert g_channel_mults(64) == [8, 8, 4, 2, 1]
+    assert g_channel_mults(256) == [16, 16, 16, 8, 4, 2, 1]
+    assert d_channel_mults(256) == [1, 2, 4, 8, 16, 16]
+    assert d_channel_mults(1024) == [1, 2, 4, 8, 16, 16, 16, 16]
+
+
+@pytest.mark.parametrize("resolution, g_params, d_params", [
+    (32, 614_339, 293_729), (64, 1_280_195, 946_401), (256, 4_133_059, 7_495_137)])
+def test_param_counts_at_other_resolutions(resolution, g_params, d_params):
+    assert count_params(Generator("dw", 32, resolution=resolution)) == g_params
+    assert count_params(Discriminator(32, resolution=resolution)) == d_params
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 256])
+@pytest.mark.parametrize("n_classes", [10, 0])
+def test_generator_and_discriminator_follow_the_resolution(resolution, n_classes):
+    torch.manual_seed(0)
+    G = Generator("dw", ch=2, n_classes=n_classes, z_dim=16, resolution=resolution)
+    D = Discriminator(ch=2, n_classes=n_classes, resolution=resolution)
+    y = torch.tensor([1, 2])
+    x = G(torch.randn(2, 16), y)
+    assert x.shape == (2, 3, resolution, resolution)
+    assert len(G.blocks) == resolution.bit_length() - 3
+    logit, feats = D(x, y)
+    assert logit.shape == (2,)
+    assert [f.shape[-1] for f in feats] == [resolution >> (i + 1) for i in range(len(feats))]
+    assert feats[-1].shape[-2:] == (4, 4) and len(feats) == resolution.bit_length() - 3
+    assert G.config["resolution"] == D.config["resolution"] == resolution
+    G2, D2 = Generator(**G.config), Discriminator(**D.config)
+    G2.load_state_dict(G.state_dict())
+    D2.load_state_dict(D.state_dict())
+
+
+def test_unconditional_generator_uses_affine_batchnorm_and_ignores_y():
+    torch.manual_seed(0)
+    G = Generator("dw", ch=2, n_classes=0, resolution=32).eval()
+    assert G.embedding is None
+    assert not any(isinstance(m, ConditionalBatchNorm2d) for m in G.modules())
+    norms = [m for m in G.modules() if isinstance(m, PlainBatchNorm2d)]
+    assert len(norms) == 2 * len(G.blocks) and all(m.bn.affine for m in norms)
+    assert not any("embed" in name for name, _ in G.named_parameters())
+    z = torch.randn(3, 128)
+    with torch.no_grad():
+        x = G(z)
+        assert torch.equal(G(z, torch.tensor([0, 5, 999])), x)
+        assert torch.equal(G(z, torch.zeros(3, 7)), x)
+        assert torch.equal(torch.jit.script(G)(z, None), x)
+    G.train()(z).mean().backward()
+    assert [n for n, p in G.named_parameters() if p.grad is None] == []
+
+
+def test_unconditional_discriminator_has_no_projection():
+    torch.manual_seed(0)
+    D = Discriminator(ch=2, n_classes=0, resolution=64).eval()
+    assert D.embedding is None
+    x = torch.randn(2, 3, 64, 64)
+    logit, feats = D(x)
+    torch.testing.assert_close(logit, D.linear(feats[-1].sum(dim=(2, 3))).squeeze(1))
+    assert torch.equal(D(x, torch.tensor([4, 1]))[0], logit)
+    assert count_params(D) == count_params(Discriminator(ch=2, n_classes=10, resolution=64)) - 10 * 16  # 8ch at 64 px
+
+
+def test_conditional_models_need_labels():
+    G, D = small_g(), small_d()
+    with pytest.raises(TinyGANError, match="class-conditional generator needs the labels y"):
+        G(torch.randn(2, 128))
+    with pytest.raises(torch.jit.Error, match="TinyGANError: a class-conditional generator needs the labels y"):
+        torch.jit.script(G)(torch.randn(2, 128), None)
+    with pytest.raises(TinyGANError, match="class-conditional discriminator needs the labels y"):
+        D(torch.randn(2, 3, 32, 32))
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -304,6 +438,24 @@ def test_macs_exact(make, macs):
     for n in (1, 2):
         x = torch.zeros(n, 128) if isinstance(model, Generator) else torch.zeros(n, 3, 128, 128)
         assert count_macs(model, x, torch.zeros(n, dtype=torch.long)) == macs
+
+
+def test_summary_command_takes_the_teacher_shape():
+    import json
+
+    from typer.testing import CliRunner
+
+    from tinygan.cli import app
+
+    res = CliRunner().invoke(app, ["summary", "--resolution", "32", "--n-classes", "0", "--z-dim", "512",
+                                   "--ch", "8", "--d-ch", "8"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["generator"]["params"] == count_params(Generator("dw", 8, 0, 512, resolution=32))
+    assert out["discriminator"]["params"] == count_params(Discriminator(8, 0, 32))
+    assert (out["generator"]["resolution"], out["generator"]["n_classes"], out["generator"]["z_dim"]) == (32, 0, 512)
+    res = CliRunner().invoke(app, ["summary", "--resolution", "96"])
+    assert res.exit_code != 0 and "resolution must be a power of two in 8-1024" in res.output
 
 
 def test_mac_counter_restores_training_mode():

@@ -54,6 +54,31 @@ def test_training_reduces_heldout_l1_and_writes_outputs(tiny_data, tmp_path):
         assert column(tmp_path, term), term
 
 
+def test_student_takes_the_teacher_shape_from_the_manifest(tmp_path):
+    """Shards of a 32² unconditional teacher (manifest c_dim 0): G and D are built at 32², without classes."""
+    from conftest import make_pairs, make_real
+
+    from tinygan.generate import load_generator
+    from tinygan.train import DEFAULT_SHAPE, _shape
+
+    assert _shape({"resolution": 128}) == DEFAULT_SHAPE == {"resolution": 128, "n_classes": 1000, "z_dim": 128}
+    assert _shape({"resolution": 64, "c_dim": 10, "z_dim": 512}) == {"resolution": 64, "n_classes": 10,
+                                                                     "z_dim": 512}
+    data = tmp_path / "data"
+    make_pairs(str(data / "teacher"), resolution=32, extra={"c_dim": 0, "z_dim": 128})
+    make_real(str(data / "real"), resolution=32)
+    s = run(data, tmp_path, epochs=2)
+    assert s["heldout_l1_end"] < s["heldout_l1_start"]
+    cfg = json.loads((tmp_path / "student" / "generator.json").read_text())
+    assert (cfg["resolution"], cfg["n_classes"], cfg["z_dim"]) == (32, 0, 128)
+    G = load_generator(tmp_path / "student" / "generator.safetensors")
+    assert G(torch.zeros(2, 128), None).shape == (2, 3, 32, 32)
+    make_real(str(data / "real64"), resolution=64)
+    with pytest.raises(TinyGANError, match=r"real images in .*real64 are 64² but the teacher's in .* are 32²"):
+        train(str(data / "teacher"), str(data / "real64"), str(tmp_path / "c2.pt"), str(tmp_path / "g2.safetensors"),
+              str(tmp_path / "live2"), config(), progress=False)
+
+
 def test_lambda_pix_schedule_in_logs(tiny_data, tmp_path):
     # 24 training pairs / batch 6 = 4 steps per epoch; λ_pix = 0.2 - 0.05·epoch, floor 0
     run(tiny_data, tmp_path, epochs=6, lambda_pix_decay=0.05)

@@ -98,9 +98,12 @@ def summary(
     variant: str = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
     ch: int = typer.Option(32, help="generator channel multiplier (paper: 32)"),
     d_ch: int = typer.Option(32, help="discriminator channel multiplier"),
+    resolution: int = typer.Option(128, help="image size: a power of two in 8-1024 (the teacher's)"),
+    n_classes: int = typer.Option(1000, help="class count (the teacher's); 0: unconditional"),
+    z_dim: int = typer.Option(128, help="noise size (the teacher's)"),
     layers: bool = typer.Option(False, "--layers", help="print the per-layer table"),
 ):
-    """Parameters and MACs per 128x128 image of the student G and D, measured with a counter."""
+    """Parameters and MACs per image of the student G and D, measured with a counter."""
     import json
 
     import torch
@@ -108,16 +111,18 @@ def summary(
     from tinygan import summary as summ
     from tinygan.models import Discriminator, Generator
 
-    G, D = Generator(variant, ch), Discriminator(d_ch)
-    z, y = torch.zeros(1, 128), torch.zeros(1, dtype=torch.long)
+    G = Generator(variant, ch, n_classes, z_dim, resolution=resolution)
+    D = Discriminator(d_ch, n_classes, resolution)
+    z, y = torch.zeros(1, z_dim), torch.zeros(1, dtype=torch.long)
     g = summ.summary(G, (z, y))
-    d = summ.summary(D, (torch.zeros(1, 3, 128, 128), y))
+    d = summ.summary(D, (torch.zeros(1, 3, resolution, resolution), y))
     if layers:
         typer.echo(g["table"])
         typer.echo(d["table"])
-    typer.echo(json.dumps({"generator": {"variant": variant, "ch": ch, "params": g["params"],
+    shape = {"resolution": resolution, "n_classes": n_classes, "z_dim": z_dim}
+    typer.echo(json.dumps({"generator": {"variant": variant, "ch": ch, **shape, "params": g["params"],
                                          "macs_per_image": g["macs_per_image"]},
-                           "discriminator": {"ch": d_ch, "params": d["params"],
+                           "discriminator": {"ch": d_ch, **shape, "params": d["params"],
                                              "macs_per_image": d["macs_per_image"]}}, indent=2))
 
 

@@ -339,7 +339,7 @@ class _Measured(Mapping):
 
 
 def _compression(G, d_ch: int | None, device: torch.device, teacher_info: dict) -> dict:
-    """The compression table as flat metrics: student G/D parameters and G MACs per 128x128 image (measured
+    """The compression table as flat metrics: student G/D parameters and G MACs per image (measured
     by tinygan.summary), the teacher's figures from its ``teacher_info`` (``tinygan.teacher.describe``,
     recorded in the teacher manifest; ``teacher_figures`` says where they come from) and the ratios (None
     when the teacher's size is unknown)."""
@@ -350,7 +350,8 @@ def _compression(G, d_ch: int | None, device: torch.device, teacher_info: dict) 
     z = torch.zeros(2, cfg["z_dim"], device=device)
     y = torch.zeros(2, dtype=torch.long, device=device)
     g_params, g_macs = count_params(G), count_macs(G, z, y)
-    d_params = count_params(Discriminator(ch=int(d_ch or cfg["ch"]), n_classes=cfg["n_classes"]))
+    d_params = count_params(Discriminator(ch=int(d_ch or cfg["ch"]), n_classes=cfg["n_classes"],
+                                          resolution=cfg["resolution"]))
     teacher = teacher_info
     return {
         "g_params": int(g_params), "d_params": int(d_params), "g_macs": int(g_macs),
@@ -393,11 +394,12 @@ def _worst_sheet(G, ds: ShardDataset, rows: list[dict], m: int, truncation: floa
     for r in rows:
         c = r["class"]
         idx = ds.class_indices(c)[:m]
-        got = ds.read(idx, raw=True, fields=("z", "images")) if len(idx) else {"z": np.zeros((0, 128), np.float32)}
-        z = np.zeros((m, G.config["z_dim"]), np.float32)
+        z_dim = G.config["z_dim"]
+        got = ds.read(idx, raw=True, fields=("z", "images")) if len(idx) else {"z": np.zeros((0, z_dim), np.float32)}
+        z = np.zeros((m, z_dim), np.float32)
         z[:len(idx)] = got["z"]
         if len(idx) < m:  # fewer stored teacher samples: the student uses its own noise for the rest
-            z[len(idx):] = truncated_z_batch(seed, [c] * (m - len(idx)), range(len(idx), m), truncation)
+            z[len(idx):] = truncated_z_batch(seed, [c] * (m - len(idx)), range(len(idx), m), truncation, z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.full((m,), c, dtype=torch.long, device=device))
         student = to_uint8(x.float().cpu().numpy())

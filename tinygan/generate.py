@@ -51,6 +51,8 @@ BATCH = 64  # images per forward pass
 VARIANTS = ("dw", "std")  # tinygan.models.GENERATOR_VARIANTS (models imports torch, the ONNX path must not)
 # upper bounds of the sizes in an exported config (resolution must also be a power of two)
 CONFIG_LIMITS = {"ch": 512, "n_classes": 100_000, "z_dim": 4096, "emb_dim": 4096, "resolution": 1024}
+# lower bounds where not 1: n_classes 0 is an unconditional generator; tinygan.models.MIN_RESOLUTION
+CONFIG_MINIMA = {"n_classes": 0, "resolution": 8}
 MAX_SHEET_PIXELS = 1 << 26  # largest grid / interpolation sheet (64 Mpixel, 192 MB as uint8): 4096 images of 128²
 
 
@@ -81,16 +83,22 @@ def _valid_config(cfg, where: str) -> dict:
     if cfg["variant"] not in VARIANTS:
         raise bad(f"variant {_short(cfg['variant'])} is unknown, expected one of {list(VARIANTS)}")
     for key, top in CONFIG_LIMITS.items():
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
-            raise bad(f"{key} must be an integer in 1-{top}, got {_short(v)}")
+        v, low = cfg[key], CONFIG_MINIMA.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
+            raise bad(f"{key} must be an integer in {low}-{top}, got {_short(v)}")
     if cfg["resolution"] & (cfg["resolution"] - 1):
         raise bad(f"resolution must be a power of two, got {cfg['resolution']}")
     trained = cfg.get("classes")
     if trained is not None and not (isinstance(trained, list) and all(
-            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < cfg["n_classes"] for c in trained)):
-        raise bad(f"classes must be a list of class indices 0-{cfg['n_classes'] - 1}, got {_short(trained)}")
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < class_count(cfg) for c in trained)):
+        raise bad(f"classes must be a list of class indices 0-{class_count(cfg) - 1}, got {_short(trained)}")
     return cfg
+
+
+def class_count(cfg: dict) -> int:
+    """How many class indices the model takes: its n_classes, or 1 for an unconditional model (n_classes 0),
+    whose one pseudo-class 0 stands for "no class" (its y input is ignored)."""
+    return max(cfg["n_classes"], 1)
 
 
 def _short(value) -> str:
@@ -520,7 +528,7 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
         raise TinyGANError(f"steps must be at least 2, got {steps}")
     cfg = read_config(model_path)
     names = class_names(synsets)
-    n_classes = cfg["n_classes"]
+    n_classes = class_count(cfg)
     out_path = Path(out)
     as_file = out_path.suffix.lower() == ".png"
 
@@ -534,6 +542,9 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
         else:
             fixed = [seed + i for i in range(n)]
             _warn_untrained([a, b], cfg)
+        if kind == "classes" and cfg["n_classes"] == 0:
+            raise TinyGANError("interpolation between classes needs a class-conditional model; this one is "
+                               "unconditional (n_classes 0): use seeds:S1,S2")
         if kind == "classes" and Path(model_path).suffix == ".onnx":
             raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
                                "does not expose: use the exported generator.safetensors instead")

@@ -34,7 +34,12 @@ from tinygan.errors import TinyGANError
 
 G_TERMS = ("kd_feat", "kd_pix", "kd_s", "gan_s", "dime")
 D_TERMS = ("kd_d", "gan_d")
-FEAT_ALPHAS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def feat_alphas(k: int) -> tuple[float, ...]:
+    """Default kd_feat weights for ``k`` discriminator maps: 1 for the last, 2^-(k-i) for map i < k-1 (the paper's
+    1/32, 1/16, 1/8, 1/4, 1 for the 5 maps of a 128² discriminator)."""
+    return tuple(2.0 ** -(k - i) for i in range(k - 1)) + (1.0,)
 
 # A discriminator: (images [N,3,H,W], labels [N]) -> (logits [N], list of feature maps)
 DiscriminatorFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, list[torch.Tensor]]"]
@@ -55,9 +60,11 @@ def kd_pix(s_img: torch.Tensor, t_img: torch.Tensor) -> torch.Tensor:
 def kd_feat(
     d_feats_student: Sequence[torch.Tensor],
     d_feats_teacher: Sequence[torch.Tensor],
-    alphas: Sequence[float] = FEAT_ALPHAS,
+    alphas: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """L_KD_feat = sum_i alpha_i * mean |D_i(T) - D_i(S)| (Eq. 2); teacher features are detached."""
+    """L_KD_feat = sum_i alpha_i * mean |D_i(T) - D_i(S)| (Eq. 2); teacher features are detached.
+    ``alphas`` defaults to ``feat_alphas`` of the number of maps."""
+    alphas = feat_alphas(len(d_feats_student)) if alphas is None else alphas
     if not (len(d_feats_student) == len(d_feats_teacher) == len(alphas)):
         raise TinyGANError(
             f"kd_feat needs one alpha per discriminator feature map: got {len(alphas)} alphas, "
@@ -310,7 +317,7 @@ def generator_terms(
     t_feats: Sequence[torch.Tensor] | None = None,
     fake_img: torch.Tensor | None = None,
     y_fake: torch.Tensor | None = None,
-    alphas: Sequence[float] = FEAT_ALPHAS,
+    alphas: Sequence[float] | None = None,
     encoder: EncoderFn | None = None,
     dime_kernel: str = "gaussian",
 ) -> dict[str, torch.Tensor]:

@@ -2,23 +2,30 @@
 
 Architecture (Chang & Lu, ACCV 2020; see shared/reference/tinygan-facts.md):
 
-Generator (variant "dw", ch=32 -> 3,070,659 parameters)
-    z [N,128] -> fc -> [N,16ch,4,4]
-    5 residual up-blocks 16ch -> 16ch -> 8ch -> 4ch -> 2ch -> ch   (4 -> 128 px)
+Generator (variant "dw", ch=32, 128 px -> 3,070,659 parameters)
+    z [N,z_dim] -> fc -> [N,16ch,4,4] (the first channel count of the rule below)
+    log2(R/4) residual up-blocks (R = resolution); at 128: 16ch -> 16ch -> 8ch -> 4ch -> 2ch -> ch (4 -> 128 px)
         main:     CBN -> ReLU -> up x2 -> dw3x3 -> pw1x1 -> CBN -> ReLU -> dw3x3 -> pw1x1
         shortcut: up x2 -> 1x1 conv
     head: BN(ch) -> ReLU -> conv3x3(ch -> 3) -> tanh
     Every CBN gets its gain/bias from one shared class embedding (n_classes x emb_dim).
+    Unconditional (n_classes = 0): affine BatchNorm2d instead of every CBN, no embedding; y is ignored.
     Variant "std" replaces each depthwise+pointwise pair by one 3x3 conv.
+    Channel rule (g_channel_mults): counted back from the last block, block outputs are ch x 1, 2, 4, 8, 16,
+    16, ... (doubling, capped at 16); the fc gives as many channels as the first block outputs.
+    128: 16,16,8,4,2,1 (the paper's); 256: 16,16,16,8,4,2,1; 64: 8,8,4,2,1; 32: 4,4,2,1.
 
-Discriminator (ch=32 -> 3,300,321 parameters)
-    5 x [SN-conv4x4 s2 p1 -> LeakyReLU(0.01)], 3 -> ch -> 2ch -> 4ch -> 8ch -> 16ch
-    h = sum over H,W;  logit = SN-Linear(h) + <h, SN-Embedding(y)>  (projection D)
+Discriminator (ch=32, 128 px -> 3,300,321 parameters)
+    log2(R/4) x [SN-conv4x4 s2 p1 -> LeakyReLU(0.01)] (R -> 4 px); channels 3 -> ch x 1, 2, 4, 8, 16, 16, ...
+    (doubling, capped at 16; at 128: 3 -> ch -> 2ch -> 4ch -> 8ch -> 16ch)
+    h = sum over H,W;  logit = SN-Linear(h) + <h, SN-Embedding(y)>  (projection D; no projection term
+    when unconditional, n_classes = 0)
 """
 from __future__ import annotations
 
 import json
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -31,10 +38,31 @@ from tinygan.errors import TinyGANError
 from tinygan.teacher import Z_DIM
 
 GENERATOR_VARIANTS = ("dw", "std")
-# channel multipliers of the generator at 128 px: fc output, then the output of each up-block
-G_CHANNEL_MULTS = (16, 16, 8, 4, 2, 1)
-# channel multipliers of the five discriminator convs
-D_CHANNEL_MULTS = (1, 2, 4, 8, 16)
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024  # powers of two; the fc output and the last D map are 4 x 4
+MAX_CHANNEL_MULT = 16
+
+
+def n_blocks(resolution: int) -> int:
+    """Up-blocks of G (= down-blocks of D) for ``resolution``: log2(R/4); TinyGANError unless R is a power of
+    two in 8-1024."""
+    if (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution & (resolution - 1)
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+        raise TinyGANError(f"resolution must be a power of two in {MIN_RESOLUTION}-{MAX_RESOLUTION}, "
+                           f"got {resolution!r}")
+    return resolution.bit_length() - 3
+
+
+def d_channel_mults(resolution: int) -> list[int]:
+    """Channel multipliers of the discriminator convs: 1, 2, 4, 8, 16, 16, ... (one per down-block)."""
+    return [min(2 ** i, MAX_CHANNEL_MULT) for i in range(n_blocks(resolution))]
+
+
+def g_channel_mults(resolution: int) -> list[int]:
+    """Channel multipliers of the generator: the fc output, then each up-block's output. The block outputs
+    are the discriminator's in reverse (ending at 1); the fc matches the first block: (16, 16, 8, 4, 2, 1)
+    at 128 px."""
+    blocks = d_channel_mults(resolution)[::-1]
+    return [blocks[0]] + blocks
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -60,9 +88,28 @@ class ConditionalBatchNorm2d(nn.Module):
             self.embed.bias[:num_features].fill_(1.0)
             self.embed.bias[num_features:].fill_(0.0)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        assert emb is not None, "ConditionalBatchNorm2d needs the class embedding"
         gain, bias = self.embed(emb).chunk(2, dim=1)
         return gain[:, :, None, None] * self.bn(h) + bias[:, :, None, None]
+
+
+class PlainBatchNorm2d(nn.Module):
+    """The unconditional generator's norm: an affine BatchNorm2d, called like ConditionalBatchNorm2d (the
+    embedding argument is ignored)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+        self.bn = nn.BatchNorm2d(num_features)
+
+    def forward(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.bn(h)
+
+
+def make_norm(num_features: int, emb_dim: int, conditional: bool) -> nn.Module:
+    """ConditionalBatchNorm2d for a class-conditional generator, else PlainBatchNorm2d."""
+    return ConditionalBatchNorm2d(num_features, emb_dim) if conditional else PlainBatchNorm2d(num_features)
 
 
 def sep_conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -85,17 +132,17 @@ def std_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
 class GBlock(nn.Module):
     """Residual up-block: CBN-ReLU-up-conv-CBN-ReLU-conv, plus up-1x1conv shortcut."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, variant: str):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, variant: str, conditional: bool = True):
         super().__init__()
         make_conv = sep_conv if variant == "dw" else std_conv
-        self.cbn0 = ConditionalBatchNorm2d(in_ch, emb_dim)
+        self.cbn0 = make_norm(in_ch, emb_dim, conditional)
         self.conv0 = make_conv(in_ch, out_ch)
-        self.cbn1 = ConditionalBatchNorm2d(out_ch, emb_dim)
+        self.cbn1 = make_norm(out_ch, emb_dim, conditional)
         self.conv1 = make_conv(out_ch, out_ch)
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1)
         nn.init.xavier_uniform_(self.shortcut.weight, gain=1.0)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
         h = F.relu(self.cbn0(x, emb))
         h = self.conv0(upsample2x(h))
         h = F.relu(self.cbn1(h, emb))
@@ -104,7 +151,9 @@ class GBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """TinyGAN student: forward(z [N,z_dim] float, y [N] int64) -> image [N,3,128,128] in (-1, 1)."""
+    """TinyGAN student: forward(z [N,z_dim] float, y [N] int64) -> image [N,3,R,R] in (-1, 1), R = resolution.
+
+    ``n_classes`` = 0 makes it unconditional: forward ignores y (None or any tensor)."""
 
     def __init__(
         self,
@@ -120,33 +169,43 @@ class Generator(nn.Module):
             raise TinyGANError(
                 f"unknown generator variant {variant!r}; use one of {list(GENERATOR_VARIANTS)}"
             )
-        if resolution != 128:
-            raise TinyGANError(f"generator resolution {resolution} is not supported; use 128")
-        for name, value in (("ch", ch), ("n_classes", n_classes), ("z_dim", z_dim), ("emb_dim", emb_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TinyGANError(f"generator {name} must be a positive integer, got {value!r}")
+        _check_sizes("generator", ch=ch, z_dim=z_dim, emb_dim=emb_dim)
+        _check_sizes("generator", minimum=0, n_classes=n_classes)
+        channels = [m * ch for m in g_channel_mults(resolution)]
         # everything needed to rebuild this module (export, checkpoints)
         self.config = dict(variant=variant, ch=ch, n_classes=n_classes, z_dim=z_dim, emb_dim=emb_dim,
                            resolution=resolution)
-        channels = [m * ch for m in G_CHANNEL_MULTS]
         self.c0 = channels[0]
         self.s0 = 4  # spatial size after fc
 
-        self.embedding = nn.Embedding(n_classes, emb_dim)
+        self.embedding = nn.Embedding(n_classes, emb_dim) if n_classes else None
         self.fc = nn.Linear(z_dim, self.c0 * self.s0 * self.s0)
         self.blocks = nn.ModuleList(
-            [GBlock(channels[i], channels[i + 1], emb_dim, variant) for i in range(len(channels) - 1)]
+            [GBlock(channels[i], channels[i + 1], emb_dim, variant, n_classes > 0)
+             for i in range(len(channels) - 1)]
         )
         self.bn = nn.BatchNorm2d(channels[-1])
         self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        emb = self.embedding(y)
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        emb: Optional[torch.Tensor] = None
+        if self.embedding is not None:
+            if y is None:
+                raise TinyGANError("a class-conditional generator needs the labels y (n_classes > 0)")
+            emb = self.embedding(y)
         h = self.fc(z).unflatten(1, (self.c0, self.s0, self.s0))
         for block in self.blocks:
             h = block(h, emb)
         h = F.relu(self.bn(h))
         return torch.tanh(self.to_rgb(h))
+
+
+def _check_sizes(owner: str, minimum: int = 1, **sizes) -> None:
+    """TinyGANError unless every size is an integer >= ``minimum``."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise TinyGANError(f"{owner} {name} must be {kind}, got {value!r}")
 
 
 class SpectralNorm(nn.Module):
@@ -194,33 +253,37 @@ def spectral_norm(module: nn.Module) -> nn.Module:
 class Discriminator(nn.Module):
     """Projection discriminator with spectral norm.
 
-    forward(x [N,3,H,W], y [N] int64) -> (logit [N], feats: list of the 5 post-LeakyReLU maps).
+    forward(x [N,3,R,R], y [N] int64) -> (logit [N], feats: the log2(R/4) post-LeakyReLU maps, 5 at 128 px).
+    ``n_classes`` = 0 makes it unconditional: no projection term, y is ignored (None or any tensor).
     Spectral norm is the SpectralNorm parametrization above: the raw weight is stored as
     ``<layer>.parametrizations.weight.original`` and the power-iteration vectors ``u``/``v`` are buffers.
     """
 
-    def __init__(self, ch: int = 32, n_classes: int = N_CLASSES):
+    def __init__(self, ch: int = 32, n_classes: int = N_CLASSES, resolution: int = 128):
         super().__init__()
-        for name, value in (("ch", ch), ("n_classes", n_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TinyGANError(f"discriminator {name} must be a positive integer, got {value!r}")
-        self.config = dict(ch=ch, n_classes=n_classes)
-        channels = [3] + [m * ch for m in D_CHANNEL_MULTS]
+        _check_sizes("discriminator", ch=ch)
+        _check_sizes("discriminator", minimum=0, n_classes=n_classes)
+        channels = [3] + [m * ch for m in d_channel_mults(resolution)]
+        self.config = dict(ch=ch, n_classes=n_classes, resolution=resolution)
         self.convs = nn.ModuleList(
             [spectral_norm(nn.Conv2d(channels[i], channels[i + 1], 4, stride=2, padding=1))
              for i in range(len(channels) - 1)]
         )
         self.linear = spectral_norm(nn.Linear(channels[-1], 1))
-        self.embedding = spectral_norm(nn.Embedding(n_classes, channels[-1]))
+        self.embedding = spectral_norm(nn.Embedding(n_classes, channels[-1])) if n_classes else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats = []
         h = x
         for conv in self.convs:
             h = F.leaky_relu(conv(h), 0.01)
             feats.append(h)
         h = h.sum(dim=(2, 3))
-        logit = self.linear(h).squeeze(1) + (h * self.embedding(y)).sum(dim=1)
+        logit = self.linear(h).squeeze(1)
+        if self.embedding is not None:
+            if y is None:
+                raise TinyGANError("a class-conditional discriminator needs the labels y (n_classes > 0)")
+            logit = logit + (h * self.embedding(y)).sum(dim=1)
         return logit, feats
 
 

@@ -130,10 +130,10 @@ class StepBatches:
         return self.ds.__getitems__(mine.tolist())
 
 
-def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float) -> torch.Tensor:
-    """z' for the GAN terms: truncation × truncated normal (±2), seeded by (seed, step, rank)."""
+def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, z_dim: int) -> torch.Tensor:
+    """z' [n, z_dim] for the GAN terms: truncation × truncated normal (±2), seeded by (seed, step, rank)."""
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
-    z = torch.empty(n, 128)
+    z = torch.empty(n, z_dim)
     torch.nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=g)
     return z * truncation
 
@@ -294,6 +294,7 @@ class _Data:
     n_train: int
     n_hold: int
     steps_per_epoch: int
+    shape: dict                        # the teacher's output: resolution, n_classes, z_dim (see _shape)
 
 
 @dataclasses.dataclass
@@ -313,7 +314,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
     total = cfg.epochs * data.steps_per_epoch
-    run = _build(cfg, device, rank, world)
+    run = _build(cfg, data.shape, device, rank, world)
     out = _Outputs(Path(ckpt_path), snapshot_dir)
     state, step = _resume(run, out, total)
     _wrap_ddp(run)
@@ -361,12 +362,28 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
     sources = {"t": teacher_batches} if cfg.uses_teacher else {}  # the L_GAN-only baseline reads no pairs
     if cfg.uses_real:
         rds = shards.ShardDataset(real_dir, fields=("images", "y"))
+        if rds.manifest["resolution"] != tds.manifest["resolution"]:
+            raise TinyGANError(f"real images in {real_dir} are {rds.manifest['resolution']}² but the teacher's in "
+                               f"{teacher_dir} are {tds.manifest['resolution']}²; prepare the real data at the "
+                               f"teacher's resolution")
         if len(rds) < need:
             raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
-                 teacher_batches.steps_per_epoch)
+                 teacher_batches.steps_per_epoch, _shape(tds.manifest))
+
+
+# the shape of the ImageNet BigGAN teacher, for teacher shards whose manifest does not record its own
+DEFAULT_SHAPE = {"resolution": 128, "n_classes": 1000, "z_dim": 128}
+
+
+def _shape(manifest: dict) -> dict:
+    """The student's shape from the teacher shards' manifest: ``resolution``, ``c_dim`` (class count, 0 for an
+    unconditional teacher) and ``z_dim``, each DEFAULT_SHAPE's where absent."""
+    return {"resolution": manifest.get("resolution", DEFAULT_SHAPE["resolution"]),
+            "n_classes": manifest.get("c_dim", DEFAULT_SHAPE["n_classes"]),
+            "z_dim": manifest.get("z_dim", DEFAULT_SHAPE["z_dim"])}
 
 
 def step_loader(sources: dict, first: int, last: int, workers: int) -> torch.utils.data.DataLoader:
@@ -375,10 +392,10 @@ def step_loader(sources: dict, first: int, last: int, workers: int) -> torch.uti
                                        num_workers=workers, persistent_workers=False)
 
 
-def _build(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> _Run:
-    """Fresh G and D (seeded by the caller), their Adam optimisers and the EMA of G."""
-    G = Generator(cfg.variant, cfg.ch).to(device)
-    D = Discriminator(cfg.d_ch).to(device)
+def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world: int) -> _Run:
+    """Fresh G and D of the teacher's ``shape`` (seeded by the caller), their Adam optimisers and the EMA of G."""
+    G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"]).to(device)
+    D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device)
     if device.type == "cuda":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
@@ -406,7 +423,7 @@ def _resume(run: _Run, out: _Outputs, total: int) -> tuple[dict | None, int]:
     if snapshot_dir:
         Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(out.ckpt_path)
-    if state is not None and state["config"] != _config_key(cfg, run.world):
+    if state is not None and state["config"] != _config_key(cfg, run.world, run.G.config):
         if master:  # a new experiment (other params): the old run's checkpoint and snapshots do not apply
             tqdm.write(f"train: {out.ckpt_path} was made with other settings; starting a fresh run")
         state = None
@@ -447,7 +464,7 @@ def _save_step(run: _Run, out: _Outputs, hold: dict, step: int, total: int, when
             "G": run.G.state_dict(), "D": run.D.state_dict(), "opt_g": run.opt_g.state_dict(),
             "opt_d": run.opt_d.state_dict(), "ema": run.ema.module.state_dict() if run.ema is not None else {},
             "step": step, "epoch": when.epoch, "lambda_pix": when.lam_pix, "rng": {"torch": torch.get_rng_state()},
-            "config": _config_key(cfg, run.world), "heldout_l1_start": out.l1_start})
+            "config": _config_key(cfg, run.world, run.G.config), "heldout_l1_start": out.l1_start})
 
 
 def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: int) -> dict:
@@ -472,7 +489,8 @@ def _iteration(run: _Run, batch: dict, when: _When) -> dict:
     if t is not None:
         z.append(t["z"]); y.append(t["y"])
     if r is not None:  # fresh noise z' with the real batch's labels y_r
-        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation).to(run.device))
+        z_dim = run.G.config["z_dim"]
+        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, z_dim).to(run.device))
         y.append(r["y"])
     n = len(y[0])
     # one student forward for both steps (graph kept only when G is updated this iteration)
@@ -608,8 +626,9 @@ def _log(live, step: int, values: dict) -> None:
             live.log_metric(k, float(v), plot=True)
 
 
-def _config_key(cfg: TrainConfig, world: int) -> str:
-    """What a checkpoint must match to be resumed: everything but the logging cadence and worker count."""
+def _config_key(cfg: TrainConfig, world: int, g_config: dict) -> str:
+    """What a checkpoint must match to be resumed: everything but the logging cadence and worker count, and the
+    generator's config (its shape follows the teacher's)."""
     d = dataclasses.asdict(cfg)
     for k in ("checkpoint_every", "sample_every", "log_every", "workers", "snapshot_every"):
         d.pop(k)
@@ -617,4 +636,5 @@ def _config_key(cfg: TrainConfig, world: int) -> str:
         for k in ("lambda_dime", "dime_encoder", "dime_kernel"):
             d.pop(k)
     d["world"] = world
+    d["generator"] = g_config
     return json.dumps(d, sort_keys=True)
