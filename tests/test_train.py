@@ -65,15 +65,15 @@ def test_student_takes_the_teacher_shape_from_the_manifest(tmp_path):
     assert _shape({"resolution": 64, "c_dim": 10, "z_dim": 512}) == {"resolution": 64, "n_classes": 10,
                                                                      "z_dim": 512}
     data = tmp_path / "data"
-    make_pairs(str(data / "teacher"), resolution=32, extra={"c_dim": 0, "z_dim": 128})
-    make_real(str(data / "real"), resolution=32)
+    make_pairs(str(data / "teacher"), classes=(0,), per_class=30, resolution=32, extra={"c_dim": 0, "z_dim": 128})
+    make_real(str(data / "real"), classes=(0,), per_class=24, resolution=32)
     s = run(data, tmp_path, epochs=2)
     assert s["heldout_l1_end"] < s["heldout_l1_start"]
     cfg = json.loads((tmp_path / "student" / "generator.json").read_text())
     assert (cfg["resolution"], cfg["n_classes"], cfg["z_dim"]) == (32, 0, 128)
     G = load_generator(tmp_path / "student" / "generator.safetensors")
     assert G(torch.zeros(2, 128), None).shape == (2, 3, 32, 32)
-    make_real(str(data / "real64"), resolution=64)
+    make_real(str(data / "real64"), classes=(0,), resolution=64)
     with pytest.raises(TinyGANError, match=r"real images in .*real64 are 64² but the teacher's in .* are 32²"):
         train(str(data / "teacher"), str(data / "real64"), str(tmp_path / "c2.pt"), str(tmp_path / "g2.safetensors"),
               str(tmp_path / "live2"), config(), progress=False)
@@ -126,7 +126,7 @@ def test_dime_off_never_loads_the_encoder_and_changes_nothing(tiny_data, tmp_pat
     a, b = ((tmp_path / d / "student" / "generator.safetensors").read_bytes() for d in "ab")
     assert a == b
     assert not (tmp_path / "a" / "live" / "plots" / "metrics" / "dime.tsv").exists()
-    assert "dime" not in _config_key(config(), 1) and "lambda_dime" in _config_key(config(lambda_dime=0.1), 1)
+    assert "dime" not in _config_key(config(), 1, {}) and "lambda_dime" in _config_key(config(lambda_dime=0.1), 1, {})
 
 
 def test_dime_is_trained_and_logged(tiny_data, tmp_path, encoder_file):
