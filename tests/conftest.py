@@ -29,8 +29,9 @@ def pair_arrays(classes, per_class, seed):
     return np.stack(z), np.asarray(y, np.int64), np.stack(images)
 
 
-def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16):
-    """Teacher-style shards (z, y, images) written with the real shard writer."""
+def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16, extra=None):
+    """Teacher-style shards (z, y, images) written with the real shard writer (``extra``: more manifest keys,
+    e.g. the teacher's latent recipe)."""
     z, y, images = pair_arrays(classes, per_class, seed)
     infos = []
     for k in range(0, len(y), shard_size):
@@ -38,7 +39,7 @@ def make_pairs(out_dir, classes=(1, 9, 130), per_class=10, seed=0, shard_size=16
         infos.append(shards.write_shard(os.path.join(out_dir, f"teacher-{k // shard_size:05d}.h5"),
                                         {"z": z[sl], "y": y[sl], "images": images[sl]},
                                         {"kind": "teacher", "fingerprint": "test", "shard": k // shard_size}))
-    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, fingerprint="test",
+    shards.write_manifest(out_dir, "teacher", infos, {c: per_class for c in classes}, extra, fingerprint="test",
                           resolution=128)
     return z, y, images
 

@@ -68,6 +68,12 @@ def manifest_layout(m: Mapping) -> dict[str, tuple]:
     return layout(m["kind"], int(m["resolution"]), int(m.get("z_dim", Z_DIM)))
 
 
+def manifest_latent(m: Mapping) -> tuple[str, int]:
+    """(latent recipe, z_dim) of the noise a teacher manifest's samples were drawn with (``teacher.draw_z``);
+    manifests from before the teacher declared its shape read as ("biggan", 128)."""
+    return str(m.get("latent", "biggan")), int(m.get("z_dim", Z_DIM))
+
+
 def class_count(m: Mapping) -> int:
     """Labels in a (checked) manifest's shards lie in 0..class_count-1: max(c_dim, 1) where it records the
     teacher's ``c_dim`` (an unconditional teacher's samples are all class 0), else the 1000 ImageNet classes."""

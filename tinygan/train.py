@@ -34,6 +34,7 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
+from tinygan.teacher import LATENTS
 
 
 @dataclasses.dataclass
@@ -54,7 +55,7 @@ class TrainConfig:
     lr_decay_start: int  # iteration where lr starts decaying linearly to 0 at the last iteration
     g_every: int  # one G update every g_every iterations (paper text: 10)
     adv_every: int  # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
-    truncation: float  # scale of fresh noise z' (same distribution as the teacher's z)
+    truncation: float  # scale of fresh noise z' for a "biggan"-latent teacher (a "stylegan" one: unused, see _fresh_noise)
     ema: bool
     ema_decay: float
     ema_start: int
@@ -130,10 +131,18 @@ class StepBatches:
         return self.ds.__getitems__(mine.tolist())
 
 
-def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float) -> torch.Tensor:
-    """z' for the GAN terms: truncation × truncated normal (±2), seeded by (seed, step, rank)."""
+def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, latent: str = "biggan",
+                 z_dim: int = 128) -> torch.Tensor:
+    """z' for the GAN terms, seeded by (seed, step, rank), drawn with the teacher's latent recipe (its shard
+    manifest's ``latent``, see ``tinygan.teacher.draw_z``) at its ``z_dim``: "biggan": truncation × truncated
+    normal (±2); "stylegan": standard normal — the z the teacher got, since its truncation ψ acted inside the
+    teacher (on w), not on z, so the student is fed untruncated z."""
+    if latent not in LATENTS:
+        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected one of {', '.join(LATENTS)}")
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
-    z = torch.empty(n, 128)
+    z = torch.empty(n, z_dim)
+    if latent == "stylegan":
+        return z.normal_(generator=g)
     torch.nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=g)
     return z * truncation
 
@@ -294,6 +303,8 @@ class _Data:
     n_train: int
     n_hold: int
     steps_per_epoch: int
+    latent: str = "biggan"             # the teacher's latent recipe and z width: fresh noise z' follows them
+    z_dim: int = 128
 
 
 @dataclasses.dataclass
@@ -328,7 +339,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     for batch in step_loader(data.sources, step, total, cfg.workers):
         when = _When.at(cfg, step, data.steps_per_epoch)
         _set_lr(run, step, total)
-        logs = _iteration(run, batch, when)
+        logs = _iteration(run, batch, when, data)
         if run.ema is not None and when.update_g:
             update_ema(run.ema, run.G, copy=step < cfg.ema_start)
         step += 1
@@ -366,7 +377,7 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
-                 teacher_batches.steps_per_epoch)
+                 teacher_batches.steps_per_epoch, *shards.manifest_latent(tds.manifest))
 
 
 def step_loader(sources: dict, first: int, last: int, workers: int) -> torch.utils.data.DataLoader:
@@ -463,8 +474,9 @@ def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: in
     return summary
 
 
-def _iteration(run: _Run, batch: dict, when: _When) -> dict:
-    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward."""
+def _iteration(run: _Run, batch: dict, when: _When, data: _Data) -> dict:
+    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward. Fresh
+    noise z' follows the teacher's latent recipe and z width (``data``)."""
     cfg = run.cfg
     t = {k: v.to(run.device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
     r = {k: v.to(run.device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
@@ -472,7 +484,8 @@ def _iteration(run: _Run, batch: dict, when: _When) -> dict:
     if t is not None:
         z.append(t["z"]); y.append(t["y"])
     if r is not None:  # fresh noise z' with the real batch's labels y_r
-        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation).to(run.device))
+        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, data.latent,
+                              data.z_dim).to(run.device))
         y.append(r["y"])
     n = len(y[0])
     # one student forward for both steps (graph kept only when G is updated this iteration)
