@@ -34,7 +34,7 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
-from tinygan.teacher import LATENTS
+from tinygan.teacher import check_latent
 
 
 @dataclasses.dataclass
@@ -137,8 +137,7 @@ def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, lat
     manifest's ``latent``, see ``tinygan.teacher.draw_z``) at its ``z_dim``: "biggan": truncation × truncated
     normal (±2); "stylegan": standard normal — the z the teacher got, since its truncation ψ acted inside the
     teacher (on w), not on z, so the student is fed untruncated z."""
-    if latent not in LATENTS:
-        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected one of {', '.join(LATENTS)}")
+    check_latent(latent)
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
     z = torch.empty(n, z_dim)
     if latent == "stylegan":
