@@ -13,8 +13,8 @@ Two stages, two DVC outputs:
 
   - ``student_metrics``: IS (10 splits of the class probabilities), FID against the overall reference
     stats and KID against the reference reservoir, of ``n_samples`` student images, labels round-robin over
-    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``truncated_z(seed, c, k,
-    truncation)``, the same noise as ``tinygan generate``);
+    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent, seed, c,
+    k, truncation)`` with the teacher manifest's latent recipe, the same noise as ``tinygan generate``);
   - ``teacher_metrics``: the same from the teacher's stored images in ``data/teacher`` (as many as there
     are; when fewer than requested, ``teacher_note`` in metrics.json says so);
   - ``intra_fid_metrics``: ``per_class_samples`` images of each class vs that class's reference stats

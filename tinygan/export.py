@@ -14,9 +14,10 @@ is killed, the previous export untouched:
 - ``samples.png``            the sample grid (copied from ``grid_png``, or rendered from the model).
 - ``MODEL_CARD.md``          generated from the artifacts above.
 
-Truncation is not a model input: the student maps the z it is given. Draw z as ``truncation * truncated_normal``
-(values outside ±2 redrawn), as the teacher's z was drawn (``tinygan.teacher.truncated_z``; ``tinygan generate``
-does this).
+Truncation is not a model input: the student maps the z it is given. Draw z as the teacher's z was drawn
+(``tinygan.teacher.draw_z`` with the teacher's latent recipe, config ``latent``, "biggan" when absent):
+``truncation * truncated_normal`` (values outside ±2 redrawn) for BigGAN, standard normal for StyleGAN (its ψ
+acted inside the teacher); ``tinygan generate`` does this. Data other than ImageNet: config ``class_names``.
 """
 from __future__ import annotations
 
