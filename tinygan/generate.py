@@ -442,9 +442,9 @@ def class_batches(runner, indices: Sequence[int], n: int, truncation: float,
     """``(j, k0, images)``: uint8 [b, H, W, 3] images k0 .. k0+b-1 of class ``indices[j]``, b <= runner.batch,
     converted as soon as they are made: memory holds one batch of float images, whatever ``n``.
 
-    Image k of class c comes from ``tinygan.teacher.draw_z(latent, seed, c, k)``; a class is cut into batches from k = 0 (the cut the
-    runner itself makes), so its images do not depend on the other classes (kernels may round differently for
-    other batch shapes)."""
+    Image k of class c comes from ``tinygan.teacher.draw_z(latent, seed, c, k)``; a class is cut into batches
+    from k = 0 (the cut the runner itself makes), so its images do not depend on the other classes (kernels may
+    round differently for other batch shapes)."""
     for j, c in enumerate(indices):
         for k0 in range(0, n, runner.batch):
             ks = np.arange(k0, min(n, k0 + runner.batch))

@@ -55,7 +55,7 @@ class TrainConfig:
     lr_decay_start: int  # iteration where lr starts decaying linearly to 0 at the last iteration
     g_every: int  # one G update every g_every iterations (paper text: 10)
     adv_every: int  # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
-    truncation: float  # scale of fresh noise z' for a "biggan"-latent teacher (a "stylegan" one: unused, see _fresh_noise)
+    truncation: float  # scale of fresh noise z' for a "biggan"-latent teacher (unused for "stylegan": _fresh_noise)
     ema: bool
     ema_decay: float
     ema_start: int
