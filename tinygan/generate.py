@@ -388,11 +388,11 @@ def resolve_class(spec: str | int, n_classes: int = imagenet.N_CLASSES,
         if i >= n_classes:
             raise TinyGANError(f"class index {i} is out of range: the model has classes 0-{n_classes - 1}")
         return i
-    if re.fullmatch(r"n\d{8}", s):
+    names = class_names() if names is None else names
+    hits = names.get(_norm(s), [])  # first: a model's own class may be a folder named like a wnid
+    if not hits and re.fullmatch(r"n\d{8}", s):
         i = imagenet.index_of(s)  # TinyGANError if not an ILSVRC-2012 wnid
     else:
-        names = class_names() if names is None else names
-        hits = names.get(_norm(s), [])
         if len(hits) > 1:
             options = ", ".join(f"{i} ({imagenet.wnid_of(i)})" for i in hits)
             raise TinyGANError(f"class name {s!r} is ambiguous: it names classes {options}; give the index or wnid")
