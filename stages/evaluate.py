@@ -9,7 +9,7 @@ def main(params_file: str = "params.yaml") -> None:
     """Evaluate data/student against data/refstats (and data/teacher for comparison); write eval/."""
     cfg = evaluate.EvalConfig.from_params(params.load(params_file))
     evaluate.evaluate(cfg, "data/student/generator.safetensors", "data/teacher", "data/refstats", "eval",
-                      snapshots_dir="data/train/snapshots")
+                      snapshots_dir="data/train/snapshots", real_dir="data/real")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Stage `export`: the trained student as safetensors (+ config.json), TorchScript and ONNX, each checked against
-the PyTorch model on fixed inputs (fails above export.atol), plus samples.png and MODEL_CARD.md (export/)."""
+the PyTorch model on fixed inputs (fails above export.atol), plus samples.png and MODEL_CARD.md (export/).
+The teacher manifest gives the latent recipe, the real manifest the class names (data other than ImageNet)."""
 import json
 from pathlib import Path
 
-from tinygan import export, params
+from tinygan import export, params, prepare, shards
 from tinygan.errors import run_stage
 
 OUT = "export"
@@ -18,7 +19,10 @@ def main(params_file: str = "params.yaml") -> None:
     """Export data/student/generator.safetensors into export/ in three formats with parity checks."""
     p = params.load(params_file)
     train_summary = json.loads(Path("dvclive/train/metrics.json").read_text())
-    export.export("data/student/generator.safetensors", OUT, classes=p["classes"], metrics_path="eval/metrics.json",
+    latent, _ = shards.manifest_latent(shards.read_manifest("data/teacher"))
+    names = shards.own_class_names(shards.read_manifest("data/real"))
+    export.export("data/student/generator.safetensors", OUT, classes=prepare.param_classes(p),
+                  metrics_path="eval/metrics.json", latent=latent, class_names=names,
                   train_summary=train_summary, params_snapshot=training_params(p),
                   grid_png="dvclive/train/plots/images/grid.png",
                   opset=p["export"]["opset"], atol=p["export"]["atol"], truncation=p["sample"]["truncation"],

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from tinygan import params, sample
+from tinygan import params, prepare, sample
 from tinygan.errors import run_stage
 from tinygan.errors import TinyGANError
 
@@ -25,7 +25,7 @@ def main(params_file: str = "params.yaml",
             assert 0 <= rank < world
         except (ValueError, AssertionError):
             raise TinyGANError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4") from None
-    sample.sample(s["teacher"], s["format"], OUT, classes=p["classes"], per_class=s["per_class"],
+    sample.sample(s["teacher"], s["format"], OUT, classes=prepare.param_classes(p), per_class=s["per_class"],
                   truncation=s["truncation"], seed=p["seed"], batch_size=p["runtime"]["sample"]["batch_size"],
                   shard_size=s["shard_size"], rank=rank, world_size=world, latent=s["latent"])
 

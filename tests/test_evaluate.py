@@ -389,3 +389,37 @@ def test_demo_judge_distinguishes_teacher_classes(demo_judge):
     means = {c: feats[y == c].mean(0) for c in DEMO}
     nearest = np.asarray([min(DEMO, key=lambda c: np.linalg.norm(f - means[c])) for f in feats])
     assert (nearest == y).mean() >= 0.8
+
+
+def test_folder_data_names_and_stylegan_noise_reach_the_outputs(world, tmp_path, monkeypatch):
+    """A class-folder real manifest names the classes in per_class.csv (no wnid); a stylegan teacher's
+    recipe draws the student's noise (standard normal) everywhere, the interpolation sheet included."""
+    import tinygan.evaluate as ev
+    import tinygan.generate as gen
+
+    root = world["root"]
+    for name in ("real", "teacher"):
+        shutil.copytree(root / name, tmp_path / name)
+    real = json.loads((tmp_path / "real" / "manifest.json").read_text())
+    real.update(layout="folders", c_dim=131, class_names={str(c): f"folder{c}" for c in range(131)})
+    (tmp_path / "real" / "manifest.json").write_text(json.dumps(real))
+    teacher = json.loads((tmp_path / "teacher" / "manifest.json").read_text())
+    teacher.update(latent="stylegan", z_dim=128)
+    (tmp_path / "teacher" / "manifest.json").write_text(json.dumps(teacher))
+    latents = []
+    for mod, name in ((ev, "draw_z"), (gen, "latent_z")):
+        real_fn = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda latent, *a, _f=real_fn: latents.append(latent) or _f(latent, *a))
+    evaluate(world["cfg"], root / "student" / "generator.safetensors", tmp_path / "teacher", root / "refstats",
+             tmp_path / "out", real_dir=tmp_path / "real")
+    rows = read_csv(tmp_path / "out" / "per_class.csv")
+    assert [(r["class"], r["wnid"], r["name"]) for r in rows] == [(str(c), "", f"folder{c}") for c in CLASSES]
+    assert latents and set(latents) == {"stylegan"}
+
+
+def test_class_labels_of_imagenet_data_are_the_imagenet_table(world):
+    from tinygan.evaluate import class_labels
+
+    m = shards.read_manifest(world["root"] / "real")
+    assert class_labels(m, CLASSES) == class_labels(None, CLASSES)
+    assert class_labels(m, CLASSES)[1] == ("n01443537", "goldfish")

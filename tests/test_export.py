@@ -345,3 +345,33 @@ def test_export_refuses_a_directory_with_other_files(tmp_path):
     with pytest.raises(TinyGANError, match="holds my_notes.txt"):
         ex.export(src, str(out), [1], None, None, None, None)
     assert tree(out) == {"my_notes.txt": b"precious"}
+
+
+def test_stylegan_folder_data_export_records_latent_and_names_and_generate_uses_them(tmp_path, capfd):
+    from tinygan import generate as gen
+    from tinygan.teacher import draw_z
+
+    G = random_generator()
+    src = save_train_output(G, tmp_path / "generator.safetensors")
+    out = tmp_path / "model"
+    ex.export(src, str(out), [0, 2], latent="stylegan", class_names={0: "cats", 1: "dogs", 2: "ferrets"},
+              truncation=0.7)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["latent"] == "stylegan" and cfg["class_names"] == {"0": "cats", "2": "ferrets"}
+    assert "class_wnids" not in cfg and "standard normal" in cfg["z_distribution"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "0 (cats), 2 (ferrets)" in card and "n01440764" not in card
+    # generate: -c NAME resolves against the recorded names; z is the teacher's standard normal
+    png = gen.generate(str(out / "generator.onnx"), str(tmp_path / "g.png"), ["ferrets"], 2, 0.7, 0)[0]
+    z = draw_z("stylegan", 0, [2, 2], [0, 1], 0.7, 128)
+    want = gen.tile(gen.to_uint8(G.eval()(torch.from_numpy(z), torch.tensor([2, 2])).detach().numpy()), 1, 2)
+    assert np.abs(np.asarray(__import__("PIL.Image").Image.open(png), np.int16) - want).max() <= 1
+    with pytest.raises(TinyGANError, match="unknown class 'tench'"):
+        gen.generate(str(out / "generator.onnx"), str(tmp_path / "h.png"), ["tench"], 1, 0.7, 0)
+    gen.generate(str(out / "generator.onnx"), str(tmp_path / "i.png"), ["1"], 1, 0.7, 0)  # untrained: unnamed
+    assert "class 1 (unnamed) is not one of the 2 classes" in capfd.readouterr().err
+
+
+def test_biggan_imagenet_export_has_no_latent_or_class_names_keys(exported):
+    cfg = json.loads((exported[1] / "config.json").read_text())
+    assert "latent" not in cfg and "class_names" not in cfg  # BigGAN/ImageNet exports stay byte-identical

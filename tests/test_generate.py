@@ -332,3 +332,15 @@ def test_too_large_sheet_is_refused_before_generating(model, tmp_path, monkeypat
         gen.generate(str(model / "generator.safetensors"), str(tmp_path / "g.png"), ["207", "9"], truncation=0.5,
                      seed=0, **kw)
     assert "\n" not in str(e.value) and not (tmp_path / "g.png").exists()
+
+
+def test_a_models_own_class_names_come_first_even_when_named_like_a_wnid():
+    from tinygan.generate import class_names, resolve_class
+
+    cfg = {"class_names": {"5": "n01440764", "1": "Golden Retriever"}}
+    names = class_names(None, cfg)
+    assert resolve_class("n01440764", 1000, names) == 5  # the folder, not ImageNet's tench (index 0)
+    assert resolve_class("golden_retriever", 1000, names) == 1  # not ImageNet's 207
+    assert resolve_class("n02099601", 1000) == 207  # ImageNet models: wnids as before
+    with pytest.raises(TinyGANError, match="unknown class 'goldfish'"):
+        resolve_class("goldfish", 1000, names)

@@ -389,3 +389,24 @@ def test_selected_classes_per_layout(cifar, tree):
     assert selected_classes(tree, [C9, 1], "imagenet") == [1, 9]
     with pytest.raises(TinyGANError, match="0 class folders"):
         folder_classes(cifar / "cat")
+
+
+def test_stages_select_folder_classes_by_name(cifar, monkeypatch):
+    """sample and evaluate get class indices of a folders layout from prepare.param_classes, not the raw
+    selection (names are not indices); the ImageNet selection passes through unchanged."""
+    import stages.sample
+    from tinygan import params, sample
+    from tinygan.evaluate import EvalConfig
+    from tinygan.prepare import param_classes
+
+    p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert param_classes(p) == p["classes"]  # ImageNet: already the sorted indices
+    p["prepare"].update(layout="folders", imagenet_train=str(cifar))
+    p["classes"] = ["dog", 1]
+    assert param_classes(p) == [1, 5]
+    assert EvalConfig.from_params(p).classes == (1, 5)
+    got = {}
+    monkeypatch.setattr(params, "load", lambda *a, **kw: p)
+    monkeypatch.setattr(sample, "sample", lambda *a, **kw: got.update(kw))
+    stages.sample.main(shard="")
+    assert got["classes"] == [1, 5]

@@ -232,3 +232,45 @@ def test_step_loader_same_batches_with_worker_processes(tiny_data):
         assert torch.equal(a["t"]["z"], source.get(step)["z"])
         for k in ("z", "y", "images"):
             assert torch.equal(a["t"][k], b["t"][k])
+
+
+def _spy_fresh_noise(monkeypatch):
+    """Record (latent, z_dim, z') of every fresh-noise draw of a training run."""
+    import tinygan.train as train_mod
+
+    calls, real = [], train_mod._fresh_noise
+
+    def spy(*a, **kw):
+        z = real(*a, **kw)
+        calls.append((a[5], a[6], z))
+        return z
+    monkeypatch.setattr(train_mod, "_fresh_noise", spy)
+    return calls
+
+
+def test_fresh_noise_follows_a_stylegan_teachers_latent(tmp_path, monkeypatch):
+    from conftest import make_pairs, make_real
+
+    make_pairs(str(tmp_path / "teacher"), extra={"latent": "stylegan", "z_dim": 128, "c_dim": 1000})
+    make_real(str(tmp_path / "real"))
+    calls = _spy_fresh_noise(monkeypatch)
+    run(tmp_path, tmp_path / "out", epochs=1)
+    assert calls and {(latent, z_dim) for latent, z_dim, _ in calls} == {("stylegan", 128)}
+    z = torch.cat([c[2] for c in calls])
+    assert z.abs().max() > 2.5  # untruncated: the teacher's truncation ψ does not touch z
+    assert abs(float(z.std()) - 1.0) < 0.1 and abs(float(z.mean())) < 0.1
+
+
+def test_fresh_noise_of_an_old_manifest_is_biggans_truncated_normal(tiny_data, tmp_path, monkeypatch):
+    calls = _spy_fresh_noise(monkeypatch)
+    cfg = config()
+    run(tiny_data, tmp_path, epochs=1)
+    assert calls and {(latent, z_dim) for latent, z_dim, _ in calls} == {("biggan", 128)}
+    assert float(torch.cat([c[2] for c in calls]).abs().max()) <= 2 * cfg.truncation
+
+
+def test_fresh_noise_of_an_unknown_latent_is_one_line():
+    from tinygan.train import _fresh_noise
+
+    with pytest.raises(TinyGANError, match="latent recipe 'vae' is unknown"):
+        _fresh_noise(0, 0, 0, 4, 1.0, "vae", 128)

@@ -13,8 +13,8 @@ Two stages, two DVC outputs:
 
   - ``student_metrics``: IS (10 splits of the class probabilities), FID against the overall reference
     stats and KID against the reference reservoir, of ``n_samples`` student images, labels round-robin over
-    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``truncated_z(seed, c, k,
-    truncation)``, the same noise as ``tinygan generate``);
+    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent, seed, c,
+    k, truncation)`` with the teacher manifest's latent recipe, the same noise as ``tinygan generate``);
   - ``teacher_metrics``: the same from the teacher's stored images in ``data/teacher`` (as many as there
     are; when fewer than requested, ``teacher_note`` in metrics.json says so);
   - ``intra_fid_metrics``: ``per_class_samples`` images of each class vs that class's reference stats
@@ -53,15 +53,16 @@ import torch
 from tqdm import tqdm
 
 from tinygan import classes as imagenet
-from tinygan import runtime
+from tinygan import runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import Extractor, load_extractor
 from tinygan.frechet import ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance
 from tinygan.generate import interpolation_sheet, load_generator, save_png, to_uint8
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import inception_score, intra_fid, kid
+from tinygan.prepare import param_classes
 from tinygan.shards import ShardDataset
-from tinygan.teacher import check_truncation, truncated_z_batch
+from tinygan.teacher import check_truncation, draw_z
 
 REFSTATS_JSON = "refstats.json"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
@@ -91,7 +92,7 @@ class EvalConfig:
     per_class_samples: int            # evaluate.per_class_samples: images per class for intra-FID (paper: 5,000)
     curve_samples: int                # evaluate.curve_samples: images per snapshot for the FID curve
     truncation: float                 # sample.truncation: the student's noise (as the teacher's)
-    seed: int                         # seed: noise of image k of class c is truncated_z(seed, c, k, truncation)
+    seed: int                         # seed: noise of image k of class c is draw_z(latent, seed, c, k, truncation)
     extractor_kind: str               # evaluate.extractor
     extractor_path: str               # evaluate.extractor_path
     d_ch: int | None                  # train.d_ch (None: the generator's ch), for the D parameter count
@@ -123,7 +124,7 @@ class EvalConfig:
     def from_params(cls, p: dict, progress: bool = True) -> "EvalConfig":
         """The evaluation options from validated params (``tinygan.params.load``)."""
         e = p["evaluate"]
-        return cls(classes=tuple(p["classes"]), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
+        return cls(classes=tuple(param_classes(p)), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
                    curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
                    extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
                    progress=progress, **p["runtime"]["evaluate"])
@@ -285,12 +286,14 @@ def _stats(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int) -> Sta
     return _measure(ext, batches, n_total, "", False, need_probs=False)[0]
 
 
-def _generated(G, ys: np.ndarray, ks: np.ndarray, cfg: EvalConfig, device: torch.device) -> Iterator[torch.Tensor]:
+def _generated(G, ys: np.ndarray, ks: np.ndarray, inp: "Inputs") -> Iterator[torch.Tensor]:
     """Student images (uint8 NCHW, CPU) of classes ``ys``, image index ``ks`` within each class: the noise of
-    image k of class c is ``truncated_z(cfg.seed, c, k, cfg.truncation)``; batches of ``cfg.batch_size``."""
+    image k of class c is ``draw_z(latent, seed, c, k, truncation)`` with the teacher's latent recipe and z_dim
+    (its manifest); batches of ``batch_size``."""
+    cfg, device = inp.cfg, inp.device
     for a in range(0, len(ys), cfg.batch_size):
         y = ys[a:a + cfg.batch_size]
-        z = truncated_z_batch(cfg.seed, y, ks[a:a + cfg.batch_size], cfg.truncation)
+        z = draw_z(inp.latent, cfg.seed, y, ks[a:a + cfg.batch_size], cfg.truncation, inp.z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.from_numpy(y).to(device))
         yield _nchw(to_uint8(x.float().cpu().numpy()))
@@ -382,9 +385,9 @@ def _text_strip(lines: list[str], width: int, height: int, top: int = 6) -> np.n
     return np.asarray(img)
 
 
-def _worst_sheet(G, ds: ShardDataset, rows: list[dict], m: int, truncation: float, seed: int,
-                 device: torch.device) -> np.ndarray:
+def _worst_sheet(inp: Inputs, rows: list[dict]) -> np.ndarray:
     """Paper Fig. 11: per class a row of ``m`` teacher samples | ``m`` student samples on the same z."""
+    G, ds, m, device = inp.G, inp.teacher, inp.cfg.sheet_samples, inp.device
     res = int(ds.manifest["resolution"])
     gap = np.full((res, 8, 3), 255, np.uint8)
     label_w = 170
@@ -394,12 +397,13 @@ def _worst_sheet(G, ds: ShardDataset, rows: list[dict], m: int, truncation: floa
     for r in rows:
         c = r["class"]
         idx = ds.class_indices(c)[:m]
-        z_dim = G.config["z_dim"]
-        got = ds.read(idx, raw=True, fields=("z", "images")) if len(idx) else {"z": np.zeros((0, z_dim), np.float32)}
-        z = np.zeros((m, z_dim), np.float32)
+        got = (ds.read(idx, raw=True, fields=("z", "images")) if len(idx)
+               else {"z": np.zeros((0, inp.z_dim), np.float32)})
+        z = np.zeros((m, G.config["z_dim"]), np.float32)
         z[:len(idx)] = got["z"]
         if len(idx) < m:  # fewer stored teacher samples: the student uses its own noise for the rest
-            z[len(idx):] = truncated_z_batch(seed, [c] * (m - len(idx)), range(len(idx), m), truncation, z_dim)
+            z[len(idx):] = draw_z(inp.latent, inp.cfg.seed, [c] * (m - len(idx)), range(len(idx), m),
+                                  inp.cfg.truncation, inp.z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.full((m,), c, dtype=torch.long, device=device))
         student = to_uint8(x.float().cpu().numpy())
@@ -416,18 +420,19 @@ def _worst_sheet(G, ds: ShardDataset, rows: list[dict], m: int, truncation: floa
     return np.concatenate(out, axis=0)
 
 
-def _interpolation(G, classes: Sequence[int], seed: int, truncation: float, steps: int = 8) -> np.ndarray:
+def _interpolation(inp: Inputs, steps: int = 8) -> np.ndarray:
     """Paper Fig. 10: z fixed, classes[0] -> classes[1] (3 rows); class fixed, seed -> seed+1 (up to 3 rows).
-    Each part has an 18-pixel caption above it."""
+    Each part has an 18-pixel caption above it. z follows the teacher's latent recipe."""
+    G, classes, seed, truncation, latent = inp.G, inp.cfg.classes, inp.cfg.seed, inp.cfg.truncation, inp.latent
     parts = []
     if len(classes) >= 2:
         a, b = classes[0], classes[1]
-        parts.append((f"class {a} ({imagenet.name_of(a)}) -> class {b} ({imagenet.name_of(b)}), z fixed per row "
+        parts.append((f"class {a} ({inp.labels[a][1]}) -> class {b} ({inp.labels[b][1]}), z fixed per row "
                       f"(seeds {seed}-{seed + 2})",
-                      interpolation_sheet(G, "classes", a, b, [seed, seed + 1, seed + 2], steps, truncation)))
+                      interpolation_sheet(G, "classes", a, b, [seed, seed + 1, seed + 2], steps, truncation, latent)))
     rows = list(classes[:3])
     parts.append((f"z from seed {seed} -> seed {seed + 1}, class fixed per row ({', '.join(map(str, rows))})",
-                  interpolation_sheet(G, "seeds", seed, seed + 1, rows, steps, truncation)))
+                  interpolation_sheet(G, "seeds", seed, seed + 1, rows, steps, truncation, latent)))
     width = parts[0][1].shape[1]
     return np.concatenate([p for caption, sheet in parts for p in (_text_strip([caption], width, 18, top=2), sheet)],
                           axis=0)
@@ -473,11 +478,24 @@ class Inputs:
     teacher: ShardDataset     # the teacher shards (fields z, images)
     teacher_idx: np.ndarray   # the teacher images for IS/FID/KID: round-robin over the classes, <= n_samples
     teacher_info: dict        # the teacher's description from its manifest (tinygan.teacher.describe)
+    latent: str               # the teacher's latent recipe and z width (its manifest): the student's noise
+    z_dim: int
+    labels: dict              # class -> (wnid, name): ImageNet's, or ("", folder name) for other data
+
+
+def class_labels(real_manifest: dict | None, classes: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(wnid, name) of each class: ImageNet's for ImageNet data (and when no real manifest is given); for
+    other data no wnid and the name the real manifest records (``shards.own_class_names``; "" if none)."""
+    own = shards.own_class_names(real_manifest) if real_manifest is not None else None
+    if own is None:
+        return {c: (imagenet.wnid_of(c), imagenet.name_of(c)) for c in classes}
+    return {c: ("", own.get(c, "")) for c in classes}
 
 
 def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
-                refstats_dir: str | os.PathLike) -> Inputs:
-    """Load and check everything before the long measurement (user mistakes: one TinyGANError line)."""
+                refstats_dir: str | os.PathLike, real_dir: str | os.PathLike | None = None) -> Inputs:
+    """Load and check everything before the long measurement (user mistakes: one TinyGANError line).
+    ``real_dir``: the real shards, whose manifest names the classes (None: ImageNet's names)."""
     dev = runtime.device(cfg.device, "runtime.evaluate.device")
     ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev)
     ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
@@ -494,7 +512,9 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     info = teacher.manifest.get("teacher_info")
     if not isinstance(info, dict):
         raise TinyGANError(f"the teacher manifest in {teacher_dir} has no teacher_info; rerun the sample stage")
-    return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx, info)
+    real = shards.read_manifest(real_dir) if real_dir is not None else None
+    return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx, info,
+                  *shards.manifest_latent(teacher.manifest), class_labels(real, cfg.classes))
 
 
 def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
@@ -512,7 +532,7 @@ def student_metrics(inp: Inputs) -> dict:
     """is, is_std, fid, kid of ``n_samples`` student images, labels round-robin over the classes."""
     cfg = inp.cfg
     ys, ks = _student_labels(cfg.classes, cfg.n_samples)
-    images = _generated(inp.G, ys, ks, cfg, inp.device)
+    images = _generated(inp.G, ys, ks, inp)
     return _is_fid_kid(inp, images, cfg.n_samples, "student samples", "")
 
 
@@ -534,7 +554,7 @@ def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
 
     def student(c: int) -> Stats:
         ys, ks = np.full(n, c, np.int64), np.arange(n, dtype=np.int64)
-        return _stats(inp.ext, _generated(inp.G, ys, ks, cfg, inp.device), n)
+        return _stats(inp.ext, _generated(inp.G, ys, ks, inp), n)
 
     def teacher(c: int) -> Stats:
         ids = inp.teacher.class_indices(c)[:n]
@@ -545,7 +565,7 @@ def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
     t_classes = [c for c in cfg.classes if t_n[c] >= 2]
     t_mean, t_per = (intra_fid(_Measured(t_classes, teacher), inp.ref, cfg.progress, "intra-FID (teacher)")
                      if t_classes else (None, {}))
-    rows = [{"class": c, "wnid": imagenet.wnid_of(c), "name": imagenet.name_of(c), "student_intra_fid": s_per[c],
+    rows = [{"class": c, "wnid": inp.labels[c][0], "name": inp.labels[c][1], "student_intra_fid": s_per[c],
              "teacher_intra_fid": t_per.get(c)} for c in cfg.classes]
     short = [k for k in t_n.values() if k < n]
     note = None if not short else (
@@ -565,7 +585,7 @@ def fid_curve(inp: Inputs, snapshots_dir: str | os.PathLike | None) -> tuple[lis
     for step, path in tqdm(_snapshots(snapshots_dir), desc="FID over training", unit="snapshot",
                            disable=not cfg.progress):
         G = load_generator(path).to(inp.device)
-        curve.append((step, frechet_distance(_stats(inp.ext, _generated(G, ys, ks, cfg, inp.device), n),
+        curve.append((step, frechet_distance(_stats(inp.ext, _generated(G, ys, ks, inp), n),
                                              inp.ref_overall)))
         del G
     if curve:
@@ -594,25 +614,25 @@ def write_outputs(out_dir: Path, inp: Inputs, metrics: dict, rows: list[dict],
             ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"],
             [[r["class"], r["wnid"], r["name"], _num(r["student_intra_fid"]), _num(r["teacher_intra_fid"])]
              for r in rows]))
-        save_png(out / "worst10.png", _worst_sheet(inp.G, inp.teacher, worst, cfg.sheet_samples, cfg.truncation,
-                                                   cfg.seed, inp.device))
-        save_png(out / "interpolation.png", _interpolation(inp.G, cfg.classes, cfg.seed, cfg.truncation))
+        save_png(out / "worst10.png", _worst_sheet(inp, worst))
+        save_png(out / "interpolation.png", _interpolation(inp))
         write_json(out / "metrics.json", metrics)
 
 
 def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
              refstats_dir: str | os.PathLike, out_dir: str | os.PathLike,
-             snapshots_dir: str | os.PathLike | None = None) -> dict:
+             snapshots_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None) -> dict:
     """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
 
     generator_path: ``data/student/generator.safetensors`` (or an exported one). teacher_dir: the teacher
     shards. refstats_dir: the output of ``reference_stats`` made with the same extractor (checked by name
     and sha256). snapshots_dir: the train stage's ``G-<step>.safetensors`` snapshots for the FID curve.
+    real_dir: the real shards, whose manifest names the classes in per_class.csv and the sheets.
     Returns the dict written to ``metrics.json``.
     """
     out_dir = Path(out_dir)
     check_replaceable(out_dir, OUT_FILES + RETIRED_FILES)  # before the long measurement
-    inp = load_inputs(cfg, generator_path, teacher_dir, refstats_dir)
+    inp = load_inputs(cfg, generator_path, teacher_dir, refstats_dir, real_dir)
     student = student_metrics(inp)
     teacher, teacher_note = teacher_metrics(inp)
     rows, intra, intra_note = intra_fid_metrics(inp)

@@ -15,9 +15,10 @@ is killed, the previous export untouched:
 - ``samples.png``            the sample grid (copied from ``grid_png``, or rendered from the model).
 - ``MODEL_CARD.md``          generated from the artifacts above.
 
-Truncation is not a model input: the student maps the z it is given. Draw z as ``truncation * truncated_normal``
-(values outside ±2 redrawn), as the teacher's z was drawn (``tinygan.teacher.truncated_z``; ``tinygan generate``
-does this).
+Truncation is not a model input: the student maps the z it is given. Draw z as the teacher's z was drawn
+(``tinygan.teacher.draw_z`` with the teacher's latent recipe, config ``latent``, "biggan" when absent):
+``truncation * truncated_normal`` (values outside ±2 redrawn) for BigGAN, standard normal for StyleGAN (its ψ
+acted inside the teacher); ``tinygan generate`` does this. Data other than ImageNet: config ``class_names``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, class_count, class_g
                               tile)
 from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
-from tinygan.teacher import check_truncation, truncated_z
+from tinygan.teacher import check_latent, check_truncation, truncated_z
 
 FORMAT_VERSION = 1
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -48,7 +49,7 @@ PARITY_BATCHES = (1, 5, 2)  # 8 fixed (z, y) pairs, run as batches of 1, 5 and 2
 def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: str | None = None,
            train_summary: dict | None = None, params_snapshot: dict | None = None, grid_png: str | None = None,
            opset: int = 17, atol: float = 1e-4, truncation: float = 0.5, teacher: str | None = None,
-           seed: int = 0) -> dict:
+           seed: int = 0, latent: str = "biggan", class_names: dict[int, str] | None = None) -> dict:
     """Export the generator at ``generator_path`` (the train stage's safetensors) into ``out_dir``.
 
     ``classes``: the class indices the student was trained on (recorded in config.json and the card).
@@ -57,12 +58,15 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     ``train_summary``: the train stage's summary (data counts, held-out L1); ``params_snapshot``: the training
     params to list in the card; ``grid_png``: a sample grid to copy to ``samples.png`` (else one is rendered
     from the model, ``seed``-seeded). ``truncation``: the default truncation recorded in config.json (use the
-    teacher's). ``teacher``: the teacher handle, for the card.
+    teacher's). ``teacher``: the teacher handle, for the card. ``latent``: the teacher's latent recipe
+    (its shard manifest's); ``class_names``: names of the data's own classes (None: ImageNet's); see
+    ``make_config``.
     Raises TinyGANError if any format differs from the eager model by more than ``atol``.
     Returns {"safetensors": diff, "torchscript": diff, "onnx": diff, "atol": atol} (also in parity.json).
     """
     out = Path(out_dir)
     check_truncation(truncation, "export (sample.truncation)")
+    check_latent(latent)
     metrics = _read_metrics(metrics_path)  # check every input before writing anything
     if grid_png and not Path(grid_png).is_file():
         raise TinyGANError(f"sample grid {grid_png} does not exist; run the train stage first")
@@ -72,7 +76,7 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     if not class_list or class_list[-1] >= class_count(cfg) or class_list[0] < 0:
         raise TinyGANError(f"export: classes must be a non-empty list of indices 0-{class_count(cfg) - 1}"
                            f"{' (0: an unconditional model)' if not cfg['n_classes'] else ''}, got {classes}")
-    config = make_config(cfg, class_list, truncation)
+    config = make_config(cfg, class_list, truncation, latent, class_names)
     with atomic_dir(out, OUT_FILES) as tmp:  # all files new, or (on any error) the previous export untouched
         report = _write_formats(G, tmp, config, opset, atol)
         if grid_png:
@@ -80,7 +84,7 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
         else:
             shown = class_list[:8]
             write_bytes(tmp / "samples.png",
-                        png_bytes(tile(class_grid(G, shown, 8, truncation, seed), len(shown), 8)))
+                        png_bytes(tile(class_grid(G, shown, 8, truncation, seed, latent), len(shown), 8)))
         card = model_card(G, config, tmp, report, metrics, metrics_path, train_summary, params_snapshot, teacher)
         write_text(tmp / "MODEL_CARD.md", card)
     return report
@@ -99,14 +103,24 @@ def _write_formats(G: torch.nn.Module, out: Path, config: dict, opset: int, atol
 
 # ---- the three formats -----------------------------------------------------------------------------------
 
-def make_config(cfg: dict, class_list: list[int], truncation: float) -> dict:
-    """config.json: what a consumer needs to rebuild and call the model."""
+Z_DISTRIBUTIONS = {"biggan": "truncation * truncated_normal (standard normal, values outside +-2 redrawn)",
+                   "stylegan": "standard normal (truncation is the teacher's psi, applied inside the teacher: the "
+                               "student is fed the untruncated z the teacher got)"}
+
+
+def make_config(cfg: dict, class_list: list[int], truncation: float, latent: str = "biggan",
+                class_names: dict[int, str] | None = None) -> dict:
+    """config.json: what a consumer needs to rebuild and call the model. ``latent``: the teacher's latent
+    recipe (recorded unless "biggan", which readers assume when it is absent, so a BigGAN-teacher export is
+    unchanged); ``class_names``: the names of the data's own classes (None: ImageNet's, recorded as wnids)."""
+    own = {} if class_names is None else {"class_names": {str(c): class_names.get(c, "") for c in class_list}}
     return {
         **{k: cfg[k] for k in CONFIG_KEYS},
         "classes": class_list,
-        "class_wnids": [imagenet.wnid_of(c) for c in class_list],
+        **(own or {"class_wnids": [imagenet.wnid_of(c) for c in class_list]}),
         "truncation": float(truncation),
-        "z_distribution": "truncation * truncated_normal (standard normal, values outside +-2 redrawn)",
+        **({} if latent == "biggan" else {"latent": latent}),
+        "z_distribution": Z_DISTRIBUTIONS[latent],
         "inputs": {"z": ["N", cfg["z_dim"]], "y": ["N"]},
         "input_dtypes": {"z": "float32", "y": "int64"},
         "output": ["N", 3, cfg["resolution"], cfg["resolution"]],
@@ -314,7 +328,9 @@ def _card_model(G: torch.nn.Module, config: dict, teacher: str | None) -> list[s
     z, y = _example_inputs(G, 1)
     macs = count_macs(G, z, y)
     cls, v = config["classes"], config["variant"]
-    shown = ", ".join(f"{c} {imagenet.wnid_of(c)} ({imagenet.name_of(c)})" for c in cls[:10])
+    names = config.get("class_names")
+    shown = ", ".join(f"{c} ({names[str(c)]})" if names is not None else
+                      f"{c} {imagenet.wnid_of(c)} ({imagenet.name_of(c)})" for c in cls[:10])
     if len(cls) > 10:
         shown += f", ... ({len(cls)} in all; see config.json)"
     convs = "depthwise-separable" if v == "dw" else "standard 3×3"
@@ -334,8 +350,15 @@ def _card_model(G: torch.nn.Module, config: dict, teacher: str | None) -> list[s
                     ("input", f"z float32 [N, {config['z_dim']}], y int64 [N] "
                               + (f"(class index 0-{n_cls - 1})" if n_cls else "(ignored)")),
                     ("output", f"image float32 [N, 3, {config['resolution']}, {config['resolution']}] (NCHW) in [-1, 1]"),
-                    ("noise", f"z = truncation × truncated normal (±2); default truncation {config['truncation']}. "
-                              "Truncation is not a model input: apply it when drawing z.")]), ""]
+                    ("noise", _card_noise(config))]), ""]
+
+
+def _card_noise(config: dict) -> str:
+    if config.get("latent", "biggan") == "stylegan":
+        return ("z = standard normal (the teacher's StyleGAN latent: its truncation ψ "
+                f"{config['truncation']} acted inside the teacher, so z is not truncated).")
+    return (f"z = truncation × truncated normal (±2); default truncation {config['truncation']}. "
+            "Truncation is not a model input: apply it when drawing z.")
 
 
 def _card_evaluation(metrics: dict | None, metrics_path: str | None) -> list[str]:

@@ -4,15 +4,17 @@ The model is either the exported ``generator.safetensors`` (run with PyTorch) or
 onnxruntime only: this module imports torch lazily, on the safetensors path alone). Its config comes from the
 sibling ``config.json`` written by ``tinygan.export`` or, failing that, from the config embedded in the file.
 
-Noise: ``z = truncation * truncated_normal(128)`` (standard-normal values outside ±2 redrawn), the distribution
-the teacher's z was drawn from. The student itself takes no truncation input: truncation is applied here, when z
-is drawn. Image ``k`` of class ``c`` uses ``tinygan.teacher.truncated_z(seed, c, k, truncation)``, so it does not
-depend on which other classes or how many images are asked for.
+Noise: the teacher's latent recipe, recorded as ``latent`` in the config (exports without it: "biggan"):
+"biggan" ``z = truncation * truncated_normal(z_dim)`` (standard-normal values outside ±2 redrawn); "stylegan"
+standard normal z (the teacher's truncation ψ acted inside the teacher, so it does not touch z). The student
+itself takes no truncation input. Image ``k`` of class ``c`` uses ``tinygan.teacher.draw_z(latent, seed, c, k,
+truncation)``, so it does not depend on which other classes or how many images are asked for.
 
 Classes are given as an index (``"207"``), a wnid (``"n02099601"``) or a name (``"golden retriever"``,
 ``"Golden_Retriever"``; case, ``_`` and ``-`` are ignored). Names come from an ImageNet ``LOC_synset_mapping.txt``
 file when given (every comma-separated name of a line), else from the names shipped in
-``tinygan/imagenet_wnids.txt`` (the one class table, ``tinygan.classes``). A class the model was not trained
+``tinygan/imagenet_wnids.txt`` (the one class table, ``tinygan.classes``); a model of other data (config
+``class_names``) is asked by its own class names. A class the model was not trained
 on is generated anyway (the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
 
 Memory does not grow with the number of images: they are made a batch at a time (``class_batches``) and turned
@@ -42,7 +44,7 @@ import numpy as np
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
-from tinygan.teacher import check_truncation, quantize, truncated_normal, truncated_z_batch
+from tinygan.teacher import LATENTS, check_truncation, draw_z as teacher_z, latent_z, quantize
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
@@ -92,6 +94,12 @@ def _valid_config(cfg, where: str) -> dict:
     if trained is not None and not (isinstance(trained, list) and all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c < class_count(cfg) for c in trained)):
         raise bad(f"classes must be a list of class indices 0-{class_count(cfg) - 1}, got {_short(trained)}")
+    if cfg.get("latent", "biggan") not in LATENTS:
+        raise bad(f"latent must be one of {list(LATENTS)}, got {_short(cfg['latent'])}")
+    names = cfg.get("class_names")
+    if names is not None and not (isinstance(names, dict) and all(
+            k.isdigit() and int(k) < class_count(cfg) and isinstance(v, str) for k, v in names.items())):
+        raise bad(f"class_names must map class indices 0-{class_count(cfg) - 1} to names, got {_short(names)}")
     return cfg
 
 
@@ -290,9 +298,11 @@ def _as_runner(G) -> TorchRunner | OnnxRunner:
 
 # ---- noise, images ----------------------------------------------------------------------------------------
 
-def draw_z(seed: int, truncation: float, dim: int = 128) -> np.ndarray:
-    """One noise vector for interpolation seed ``seed``: ``truncation * truncated_normal(dim)`` (±2), float32."""
-    return np.float32(truncation) * truncated_normal(np.random.default_rng(int(seed)), dim)
+def draw_z(seed: int, truncation: float, dim: int = 128, latent: str = "biggan") -> np.ndarray:
+    """One noise vector for interpolation seed ``seed``, float32 [dim], of the teacher's latent recipe
+    (``tinygan.teacher.latent_z``): "biggan" ``truncation * truncated_normal(dim)`` (±2), "stylegan" standard
+    normal."""
+    return latent_z(latent, np.random.default_rng(int(seed)), truncation, dim)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -359,11 +369,14 @@ def load_synsets(path: str | os.PathLike) -> dict[int, list[str]]:
     return out
 
 
-def class_names(synsets: str | None = None) -> dict[str, list[int]]:
-    """Normalised name -> class indices (a list: a few ImageNet names, e.g. 'crane', name two classes)."""
-    table: dict[int, list[str]] = {i: [imagenet.name_of(i)] for i in range(imagenet.N_CLASSES)}
-    if synsets:
-        for i, names in load_synsets(synsets).items():
+def class_names(synsets: str | None = None, cfg: dict | None = None) -> dict[str, list[int]]:
+    """Normalised name -> class indices (a list: a few ImageNet names, e.g. 'crane', name two classes): the
+    ``class_names`` an exported model's config records (data other than ImageNet), else ImageNet's."""
+    if cfg is not None and "class_names" in cfg:
+        table = {int(i): [name] for i, name in cfg["class_names"].items()}
+    else:
+        table = {i: [imagenet.name_of(i)] for i in range(imagenet.N_CLASSES)}
+        for i, names in (load_synsets(synsets) if synsets else {}).items():
             table[i].extend(names)
     out: dict[str, list[int]] = {}
     for i, names in table.items():
@@ -383,11 +396,11 @@ def resolve_class(spec: str | int, n_classes: int = imagenet.N_CLASSES,
         if i >= n_classes:
             raise TinyGANError(f"class index {i} is out of range: the model has classes 0-{n_classes - 1}")
         return i
-    if re.fullmatch(r"n\d{8}", s):
+    names = class_names() if names is None else names
+    hits = names.get(_norm(s), [])  # first: a model's own class may be a folder named like a wnid
+    if not hits and re.fullmatch(r"n\d{8}", s):
         i = imagenet.index_of(s)  # TinyGANError if not an ILSVRC-2012 wnid
     else:
-        names = class_names() if names is None else names
-        hits = names.get(_norm(s), [])
         if len(hits) > 1:
             options = ", ".join(f"{i} ({imagenet.wnid_of(i)})" for i in hits)
             raise TinyGANError(f"class name {s!r} is ambiguous: it names classes {options}; give the index or wnid")
@@ -402,38 +415,48 @@ def resolve_class(spec: str | int, n_classes: int = imagenet.N_CLASSES,
     return i
 
 
+def _label(i: int, cfg: dict) -> str:
+    """How messages name class ``i`` of a model: its recorded name, else its ImageNet wnid and name."""
+    if "class_names" in cfg:
+        return cfg["class_names"].get(str(i), "unnamed")
+    return f"{imagenet.wnid_of(i)}, {imagenet.name_of(i)}"
+
+
 def _warn_untrained(indices: Sequence[int], cfg: dict) -> None:
     trained = cfg.get("classes")
     if not trained:
         return
     for i in indices:
         if i not in trained:
-            print(f"warning: class {i} ({imagenet.wnid_of(i)}, {imagenet.name_of(i)}) is not one of the "
+            print(f"warning: class {i} ({_label(i, cfg)}) is not one of the "
                   f"{len(trained)} classes the model was trained on; its images will not be meaningful",
                   file=sys.stderr)
 
 
 # ---- sheets -----------------------------------------------------------------------------------------------
 
-def class_grid(G, indices: Sequence[int], n: int, truncation: float, seed: int) -> np.ndarray:
-    """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from truncated_z(seed, c, k).
+def class_grid(G, indices: Sequence[int], n: int, truncation: float, seed: int,
+               latent: str = "biggan") -> np.ndarray:
+    """uint8 [len(indices)*n, H, W, 3]: ``n`` images per class, image k of class c from the noise
+    ``draw_z(latent, seed, c, k)`` of ``tinygan.teacher``.
 
     A class's images are bit-identical whichever other classes are asked for (see ``class_batches``)."""
-    return np.concatenate([images for _, _, images in class_batches(_as_runner(G), indices, n, truncation, seed)])
+    return np.concatenate([images for _, _, images in
+                           class_batches(_as_runner(G), indices, n, truncation, seed, latent)])
 
 
 def class_batches(runner, indices: Sequence[int], n: int, truncation: float,
-                  seed: int) -> Iterator[tuple[int, int, np.ndarray]]:
+                  seed: int, latent: str = "biggan") -> Iterator[tuple[int, int, np.ndarray]]:
     """``(j, k0, images)``: uint8 [b, H, W, 3] images k0 .. k0+b-1 of class ``indices[j]``, b <= runner.batch,
     converted as soon as they are made: memory holds one batch of float images, whatever ``n``.
 
-    Image k of class c comes from truncated_z(seed, c, k); a class is cut into batches from k = 0 (the cut the
-    runner itself makes), so its images do not depend on the other classes (kernels may round differently for
-    other batch shapes)."""
+    Image k of class c comes from ``tinygan.teacher.draw_z(latent, seed, c, k)``; a class is cut into batches
+    from k = 0 (the cut the runner itself makes), so its images do not depend on the other classes (kernels may
+    round differently for other batch shapes)."""
     for j, c in enumerate(indices):
         for k0 in range(0, n, runner.batch):
             ks = np.arange(k0, min(n, k0 + runner.batch))
-            z = truncated_z_batch(seed, np.full(len(ks), c), ks, truncation, runner.z_dim)
+            z = teacher_z(latent, seed, np.full(len(ks), c), ks, truncation, runner.z_dim)
             yield j, k0, to_uint8(runner(z, np.full(len(ks), c, dtype=np.int64)))
 
 
@@ -458,7 +481,7 @@ def _check_sheet(rows: int, cols: int, resolution: int, hint: str) -> None:
 
 
 def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], steps: int = 8,
-                        truncation: float = 0.5) -> np.ndarray:
+                        truncation: float = 0.5, latent: str = "biggan") -> np.ndarray:
     """Interpolation sheet (paper Fig. 10): uint8 [len(fixed)*H, steps*W, 3], one row per entry of ``fixed``.
 
     ``kind="classes"``: ``a``, ``b`` are class indices; each row keeps z = ``draw_z(seed, truncation)`` for a
@@ -466,6 +489,7 @@ def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], step
     ``kind="seeds"``: ``a``, ``b`` are seeds; each row keeps a class index from ``fixed`` and moves z linearly
     from ``draw_z(a)`` to ``draw_z(b)``.
     ``G`` is a torch Generator (any device) or a runner from ``open_model`` (an ONNX runner can do "seeds" only).
+    ``latent``: the teacher's latent recipe (see ``draw_z``).
     """
     runner = _as_runner(G)
     if steps < 2:
@@ -480,10 +504,10 @@ def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], step
                                "does not expose: use the exported generator.safetensors instead")
         ea, eb = runner.embed(np.array([a, b]))
         emb = np.tile((1 - t) * ea + t * eb, (len(fixed), 1))
-        z = np.repeat(np.stack([draw_z(s, truncation, runner.z_dim) for s in fixed]), steps, axis=0)
+        z = np.repeat(np.stack([draw_z(s, truncation, runner.z_dim, latent) for s in fixed]), steps, axis=0)
         images = runner.from_embedding(z, emb)
     elif kind == "seeds":
-        za, zb = draw_z(a, truncation, runner.z_dim), draw_z(b, truncation, runner.z_dim)
+        za, zb = draw_z(a, truncation, runner.z_dim, latent), draw_z(b, truncation, runner.z_dim, latent)
         z = np.tile((1 - t) * za + t * zb, (len(fixed), 1)).astype(np.float32)
         y = np.repeat(np.asarray(fixed, dtype=np.int64), steps)
         images = runner(z, y)
@@ -527,8 +551,8 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
     if interpolate and steps < 2:
         raise TinyGANError(f"steps must be at least 2, got {steps}")
     cfg = read_config(model_path)
-    names = class_names(synsets)
-    n_classes = class_count(cfg)
+    names = class_names(synsets, cfg)
+    n_classes, latent = class_count(cfg), cfg.get("latent", "biggan")  # exports before `latent`: BigGAN's
     out_path = Path(out)
     as_file = out_path.suffix.lower() == ".png"
 
@@ -552,7 +576,8 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
         _check_sheet(len(fixed), steps, cfg["resolution"], "use fewer rows (-n, or fewer classes) or --steps")
         _writable_dir(target.parent)
         runner, _ = open_model(model_path)
-        return [save_png(target, interpolation_sheet(runner, kind, a, b, fixed, steps, truncation))]
+        return [save_png(target, interpolation_sheet(runner, kind, a, b, fixed, steps, truncation,
+                                                              latent))]
 
     indices = [resolve_class(c, n_classes, names) for c in classes]
     if not indices:
@@ -565,18 +590,20 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
                                                          "or a smaller -n")
     _writable_dir(out_path.parent if as_file else out_path)
     runner, _ = open_model(model_path)
-    return _write_images(runner, out_path, as_file, grid, indices, n, truncation, seed)
+    return _write_images(runner, out_path, as_file, grid, indices, n, truncation, seed, cfg)
 
 
 def _write_images(runner, out_path: Path, as_file: bool, grid: bool, indices: list[int], n: int,
-                  truncation: float, seed: int) -> list[str]:
-    """The grid (filled batch by batch), or one PNG per image written as soon as its batch is made."""
-    batches = class_batches(runner, indices, n, truncation, seed)
+                  truncation: float, seed: int, cfg: dict) -> list[str]:
+    """The grid (filled batch by batch), or one PNG per image (``<wnid>_<k>.png``; ``<index>_<k>.png`` for a
+    model of other data than ImageNet) written as soon as its batch is made."""
+    batches = class_batches(runner, indices, n, truncation, seed, cfg.get("latent", "biggan"))
     if grid:
         target = out_path if as_file else out_path / "grid.png"
         return [save_png(target, _fill_sheet(batches, len(indices), n))]
     written = []
     for j, k0, images in batches:
         for i, image in enumerate(images):
-            written.append(save_png(out_path / f"{imagenet.wnid_of(indices[j])}_{k0 + i}.png", image))
+            stem = indices[j] if "class_names" in cfg else imagenet.wnid_of(indices[j])
+            written.append(save_png(out_path / f"{stem}_{k0 + i}.png", image))
     return written

@@ -169,6 +169,13 @@ def selected_classes(root: Path, classes: Sequence[int | str] | str, layout: str
     return imagenet.resolve(classes, folder_classes(root) if layout == "folders" else None)
 
 
+def param_classes(p: dict) -> list[int]:
+    """The class indices validated params select: ``classes`` resolved for ``prepare.layout`` against the
+    tree ``prepare.imagenet_train`` (``selected_classes``); the selection of sample, evaluate and export."""
+    q = p["prepare"]
+    return selected_classes(Path(q["imagenet_train"]), p["classes"], q["layout"])
+
+
 @functools.lru_cache(maxsize=1)
 def _image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())

@@ -68,6 +68,18 @@ def manifest_layout(m: Mapping) -> dict[str, tuple]:
     return layout(m["kind"], int(m["resolution"]), int(m.get("z_dim", Z_DIM)))
 
 
+def manifest_latent(m: Mapping) -> tuple[str, int]:
+    """(latent recipe, z_dim) of the noise a teacher manifest's samples were drawn with (``teacher.draw_z``);
+    manifests from before the teacher declared its shape read as ("biggan", 128)."""
+    return str(m.get("latent", "biggan")), int(m.get("z_dim", Z_DIM))
+
+
+def own_class_names(m: Mapping) -> dict[int, str] | None:
+    """``class_names`` of a (real) manifest of data other than ImageNet (class folders: the folder names;
+    unconditional: none); None for ImageNet data, whose classes the ImageNet table names (and wnids)."""
+    return None if m.get("layout", "imagenet") == "imagenet" else class_names(m)
+
+
 def class_count(m: Mapping) -> int:
     """Labels in a (checked) manifest's shards lie in 0..class_count-1: max(c_dim, 1) where it records the
     teacher's ``c_dim`` (an unconditional teacher's samples are all class 0), else the 1000 ImageNet classes."""

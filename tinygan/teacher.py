@@ -155,13 +155,22 @@ def truncated_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_D
     ``|z| <= 2 * truncation``. The draw uses its own generator seeded with ``SeedSequence([seed, cls, idx])``,
     so it depends only on (seed, cls, idx, truncation) — never on batch size, worker count or order.
     """
-    return np.float32(truncation) * truncated_normal(_rng(seed, cls, idx), dim)
+    return latent_z("biggan", _rng(seed, cls, idx), truncation, dim)
 
 
 def normal_z(seed: int, cls: int, idx: int, truncation: float, dim: int = Z_DIM) -> np.ndarray:
     """StyleGAN's noise of sample ``idx`` of class ``cls``: standard normal float32 [dim], seeded like
     ``truncated_z``; the truncation is not applied to z (the teacher gets it as ψ)."""
-    return _rng(seed, cls, idx).standard_normal(dim, dtype=np.float32)
+    return latent_z("stylegan", _rng(seed, cls, idx), truncation, dim)
+
+
+def latent_z(latent: str, rng: np.random.Generator, truncation: float, dim: int = Z_DIM) -> np.ndarray:
+    """One noise vector float32 [dim] of latent recipe ``latent`` from ``rng``: "biggan": ``truncation *
+    truncated_normal``; "stylegan": standard normal (its truncation ψ is the teacher's input, not z's)."""
+    check_latent(latent)
+    if latent == "stylegan":
+        return rng.standard_normal(dim, dtype=np.float32)
+    return np.float32(truncation) * truncated_normal(rng, dim)
 
 
 def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
@@ -177,13 +186,18 @@ def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
 _DRAWS = {"biggan": truncated_z, "stylegan": normal_z}
 
 
+def check_latent(latent: str) -> None:
+    """A latent recipe must be one of LATENTS (one TinyGANError line)."""
+    if latent not in LATENTS:
+        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected one of {', '.join(LATENTS)}")
+
+
 def draw_z(latent: str, seed: int, classes, idxs, truncation: float, z_dim: int = Z_DIM) -> np.ndarray:
     """The noise fed to a teacher with latent recipe ``latent`` (``LATENTS``) for each (class, index) pair:
     float32 [N, z_dim]; row i depends only on (seed, classes[i], idxs[i], truncation). "biggan": row i is
     ``truncated_z(seed, classes[i], idxs[i], truncation)``; "stylegan": ``normal_z(...)``. The sample stage
     stores it, and the student's fresh noise must be drawn with the same recipe."""
-    if latent not in _DRAWS:
-        raise TinyGANError(f"latent recipe {latent!r} is unknown; expected one of {', '.join(LATENTS)}")
+    check_latent(latent)
     classes, idxs = np.asarray(classes).reshape(-1), np.asarray(idxs).reshape(-1)
     if len(classes) != len(idxs):
         raise ValueError(f"draw_z: {len(classes)} classes but {len(idxs)} indices")

@@ -34,6 +34,7 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
+from tinygan.teacher import check_latent
 
 
 @dataclasses.dataclass
@@ -54,7 +55,7 @@ class TrainConfig:
     lr_decay_start: int  # iteration where lr starts decaying linearly to 0 at the last iteration
     g_every: int  # one G update every g_every iterations (paper text: 10)
     adv_every: int  # adversarial G terms (λ2, λ3) every adv_every-th iteration (official: 5)
-    truncation: float  # scale of fresh noise z' (same distribution as the teacher's z)
+    truncation: float  # scale of fresh noise z' for a "biggan"-latent teacher (unused for "stylegan": _fresh_noise)
     ema: bool
     ema_decay: float
     ema_start: int
@@ -130,10 +131,17 @@ class StepBatches:
         return self.ds.__getitems__(mine.tolist())
 
 
-def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, z_dim: int) -> torch.Tensor:
-    """z' [n, z_dim] for the GAN terms: truncation × truncated normal (±2), seeded by (seed, step, rank)."""
+def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, latent: str = "biggan",
+                 z_dim: int = 128) -> torch.Tensor:
+    """z' for the GAN terms, seeded by (seed, step, rank), drawn with the teacher's latent recipe (its shard
+    manifest's ``latent``, see ``tinygan.teacher.draw_z``) at its ``z_dim``: "biggan": truncation × truncated
+    normal (±2); "stylegan": standard normal — the z the teacher got, since its truncation ψ acted inside the
+    teacher (on w), not on z, so the student is fed untruncated z."""
+    check_latent(latent)
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
     z = torch.empty(n, z_dim)
+    if latent == "stylegan":
+        return z.normal_(generator=g)
     torch.nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=g)
     return z * truncation
 
@@ -295,6 +303,8 @@ class _Data:
     n_hold: int
     steps_per_epoch: int
     shape: dict                        # the teacher's output: resolution, n_classes, z_dim (see _shape)
+    latent: str = "biggan"             # the teacher's latent recipe and z width: fresh noise z' follows them
+    z_dim: int = 128
 
 
 @dataclasses.dataclass
@@ -329,7 +339,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     for batch in step_loader(data.sources, step, total, cfg.workers):
         when = _When.at(cfg, step, data.steps_per_epoch)
         _set_lr(run, step, total)
-        logs = _iteration(run, batch, when)
+        logs = _iteration(run, batch, when, data)
         if run.ema is not None and when.update_g:
             update_ema(run.ema, run.G, copy=step < cfg.ema_start)
         step += 1
@@ -371,7 +381,8 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
-                 teacher_batches.steps_per_epoch, _shape(tds.manifest))
+                 teacher_batches.steps_per_epoch, _shape(tds.manifest),
+                 *shards.manifest_latent(tds.manifest))
 
 
 # the shape of the ImageNet BigGAN teacher, for teacher shards whose manifest does not record its own
@@ -480,8 +491,9 @@ def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: in
     return summary
 
 
-def _iteration(run: _Run, batch: dict, when: _When) -> dict:
-    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward."""
+def _iteration(run: _Run, batch: dict, when: _When, data: _Data) -> dict:
+    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward. Fresh
+    noise z' follows the teacher's latent recipe and z width (``data``)."""
     cfg = run.cfg
     t = {k: v.to(run.device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
     r = {k: v.to(run.device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
@@ -489,8 +501,8 @@ def _iteration(run: _Run, batch: dict, when: _When) -> dict:
     if t is not None:
         z.append(t["z"]); y.append(t["y"])
     if r is not None:  # fresh noise z' with the real batch's labels y_r
-        z_dim = run.G.config["z_dim"]
-        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, z_dim).to(run.device))
+        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, data.latent,
+                              data.z_dim).to(run.device))
         y.append(r["y"])
     n = len(y[0])
     # one student forward for both steps (graph kept only when G is updated this iteration)
