@@ -57,7 +57,7 @@ from tinygan import runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import Extractor, load_extractor
 from tinygan.frechet import ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance
-from tinygan.generate import interpolation_sheet, load_generator, save_png, to_uint8
+from tinygan.generate import class_count, interpolation_sheet, load_generator, save_png, to_uint8
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import inception_score, intra_fid, kid
 from tinygan.prepare import param_classes
@@ -500,7 +500,7 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev)
     ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
     G = load_generator(generator_path).to(dev)
-    n_classes = G.config["n_classes"]
+    n_classes = class_count(G.config)  # an unconditional model takes class 0 only
     if max(cfg.classes) >= n_classes:
         raise TinyGANError(f"evaluate: class {max(cfg.classes)} is out of range for the generator "
                            f"({n_classes} classes)")
