@@ -226,9 +226,11 @@ def test_train_depends_on_the_dime_encoder_file(committed):
     assert "train" in changed and changed <= {"demo@imagenet", "train", "refstats", "evaluate"}
 
 
-def test_paper_profile_has_no_demo_stage_and_no_demo_dependency(tmp_path):
+@pytest.mark.parametrize("profile,teacher_conf", [("paper", "conf/teacher/biggan-deep-128.yaml"),
+                                                   ("paper256", "conf/teacher/biggan-deep-256.yaml")])
+def test_paper_profile_has_no_demo_stage_and_no_demo_dependency(tmp_path, profile, teacher_conf):
     _copy_repo(tmp_path)
-    (tmp_path / "params.yaml").write_text(profiles.compose_yaml("paper", conf_dir=tmp_path / "conf"))
+    (tmp_path / "params.yaml").write_text(profiles.compose_yaml(profile, conf_dir=tmp_path / "conf"))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     with dvc_repo(tmp_path) as repo:
         stages = {s.addressing: s for s in repo.index.stages}
@@ -236,7 +238,7 @@ def test_paper_profile_has_no_demo_stage_and_no_demo_dependency(tmp_path):
         deps = [d.def_path for s in stages.values() for d in s.deps]
     data_deps = [d for d in deps if not d.startswith(("stages/", "tinygan/"))]
     assert not [d for d in data_deps if "demo" in d], data_deps
-    assert "conf/teacher/biggan-deep-128.yaml" in deps
+    assert teacher_conf in deps
 
 
 def test_stages_run_the_workspace_code_not_the_installed_one(tmp_path):
