@@ -4,7 +4,7 @@ import hashlib
 import json
 import shutil
 import socket
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,14 +226,13 @@ def test_a_savedmodel_declaring_a_non_square_or_non_rgb_output_is_one_line(tmp_p
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # StyleGAN's own `if psi != 1`
 def test_the_documented_stylegan2_ada_wrapper_works(tmp_path, monkeypatch):
-    """The wrapping code of tinygan/teacher.py's docstring, run on a stand-in for a StyleGAN2-ADA ``G``."""
+    """The README's wrapping code ("Your own teacher"), run on a stand-in for a StyleGAN2-ADA ``G``."""
     import importlib
 
-    import tinygan.teacher
     import torch
 
-    doc = tinygan.teacher.__doc__.split("A StyleGAN2-ADA pickle's")[1].split("::\n", 1)[1]
-    code = textwrap.dedent(doc.split("\nA BigGAN-PyTorch")[0])
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("**A StyleGAN2-ADA pickle's `G`**")[1].split("```python\n", 1)[1].split("```", 1)[0]
     load = 'with open("network.pkl", "rb") as f:\n    G = pickle.load(f)["G_ema"].eval().requires_grad_(False)\n'
     assert load in code  # the user's weights: replaced by the stand-in
     (tmp_path / "wrap_sg.py").write_text(code.replace(load, "G = toy_teachers.stand_in_stylegan()\n")

@@ -38,46 +38,8 @@ The param ``sample.latent`` picks one; ``auto`` is the teacher's own (``resolve_
   output to NHWC float32 numpy.
 
 Wrapping your own generator (needs your weights; both are then sampled with ``sample.format: torchscript``).
-A StyleGAN2-ADA pickle's ``G`` (stylegan2-ada-pytorch's ``dnnlib``/``torch_utils`` importable)::
-
-    import pickle, torch
-
-    with open("network.pkl", "rb") as f:
-        G = pickle.load(f)["G_ema"].eval().requires_grad_(False)
-
-    class Run(torch.nn.Module):  # mapping with truncation_psi, then synthesis: NCHW in [-1, 1]
-        def __init__(self, G):
-            super().__init__()
-            self.G = G
-
-        def forward(self, z, c, psi):
-            return self.G.synthesis(self.G.mapping(z, c, truncation_psi=psi), noise_mode="const").clamp(-1, 1)
-
-    class Teacher(torch.nn.Module):  # the traced generator plus the attributes that declare its shape
-        def __init__(self, g, z_dim: int, c_dim: int, img_resolution: int):
-            super().__init__()
-            self.g, self.z_dim, self.c_dim, self.img_resolution = g, z_dim, c_dim, img_resolution
-
-        def forward(self, z, c, truncation):
-            return self.g(z, c, truncation)
-
-    c = torch.zeros(1, G.c_dim)
-    c[:, :1] = 1  # one-hot class 0 (nothing when unconditional)
-    traced = torch.jit.trace(Run(G), (torch.randn(1, G.z_dim), c, torch.tensor(0.7)), check_trace=False)
-    torch.jit.save(torch.jit.script(Teacher(traced, G.z_dim, G.c_dim, G.img_resolution)), "teacher.pt")
-
-A BigGAN-PyTorch generator ``G`` (ajbrock/BigGAN-PyTorch: class indices through ``G.shared``; the truncation
-is already in z, so keep ``sample.latent: biggan``, since ``auto`` picks stylegan for attributed modules)::
-
-    class Teacher(torch.nn.Module):
-        def __init__(self, G):
-            super().__init__()
-            self.G, self.z_dim, self.c_dim, self.img_resolution = G, G.dim_z, G.n_classes, G.resolution
-
-        def forward(self, z, c, truncation):
-            return self.G(z, self.G.shared(c.argmax(dim=1)))
-
-    torch.jit.save(torch.jit.script(Teacher(G.eval())), "teacher.pt")  # or trace as above
+Wrapping code for a StyleGAN2-ADA pickle and for a BigGAN-PyTorch generator: README.md, "Your own teacher"
+(tests/test_teacher.py runs the StyleGAN2-ADA one on a stand-in).
 
 ``content_hash(handle, kind)`` is the sha256 of what a handle holds (the file, or every file of the module
 dir), computed without loading it: the sample stage keys its shards on it, so a teacher replaced at the
