@@ -2,7 +2,6 @@
 teacher contract, it is deterministic, and (slow) `dvc repro` of the demo-c10 profile runs every stage."""
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
