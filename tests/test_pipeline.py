@@ -51,10 +51,8 @@ def sh(cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return res
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A fresh copy of the repo's tracked files with tiny params, after one full `dvc repro`."""
-    dst = tmp_path_factory.mktemp("repo")
+def copy_repo(dst: Path) -> None:
+    """Copy the repo's tracked (and untracked, not ignored) files to ``dst``, without data/ (but its .gitignore)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     for f in filter(None, files):
@@ -62,6 +60,13 @@ def repo(tmp_path_factory):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A fresh copy of the repo's tracked files with tiny params, after one full `dvc repro`."""
+    dst = tmp_path_factory.mktemp("repo")
+    copy_repo(dst)
     tiny_profile(dst)
     sh("git init -q && git add -A && git commit -qm base", dst)
     repro = sh("dvc repro", dst)

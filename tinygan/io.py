@@ -268,8 +268,10 @@ def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs: M
 _FINAL_LINE = re.compile(r"^  \w+ : Final\[")
 
 
-def torchscript_bytes(module) -> bytes:
+def torchscript_bytes(module, extra_files: dict[str, str] | None = None) -> bytes:
     """``torch.jit.save`` output that depends only on the module: the same module gives the same bytes.
+    ``extra_files`` (name -> text) are saved as extra files of the archive (``torch.jit.save``'s
+    ``_extra_files``), e.g. a teacher's description of itself.
 
     Saved to a buffer (a named file would lend its name to the archive's top folder); then rewritten
     without the ``*.debug_pkl`` records (source ranges with absolute paths of the .py files; loading does
@@ -281,7 +283,7 @@ def torchscript_bytes(module) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.jit.save(module, buf)
+    torch.jit.save(module, buf, _extra_files=dict(extra_files or {}))
     reader = torch._C.PyTorchFileReader(io.BytesIO(buf.getvalue()))
     out = io.BytesIO()
     writer = torch._C.PyTorchFileWriter(out)

@@ -144,10 +144,13 @@ SCHEMA: dict[str, Any] = {
                                  "(NICKEL & DiME; 0 = off, the paper)"),
     "demo": MapOf({  # name -> an offline demo world ({} at paper scale: no demo stage); checked as a whole by
                      # the demo stage (tinygan.demo.tree.check_sizes)
+        "kind": Choice("imagenet", "cifar10", help="imagenet: 128² ImageNet-layout tree (<root>/imagenet/train) + "
+                       "BigGAN-shaped SavedModel (<root>/teacher); cifar10: 32² 10-class folders tree "
+                       "(<root>/cifar10/train) + z-512 StyleGAN-style TorchScript teacher (<root>/teacher/teacher.pt)"),
         "root": Str(help="where the world is built (tree, teacher, judge)"),
         "images_per_class": Int(1, 100000, help="synthetic real images per class"),
-        "min_side": Int(16, 4096, help="smallest image side of the synthetic tree"),
-        "max_side": Int(16, 4096, help="largest image side of the synthetic tree"),
+        "min_side": Int(16, 4096, help="smallest image side of the synthetic tree (cifar10: unused, 32²)"),
+        "max_side": Int(16, 4096, help="largest image side of the synthetic tree (cifar10: unused, 32²)"),
         "judge_epochs": Int(1, help="training epochs of the demo judge (Inception's stand-in)"),
     }),
     "prepare": {

@@ -13,4 +13,6 @@ describes itself (``tinygan.teacher.describe``) and a judge TorchScript file tha
 * ``tree``     ``make_tree(root, ...)``: the "real" ImageNet-layout train tree, bad files included.
 * ``world``    ``build(root, ...)``: tree + teacher + ``preview.png``.
 * ``judge``    the demo judge: a small CNN with Inception's call interface, trained on the tree's images.
+* ``cifar``    the CIFAR-10-shaped world (kind ``cifar10``): a 32², 10-class, z-512 StyleGAN-style TorchScript
+               teacher, its 32² folders tree and preview (torch only; profile demo-c10).
 """
