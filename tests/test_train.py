@@ -274,3 +274,15 @@ def test_fresh_noise_of_an_unknown_latent_is_one_line():
 
     with pytest.raises(TinyGANError, match="latent recipe 'vae' is unknown"):
         _fresh_noise(0, 0, 0, 4, 1.0, "vae", 128)
+
+
+def test_real_and_teacher_shards_must_be_of_the_same_classes(tiny_data, tmp_path):
+    """A class folder added to the real tree re-runs prepare but not sample: train says so, never mixes them."""
+    from conftest import make_real
+
+    make_real(str(tmp_path / "real"), classes=(1, 9, 130, 207))
+    with pytest.raises(TinyGANError, match=r"classes \[1, 9, 130, 207\] but the teacher pairs .* of \[1, 9, 130\]; "
+                                           r"re-sample") as e:
+        train(str(tiny_data / "teacher"), str(tmp_path / "real"), str(tmp_path / "c.pt"),
+              str(tmp_path / "g.safetensors"), str(tmp_path / "live"), config(epochs=1), progress=False)
+    assert "\n" not in str(e.value)

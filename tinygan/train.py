@@ -372,10 +372,7 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
     sources = {"t": teacher_batches} if cfg.uses_teacher else {}  # the L_GAN-only baseline reads no pairs
     if cfg.uses_real:
         rds = shards.ShardDataset(real_dir, fields=("images", "y"))
-        if rds.manifest["resolution"] != tds.manifest["resolution"]:
-            raise TinyGANError(f"real images in {real_dir} are {rds.manifest['resolution']}² but the teacher's in "
-                               f"{teacher_dir} are {tds.manifest['resolution']}²; prepare the real data at the "
-                               f"teacher's resolution")
+        _check_same_world(rds.manifest, tds.manifest, real_dir, teacher_dir)
         if len(rds) < need:
             raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} is larger than the {len(rds)} real "
                                f"images in {real_dir}; lower train.batch_size")
@@ -383,6 +380,24 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
                  teacher_batches.steps_per_epoch, _shape(tds.manifest),
                  *shards.manifest_latent(tds.manifest))
+
+
+def _check_same_world(real: dict, teacher: dict, real_dir: str, teacher_dir: str) -> None:
+    """Real and teacher shards must agree on resolution and classes (one TinyGANError line): e.g. a class
+    folder added to a `folders` tree re-runs prepare, but sample only when its own inputs change."""
+    if real["resolution"] != teacher["resolution"]:
+        raise TinyGANError(f"real images in {real_dir} are {real['resolution']}² but the teacher's in "
+                           f"{teacher_dir} are {teacher['resolution']}²; prepare the real data at the "
+                           f"teacher's resolution")
+    if sorted(real["classes"]) != sorted(teacher["classes"]):
+        raise TinyGANError(f"the real images in {real_dir} are of classes {_few(real['classes'])} but the teacher "
+                           f"pairs in {teacher_dir} of {_few(teacher['classes'])}; re-sample for the same classes "
+                           f"(`dvc repro -f sample`, or list the classes by index)")
+
+
+def _few(classes, n: int = 8) -> str:
+    classes = sorted(classes)
+    return str(classes[:n])[:-1] + (f", ... ({len(classes)} in all)]" if len(classes) > n else "]")
 
 
 # the shape of the ImageNet BigGAN teacher, for teacher shards whose manifest does not record its own
