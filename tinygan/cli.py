@@ -5,7 +5,9 @@ from typing import Optional
 
 import typer
 
+from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError, report_errors
+from tinygan.teacher import RESOLUTION, Z_DIM
 
 app = typer.Typer(
     add_completion=False,
@@ -98,9 +100,9 @@ def summary(
     variant: str = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
     ch: int = typer.Option(32, help="generator channel multiplier (paper: 32)"),
     d_ch: int = typer.Option(32, help="discriminator channel multiplier"),
-    resolution: int = typer.Option(128, help="image size: a power of two in 8-1024 (the teacher's)"),
-    n_classes: int = typer.Option(1000, help="class count (the teacher's); 0: unconditional"),
-    z_dim: int = typer.Option(128, help="noise size (the teacher's)"),
+    resolution: int = typer.Option(RESOLUTION, help="image size: a power of two in 8-1024 (the teacher's)"),
+    n_classes: int = typer.Option(N_CLASSES, help="class count (the teacher's); 0: unconditional"),
+    z_dim: int = typer.Option(Z_DIM, help="noise size (the teacher's)"),
     layers: bool = typer.Option(False, "--layers", help="print the per-layer table"),
 ):
     """Parameters and MACs per image of the student G and D, measured with a counter."""

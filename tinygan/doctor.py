@@ -97,7 +97,7 @@ def _shard_bytes(p: dict) -> tuple[int, int]:
     """Estimated bytes of the teacher shards and of the real shards at the configured scale."""
     from tinygan.teacher import Z_DIM
 
-    res = p["prepare"].get("resolution", 128)
+    res = p["prepare"]["resolution"]
     n = _n_classes(p)
     teacher = n * p["sample"]["per_class"] * (res * res * 3 + Z_DIM * 4 + 8)
     real = n * (p["prepare"]["max_per_class"] or REAL_PER_CLASS) * res * res * 3

@@ -44,7 +44,7 @@ import numpy as np
 from tinygan import classes as imagenet
 from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
-from tinygan.teacher import LATENTS, check_truncation, draw_z as teacher_z, latent_z, quantize
+from tinygan.teacher import LATENTS, Z_DIM, check_truncation, draw_z as teacher_z, latent_z, quantize
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
@@ -298,7 +298,7 @@ def _as_runner(G) -> TorchRunner | OnnxRunner:
 
 # ---- noise, images ----------------------------------------------------------------------------------------
 
-def draw_z(seed: int, truncation: float, dim: int = 128, latent: str = "biggan") -> np.ndarray:
+def draw_z(seed: int, truncation: float, dim: int = Z_DIM, latent: str = "biggan") -> np.ndarray:
     """One noise vector for interpolation seed ``seed``, float32 [dim], of the teacher's latent recipe
     (``tinygan.teacher.latent_z``): "biggan" ``truncation * truncated_normal(dim)`` (±2), "stylegan" standard
     normal."""

@@ -35,7 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError
-from tinygan.teacher import Z_DIM
+from tinygan.teacher import RESOLUTION, Z_DIM
 
 GENERATOR_VARIANTS = ("dw", "std")
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024  # powers of two; the fc output and the last D map are 4 x 4
@@ -162,7 +162,7 @@ class Generator(nn.Module):
         n_classes: int = N_CLASSES,
         z_dim: int = Z_DIM,
         emb_dim: int = 128,
-        resolution: int = 128,
+        resolution: int = RESOLUTION,
     ):
         super().__init__()
         if variant not in GENERATOR_VARIANTS:
@@ -259,7 +259,7 @@ class Discriminator(nn.Module):
     ``<layer>.parametrizations.weight.original`` and the power-iteration vectors ``u``/``v`` are buffers.
     """
 
-    def __init__(self, ch: int = 32, n_classes: int = N_CLASSES, resolution: int = 128):
+    def __init__(self, ch: int = 32, n_classes: int = N_CLASSES, resolution: int = RESOLUTION):
         super().__init__()
         _check_sizes("discriminator", ch=ch)
         _check_sizes("discriminator", minimum=0, n_classes=n_classes)

@@ -34,7 +34,8 @@ from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
 from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
-from tinygan.teacher import check_latent
+from tinygan.classes import N_CLASSES
+from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
 
 
 @dataclasses.dataclass
@@ -303,8 +304,7 @@ class _Data:
     n_hold: int
     steps_per_epoch: int
     shape: dict                        # the teacher's output: resolution, n_classes, z_dim (see _shape)
-    latent: str = "biggan"             # the teacher's latent recipe and z width: fresh noise z' follows them
-    z_dim: int = 128
+    latent: str                        # the teacher's latent recipe: fresh noise z' follows it (at shape z_dim)
 
 
 @dataclasses.dataclass
@@ -378,8 +378,7 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
-                 teacher_batches.steps_per_epoch, _shape(tds.manifest),
-                 *shards.manifest_latent(tds.manifest))
+                 teacher_batches.steps_per_epoch, _shape(tds.manifest), shards.manifest_latent(tds.manifest)[0])
 
 
 def _check_same_world(real: dict, teacher: dict, real_dir: str, teacher_dir: str) -> None:
@@ -401,7 +400,7 @@ def _few(classes, n: int = 8) -> str:
 
 
 # the shape of the ImageNet BigGAN teacher, for teacher shards whose manifest does not record its own
-DEFAULT_SHAPE = {"resolution": 128, "n_classes": 1000, "z_dim": 128}
+DEFAULT_SHAPE = {"resolution": RESOLUTION, "n_classes": N_CLASSES, "z_dim": Z_DIM}
 
 
 def _shape(manifest: dict) -> dict:
@@ -517,7 +516,7 @@ def _iteration(run: _Run, batch: dict, when: _When, data: _Data) -> dict:
         z.append(t["z"]); y.append(t["y"])
     if r is not None:  # fresh noise z' with the real batch's labels y_r
         z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, data.latent,
-                              data.z_dim).to(run.device))
+                              data.shape["z_dim"]).to(run.device))
         y.append(r["y"])
     n = len(y[0])
     # one student forward for both steps (graph kept only when G is updated this iteration)
