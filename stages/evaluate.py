@@ -6,10 +6,12 @@ from tinygan.errors import run_stage
 
 
 def main(params_file: str = "params.yaml") -> None:
-    """Evaluate data/student against data/refstats (and data/teacher for comparison); write eval/."""
+    """Evaluate data/student against data/refstats (and the teacher's fresh evaluation set data/teacher_eval, or
+    its training pairs data/teacher, for comparison); write eval/."""
     cfg = evaluate.EvalConfig.from_params(params.load(params_file))
     evaluate.evaluate(cfg, "data/student/generator.safetensors", "data/teacher", "data/refstats", "eval",
-                      snapshots_dir="data/train/snapshots", real_dir="data/real")
+                      snapshots_dir="data/train/snapshots", real_dir="data/real",
+                      teacher_eval_dir="data/teacher_eval")
 
 
 if __name__ == "__main__":

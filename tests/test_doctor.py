@@ -132,11 +132,16 @@ def test_disk_needed_vs_free(healthy, monkeypatch):
     healthy["classes"] = list(range(398))  # paper scale (the tree lacks these classes: a separate problem)
     healthy["sample"]["per_class"] = 3000
     healthy["prepare"]["max_per_class"] = None
+    healthy["evaluate"].update(teacher_samples="stored")
     disk = lambda: [x for x in doctor.check(healthy) if x.startswith("disk:")]  # noqa: E731
     # 398 * 3000 * (128*128*3 + 128*4 + 8) + 398 * 1300 * 128*128*3 = 59.31 GB + 25.43 GB
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: Usage(10 ** 12, 0, 50 * 10 ** 9))
     _one(disk(), "84.74 GB", "59.31 GB", "25.43 GB", "only 50.00 GB is free",
          "lower sample.per_class / prepare.max_per_class")
+    # the authors' teacher row: 5,000 fresh teacher images per class more (398 * 8000 * ... = 158.16 GB)
+    healthy["evaluate"].update(teacher_samples="fresh", teacher_per_class=5000)
+    _one(disk(), "183.59 GB", "158.16 GB", "25.43 GB", "evaluate.teacher_per_class")
+    healthy["evaluate"].update(teacher_samples="stored")
     seen = []
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: seen.append(path) or Usage(10 ** 12, 0, 10 ** 11))
     assert disk() == []

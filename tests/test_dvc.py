@@ -189,19 +189,22 @@ def test_runtime_knobs_rerun_nothing(committed, key, value):
     assert _changed_stages(committed, key, value) == set()
 
 
-ALL = {"demo@imagenet", "prepare", "sample", "train", "refstats", "evaluate", "export"}
+ALL = {"demo@imagenet", "prepare", "sample", "teacher_eval", "train", "refstats", "evaluate", "export"}
 
 
 @pytest.mark.parametrize("key,value,stages", [
     ("seed", 1, ALL - {"prepare"}),
-    ("classes", [1, 9], {"prepare", "sample", "evaluate", "export"}),
+    ("classes", [1, 9], {"prepare", "sample", "teacher_eval", "evaluate", "export"}),
     ("lambda_pix", 0.1, {"train", "export"}),
     ("lambda_dime", 0.5, {"train", "export"}),
     ("train.dime_kernel", "polynomial", {"train", "export"}),
     ("demo.imagenet.images_per_class", 5, {"demo@imagenet"}),
     ("prepare.shard_size", 7, {"prepare"}),
     ("sample.per_class", 9, {"sample"}),
-    ("sample.truncation", 0.4, {"sample", "train", "evaluate", "export"}),
+    ("sample.truncation", 0.4, {"sample", "teacher_eval", "train", "evaluate", "export"}),
+    ("sample.shard_size", 7, {"sample", "teacher_eval"}),
+    ("evaluate.teacher_per_class", 60, {"teacher_eval", "evaluate"}),
+    ("evaluate.teacher_samples", "stored", {"teacher_eval", "evaluate"}),
     ("train.ch", 4, {"train", "export"}),
     ("train.d_ch", 4, {"train", "evaluate", "export"}),
     ("evaluate.n_samples", 20, {"evaluate"}),
@@ -234,7 +237,7 @@ def test_paper_profile_has_no_demo_stage_and_no_demo_dependency(tmp_path, profil
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     with dvc_repo(tmp_path) as repo:
         stages = {s.addressing: s for s in repo.index.stages}
-        assert set(stages) == {"prepare", "sample", "train", "refstats", "evaluate", "export"}
+        assert set(stages) == {"prepare", "sample", "teacher_eval", "train", "refstats", "evaluate", "export"}
         deps = [d.def_path for s in stages.values() for d in s.deps]
     data_deps = [d for d in deps if not d.startswith(("stages/", "tinygan/"))]
     assert not [d for d in data_deps if "demo" in d], data_deps

@@ -19,7 +19,7 @@ from tinygan.extractors import load_extractor
 from tinygan.frechet import ClassStats, StatsAccumulator, frechet_distance
 from tinygan.metrics import inception_score
 from tinygan.models import Generator
-from tinygan.teacher import PUBLISHED, describe
+from tinygan.teacher import PUBLISHED, describe, draw_z, evaluation_seed
 from tinygan.train import save_generator
 
 torch.set_num_threads(1)
@@ -63,12 +63,15 @@ def write_real(out_dir, classes, per_class, seed):
     shards.write_manifest(out_dir, "real", infos, {c: per_class for c in classes}, fingerprint="test", resolution=128)
 
 
-def write_teacher(out_dir, classes, per_class, seed, handle=BIGGAN_URL, teacher_info=DEMO_INFO):
+def write_teacher(out_dir, classes, per_class, seed, handle=BIGGAN_URL, teacher_info=DEMO_INFO, noise_seed=None):
+    """Teacher shards; ``noise_seed`` (recorded as the manifest's seed, as the sample machinery does) makes it
+    an evaluation set."""
     out_dir.mkdir(parents=True)
     z, y, images = class_images(classes, per_class, seed)
     info = shards.write_shard(out_dir / "teacher-00000.h5", {"z": z, "y": y, "images": images},
                               {"kind": "teacher", "fingerprint": "test"})
     extra = {"teacher": handle} if teacher_info is None else {"teacher": handle, "teacher_info": teacher_info}
+    extra.update({} if noise_seed is None else {"seed": noise_seed, "per_class": per_class})
     shards.write_manifest(out_dir, "teacher", [info], {c: per_class for c in classes}, extra,
                           fingerprint="test", resolution=128)
 
@@ -94,18 +97,19 @@ def world(tmp_path_factory):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
     cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
                      truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
-                     d_ch=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
+                     d_ch=None, device="cpu", batch_size=16, teacher_samples="stored", progress=False, kid_subsets=5,
                      sheet_samples=2)
     w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
     w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
     return w
 
 
-def run_eval(w, out_dir, snapshots_dir=None, refstats_dir=None, **cfg_changes):
+def run_eval(w, out_dir, snapshots_dir=None, refstats_dir=None, teacher_eval_dir=None, **cfg_changes):
     """``evaluate`` on the world, with ``cfg_changes`` to its EvalConfig."""
     root = w["root"]
     return evaluate(dataclasses.replace(w["cfg"], **cfg_changes), root / "student" / "generator.safetensors",
-                    root / "teacher", refstats_dir or root / "refstats", out_dir, snapshots_dir=snapshots_dir)
+                    root / "teacher", refstats_dir or root / "refstats", out_dir, snapshots_dir=snapshots_dir,
+                    teacher_eval_dir=teacher_eval_dir)
 
 
 def read_csv(path):
@@ -157,7 +161,7 @@ NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_
 # metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
 # they say how to read a metric
 KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
-        "extractor", "extractor_note", "teacher_note"}
+        "extractor", "extractor_note", "teacher_note", "teacher_samples"}
 
 
 def test_metrics_schema(world):
@@ -293,7 +297,7 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
 # ---- options -------------------------------------------------------------------------------------------------
 
 PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
-                "extractor_path", "d_ch", "device", "batch_size"}
+                "extractor_path", "d_ch", "device", "batch_size", "teacher_samples"}
 
 
 def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_own():
@@ -307,6 +311,7 @@ def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_
     assert (cfg.extractor_kind, cfg.extractor_path) == (e["extractor"], e["extractor_path"])
     assert (cfg.truncation, cfg.seed, cfg.d_ch) == (p["sample"]["truncation"], p["seed"], p["train"]["d_ch"])
     assert (cfg.device, cfg.batch_size) == ("cpu", 5)
+    assert cfg.teacher_samples == e["teacher_samples"]
     # what comes from params has no default here (no second set of defaults to drift apart)
     assert {f.name for f in dataclasses.fields(EvalConfig) if f.default is dataclasses.MISSING} == PARAM_FIELDS
 
@@ -317,6 +322,7 @@ def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_
     ({"n_samples": 5}, "n_samples must be an integer >= 10"),
     ({"batch_size": 0}, "batch_size"),
     ({"truncation": 1.5}, "truncation"),
+    ({"teacher_samples": "both"}, "teacher_samples must be one of fresh, stored"),
 ])
 def test_bad_eval_config_is_a_one_line_user_error(change, match):
     cfg = EvalConfig.from_params(params.load(ROOT / "params.yaml"))
@@ -423,3 +429,40 @@ def test_class_labels_of_imagenet_data_are_the_imagenet_table(world):
     m = shards.read_manifest(world["root"] / "real")
     assert class_labels(m, CLASSES) == class_labels(None, CLASSES)
     assert class_labels(m, CLASSES)[1] == ("n01443537", "goldfish")
+
+
+# ---- the teacher row: fresh evaluation set (the authors' way) vs the stored training pairs -----------------------
+
+def test_fresh_teacher_set_is_measured_and_named(world, tmp_path):
+    fresh = tmp_path / "teacher_eval"
+    write_teacher(fresh, CLASSES, PER_CLASS, seed=5, noise_seed=evaluation_seed(0))
+    m = run_eval(world, tmp_path / "out", teacher_eval_dir=fresh, teacher_samples="fresh")
+    assert m["teacher_samples"].startswith(f"fresh: {PER_CLASS} new teacher images per class")
+    assert world["metrics"]["teacher_samples"].startswith("stored: the training pairs")
+    # other images, other teacher figures; the teacher intra-FID now has per_class_samples images of each class
+    assert m["teacher_fid"] != world["metrics"]["teacher_fid"]
+    assert "fewer than per_class_samples" not in (m.get("teacher_note") or "")
+
+
+def test_fresh_mode_evaluates_the_student_on_the_evaluation_noise(world):
+    cfg = world["cfg"]
+    assert cfg.noise_seed == 0  # stored: the training pairs' noise, as the stored teacher images
+    fresh = dataclasses.replace(cfg, teacher_samples="fresh")
+    assert fresh.noise_seed == evaluation_seed(0) != 0
+    a = draw_z("biggan", fresh.noise_seed, [1, 1], [0, 1], 0.5)
+    b = draw_z("biggan", cfg.noise_seed, [1, 1], [0, 1], 0.5)
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("noise_seed,per_class,match", [
+    (0, PER_CLASS, "not drawn with the evaluation noise of seed 0"),
+    (None, PER_CLASS, "not drawn with the evaluation noise"),
+    ("eval", PER_CLASS - 1, f"fewer than per_class_samples={PER_CLASS}"),
+])
+def test_a_stale_fresh_teacher_set_is_one_line(world, tmp_path, noise_seed, per_class, match):
+    fresh = tmp_path / "teacher_eval"
+    write_teacher(fresh, CLASSES, per_class, seed=5, noise_seed=evaluation_seed(0) if noise_seed == "eval" else noise_seed)
+    with pytest.raises(TinyGANError, match=match) as e:
+        run_eval(world, tmp_path / "out", teacher_eval_dir=fresh, teacher_samples="fresh")
+    assert "\n" not in str(e.value) and "teacher_eval" in str(e.value)
+    assert not (tmp_path / "out").exists()

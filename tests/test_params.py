@@ -69,6 +69,8 @@ def test_numbers_written_by_dvc_exp_set_are_accepted():
     ("runtime.sample.batch_size", 0, "'runtime.sample.batch_size'"),
     ("lambda_dime", -1, "'lambda_dime'"),
     ("train.dime_kernel", "laplace", "'train.dime_kernel'"),
+    ("evaluate.teacher_samples", "both", "'evaluate.teacher_samples'"),
+    ("evaluate.teacher_per_class", 3, "'evaluate.teacher_per_class' (3) must be at least"),
 ])
 def test_bad_values_are_rejected_with_the_key(key, value, needle):
     with pytest.raises(TinyGANError) as e:

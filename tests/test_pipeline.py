@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tinygan.teacher import evaluation_seed
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -76,7 +78,7 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
     dst, log = repo
-    for stage in ("demo@imagenet", "prepare", "sample", "train", "refstats", "evaluate", "export"):
+    for stage in ("demo@imagenet", "prepare", "sample", "teacher_eval", "train", "refstats", "evaluate", "export"):
         assert f"Running stage '{stage}'" in log
     for path in ("data/demo/teacher/saved_model.pb", "data/demo/judge.pt", "data/real/manifest.json",
                  "data/teacher/manifest.json", "data/student/generator.safetensors", "eval/metrics.json",
@@ -88,6 +90,8 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
     assert real["skipped"], "the demo tree's unreadable files must be skipped and counted"
     teacher = json.loads((dst / "data/teacher/manifest.json").read_text())
     assert teacher["n"] == 8 * 8
+    fresh = json.loads((dst / "data/teacher_eval/manifest.json").read_text())  # the teacher row's own images
+    assert fresh["per_class"] == 4 and fresh["seed"] == evaluation_seed(0) and fresh["c_dim"] == teacher["c_dim"]
     assert teacher["teacher_info"]["name"] == "procedural demo teacher"  # what the demo teacher says of itself
     metrics = json.loads((dst / "eval/metrics.json").read_text())
     assert "demo-judge" in metrics["extractor"]

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tinygan import shards
+from tinygan import sample as sampling, shards
 from tinygan.errors import TinyGANError
 from tinygan.sample import fingerprint, sample
 from tinygan.io import sha256_file
@@ -344,3 +344,33 @@ def test_the_manifest_shape_is_checked(tmp_path):
     (out / "manifest.json").write_text(json.dumps(old))
     with pytest.raises(TinyGANError, match=r"expected float32 \(4, 128\)"):
         shards.verify(out, "teacher", checksums=False)
+
+
+# ---- the stages' share of the work and the teacher_eval marker ----------------------------------------------------
+
+@pytest.mark.parametrize("shard,env,want", [("", {}, (0, 1)), ("", {"RANK": "2", "WORLD_SIZE": "4"}, (2, 4)),
+                                            ("1/3", {"RANK": "2", "WORLD_SIZE": "4"}, (1, 3))])
+def test_process_share(monkeypatch, shard, env, want):
+    for k in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert sampling.process_share(shard) == want
+
+
+@pytest.mark.parametrize("shard", ["3/3", "1", "a/b", "-1/2"])
+def test_bad_shard_option_is_one_line(shard):
+    with pytest.raises(TinyGANError, match="expected i/n") as e:
+        sampling.process_share(shard)
+    assert "\n" not in str(e.value)
+
+
+def test_unused_marker_keeps_an_earlier_evaluation_set(tmp_path):
+    out = tmp_path / "teacher_eval"
+    out.mkdir()
+    (out / "teacher-00000.h5").write_bytes(b"shard")
+    sampling.mark_unused(str(out), "not used")
+    assert (out / sampling.UNUSED).read_text() == "not used\n" and (out / "teacher-00000.h5").read_bytes() == b"shard"
+    sampling.clear_unused(str(out))
+    sampling.clear_unused(str(out))  # twice: nothing to do
+    assert sorted(p.name for p in out.iterdir()) == ["teacher-00000.h5"]

@@ -94,12 +94,15 @@ def _inception(kind: str, path: str) -> tuple[str, list[str]]:
 
 
 def _shard_bytes(p: dict) -> tuple[int, int]:
-    """Estimated bytes of the teacher shards and of the real shards at the configured scale."""
+    """Estimated bytes of the teacher shards (the training pairs, plus the fresh evaluation set when
+    evaluate.teacher_samples is fresh) and of the real shards at the configured scale."""
     from tinygan.teacher import Z_DIM
 
     res = p["prepare"]["resolution"]
     n = _n_classes(p)
-    teacher = n * p["sample"]["per_class"] * (res * res * 3 + Z_DIM * 4 + 8)
+    e = p["evaluate"]
+    per_class = p["sample"]["per_class"] + (e["teacher_per_class"] if e["teacher_samples"] == "fresh" else 0)
+    teacher = n * per_class * (res * res * 3 + Z_DIM * 4 + 8)
     real = n * (p["prepare"]["max_per_class"] or REAL_PER_CLASS) * res * res * 3
     return teacher, real
 
@@ -129,7 +132,8 @@ def _disk(p: dict, data_dir: Path) -> tuple[str, list[str]]:
     need = f"{_gb(teacher + real)} (teacher shards {_gb(teacher)}, real shards {_gb(real)})"
     if teacher + real > free:
         return "", [f"disk: the shards under {data_dir} need about {need} but only {_gb(free)} is free on {where}; "
-                    f"free space there, or lower sample.per_class / prepare.max_per_class or the class selection"]
+                    f"free space there, or lower sample.per_class / prepare.max_per_class / evaluate.teacher_per_class or "
+                    f"the class selection"]
     return f"disk: {_gb(free)} free on {where} for about {need}", []
 
 

@@ -13,10 +13,13 @@ Two stages, two DVC outputs:
 
   - ``student_metrics``: IS (10 splits of the class probabilities), FID against the overall reference
     stats and KID against the reference reservoir, of ``n_samples`` student images, labels round-robin over
-    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent, seed, c,
-    k, truncation)`` with the teacher manifest's latent recipe, the same noise as ``tinygan generate``);
-  - ``teacher_metrics``: the same from the teacher's stored images in ``data/teacher`` (as many as there
-    are; when fewer than requested, ``teacher_note`` in metrics.json says so);
+    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent, noise_seed, c,
+    k, truncation)`` with the teacher manifest's latent recipe; ``EvalConfig.noise_seed``);
+  - ``teacher_metrics``: the same from the teacher's images: with ``teacher_samples: fresh`` (the authors'
+    way) the evaluation set of stage ``teacher_eval`` (``data/teacher_eval``: new teacher images on the
+    evaluation noise stream ``evaluation_seed(seed)``, on which the student is measured too); with ``stored``
+    the training pairs in ``data/teacher`` (as many as there are; when fewer than requested,
+    ``teacher_note`` in metrics.json says so). metrics.json's ``teacher_samples`` says which;
   - ``intra_fid_metrics``: ``per_class_samples`` images of each class vs that class's reference stats
     (``tinygan.metrics.intra_fid`` over statistics measured class by class), student and teacher;
   - ``_compression``: parameters and MACs of the student, the teacher's figures and the ratios;
@@ -62,7 +65,7 @@ from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, w
 from tinygan.metrics import inception_score, intra_fid, kid
 from tinygan.prepare import param_classes
 from tinygan.shards import ShardDataset
-from tinygan.teacher import check_truncation, draw_z
+from tinygan.teacher import TEACHER_SAMPLES, check_truncation, draw_z, evaluation_seed
 
 REFSTATS_JSON = "refstats.json"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
@@ -98,6 +101,7 @@ class EvalConfig:
     d_ch: int | None                  # train.d_ch (None: the generator's ch), for the D parameter count
     device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
     batch_size: int                   # runtime.evaluate.batch_size
+    teacher_samples: str              # evaluate.teacher_samples: "fresh" (the teacher_eval set) | "stored"
     progress: bool = True
     extractor_sha256: str | None = None
     kid_reservoir: int = KID_RESERVOIR
@@ -119,6 +123,15 @@ class EvalConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TinyGANError(f"evaluate: {name} must be an integer >= {low}, got {value!r}")
         check_truncation(self.truncation, "evaluate")
+        if self.teacher_samples not in TEACHER_SAMPLES:
+            raise TinyGANError(f"evaluate: teacher_samples must be one of {', '.join(TEACHER_SAMPLES)}, "
+                               f"got {self.teacher_samples!r}")
+
+    @property
+    def noise_seed(self) -> int:
+        """The seed of the student's evaluation noise: the evaluation stream (``evaluation_seed``, the fresh
+        teacher set's noise) when the teacher row is fresh, else ``seed`` (the training pairs' noise)."""
+        return evaluation_seed(self.seed) if self.teacher_samples == "fresh" else self.seed
 
     @classmethod
     def from_params(cls, p: dict, progress: bool = True) -> "EvalConfig":
@@ -127,7 +140,7 @@ class EvalConfig:
         return cls(classes=tuple(param_classes(p)), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
                    curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
                    extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
-                   progress=progress, **p["runtime"]["evaluate"])
+                   teacher_samples=e["teacher_samples"], progress=progress, **p["runtime"]["evaluate"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +306,7 @@ def _generated(G, ys: np.ndarray, ks: np.ndarray, inp: "Inputs") -> Iterator[tor
     cfg, device = inp.cfg, inp.device
     for a in range(0, len(ys), cfg.batch_size):
         y = ys[a:a + cfg.batch_size]
-        z = draw_z(inp.latent, cfg.seed, y, ks[a:a + cfg.batch_size], cfg.truncation, inp.z_dim)
+        z = draw_z(inp.latent, cfg.noise_seed, y, ks[a:a + cfg.batch_size], cfg.truncation, inp.z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.from_numpy(y).to(device))
         yield _nchw(to_uint8(x.float().cpu().numpy()))
@@ -402,7 +415,7 @@ def _worst_sheet(inp: Inputs, rows: list[dict]) -> np.ndarray:
         z = np.zeros((m, G.config["z_dim"]), np.float32)
         z[:len(idx)] = got["z"]
         if len(idx) < m:  # fewer stored teacher samples: the student uses its own noise for the rest
-            z[len(idx):] = draw_z(inp.latent, inp.cfg.seed, [c] * (m - len(idx)), range(len(idx), m),
+            z[len(idx):] = draw_z(inp.latent, inp.cfg.noise_seed, [c] * (m - len(idx)), range(len(idx), m),
                                   inp.cfg.truncation, inp.z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.full((m,), c, dtype=torch.long, device=device))
@@ -505,6 +518,8 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
         raise TinyGANError(f"evaluate: class {max(cfg.classes)} is out of range for the generator "
                            f"({n_classes} classes)")
     teacher = ShardDataset(teacher_dir, fields=("z", "images"), kind="teacher")
+    if cfg.teacher_samples == "fresh":
+        _check_evaluation_set(teacher, teacher_dir, cfg)
     teacher_idx = _round_robin(teacher, cfg.classes, cfg.n_samples)
     if len(teacher_idx) < cfg.is_splits:
         raise TinyGANError(f"the teacher shards in {teacher_dir} hold {len(teacher_idx)} images of the evaluated "
@@ -515,6 +530,30 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     real = shards.read_manifest(real_dir) if real_dir is not None else None
     return Inputs(cfg, dev, ext, ref, ref_overall, G, teacher, teacher_idx, info,
                   *shards.manifest_latent(teacher.manifest), class_labels(real, cfg.classes))
+
+
+def _check_evaluation_set(ds: ShardDataset, directory, cfg: EvalConfig) -> None:
+    """The fresh teacher set must be of the evaluation noise stream and hold per_class_samples images of every
+    evaluated class (one TinyGANError line: rerun the teacher_eval stage)."""
+    m, fix = ds.manifest, "rerun the teacher_eval stage (`dvc repro teacher_eval`)"
+    if m.get("seed") != evaluation_seed(cfg.seed):
+        raise TinyGANError(f"the teacher evaluation set in {directory} was not drawn with the evaluation noise of "
+                           f"seed {cfg.seed}; {fix}")
+    counts = ds.class_counts()
+    short = [c for c in cfg.classes if counts.get(c, 0) < cfg.per_class_samples]
+    if short:
+        raise TinyGANError(f"the teacher evaluation set in {directory} has fewer than per_class_samples="
+                           f"{cfg.per_class_samples} images of class(es) {short[:8]}; {fix}")
+
+
+def teacher_samples_note(cfg: EvalConfig, ds: ShardDataset) -> str:
+    """metrics.json's ``teacher_samples``: which teacher images the teacher row measures."""
+    counts = [ds.class_counts().get(c, 0) for c in cfg.classes]
+    if cfg.teacher_samples == "fresh":
+        return (f"fresh: {min(counts)} new teacher images per class on the evaluation noise "
+                f"(the authors' way; the student is evaluated on the same noise)")
+    return (f"stored: the training pairs (at most {max(counts)} per class; the student is evaluated "
+            f"on the training pairs' noise)")
 
 
 def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
@@ -621,17 +660,23 @@ def write_outputs(out_dir: Path, inp: Inputs, metrics: dict, rows: list[dict],
 
 def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: str | os.PathLike,
              refstats_dir: str | os.PathLike, out_dir: str | os.PathLike,
-             snapshots_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None) -> dict:
+             snapshots_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None,
+             teacher_eval_dir: str | os.PathLike | None = None) -> dict:
     """Evaluate the student (and, for comparison, the teacher's stored samples); write ``out_dir``.
 
     generator_path: ``data/student/generator.safetensors`` (or an exported one). teacher_dir: the teacher
-    shards. refstats_dir: the output of ``reference_stats`` made with the same extractor (checked by name
+    shards (the training pairs); teacher_eval_dir: the fresh teacher evaluation set (stage teacher_eval), used
+    instead when ``cfg.teacher_samples`` is "fresh". refstats_dir: the output of ``reference_stats`` made with the same extractor (checked by name
     and sha256). snapshots_dir: the train stage's ``G-<step>.safetensors`` snapshots for the FID curve.
     real_dir: the real shards, whose manifest names the classes in per_class.csv and the sheets.
     Returns the dict written to ``metrics.json``.
     """
     out_dir = Path(out_dir)
     check_replaceable(out_dir, OUT_FILES + RETIRED_FILES)  # before the long measurement
+    if cfg.teacher_samples == "fresh":
+        if teacher_eval_dir is None:
+            raise TinyGANError("evaluate: teacher_samples is 'fresh' but no teacher evaluation set was given")
+        teacher_dir = teacher_eval_dir
     inp = load_inputs(cfg, generator_path, teacher_dir, refstats_dir, real_dir)
     student = student_metrics(inp)
     teacher, teacher_note = teacher_metrics(inp)
@@ -643,6 +688,7 @@ def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: st
              "reference_note": _reference_note(inp)}
     notes["extractor_note"] = inp.ext.note
     metrics = _checked({**student, **teacher, **intra, **comp, "extractor": inp.ext.name,
+                        "teacher_samples": teacher_samples_note(cfg, inp.teacher),
                         **{k: v for k, v in notes.items() if v}})
     write_outputs(out_dir, inp, metrics, rows, curve)
     return metrics

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import yaml
 
 from tinygan.errors import TinyGANError
-from tinygan.teacher import LATENTS, TRUNCATION_RANGE
+from tinygan.teacher import LATENTS, TEACHER_SAMPLES, TRUNCATION_RANGE
 
 PARAMS_FILE = "params.yaml"
 
@@ -206,6 +206,12 @@ SCHEMA: dict[str, Any] = {
         "n_samples": Int(10, help="generated images for IS / FID / KID (paper: 50,000)"),
         "per_class_samples": Int(2, help="generated images per class for intra-FID (paper: 5,000)"),
         "curve_samples": Int(2, help="images per training snapshot for the FID-over-training curve"),
+        "teacher_samples": Choice(*TEACHER_SAMPLES, help="the teacher row's images: fresh (the authors' way: "
+                                  "stage teacher_eval samples teacher_per_class new images per class with the "
+                                  "evaluation noise stream, the student is evaluated on the same noise) | stored "
+                                  "(the training pairs in data/teacher, at most sample.per_class per class)"),
+        "teacher_per_class": Int(2, help="fresh teacher images per class (paper: 5,000); at least "
+                                         "per_class_samples"),
     },
     "export": {
         "opset": Int(13, 21, help="ONNX opset"),
@@ -292,6 +298,11 @@ def _cross_checks(p: dict) -> None:
     if max(p["lambda_pix"], p["lambda_feat"], p["lambda_kd_s"], p["lambda_kd_d"],
            p["lambda_gan_s"], p["lambda_gan_d"], p["lambda_dime"]) == 0:
         raise TinyGANError("params: every loss weight (lambda_*) is 0, so nothing would be trained")
+    e = p["evaluate"]
+    if e["teacher_samples"] == "fresh" and e["teacher_per_class"] < e["per_class_samples"]:
+        raise TinyGANError(f"params: 'evaluate.teacher_per_class' ({e['teacher_per_class']}) must be at least "
+                           f"'evaluate.per_class_samples' ({e['per_class_samples']}): the teacher's intra-FID uses "
+                           f"that many fresh images per class")
     _check_teacher_dep(p["sample"])
 
 

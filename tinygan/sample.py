@@ -29,6 +29,7 @@ handle fails with the old shards untouched.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from tqdm import tqdm
 
 from tinygan import shards
 from tinygan.errors import TinyGANError
+from tinygan.io import write_text
 from tinygan.teacher import (LATENTS, Teacher, check_classes, check_truncation, content_hash, describe, draw_z,
                              load_teacher, quantize, resolve_latent)
 
@@ -303,3 +305,33 @@ def finalize(out_dir: str, handle: str, kind: str, classes: list[int], per_class
              **{k: shape[k] for k in SHAPE_KEYS if k != "resolution"}}
     return shards.write_manifest(out_dir, "teacher", entries, {c: per_class for c in classes}, extra,
                                  fingerprint=run.fingerprint, resolution=shape["resolution"])
+
+
+def process_share(shard: str = "") -> tuple[int, int]:
+    """(rank, world size) of this sampling process: ``shard`` "i/n" given by hand, else torchrun's RANK and
+    WORLD_SIZE, else (0, 1). A malformed ``shard`` is one TinyGANError line."""
+    if not shard:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        rank, world = (int(v) for v in shard.split("/"))
+        assert 0 <= rank < world
+    except (ValueError, AssertionError):
+        raise TinyGANError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4") from None
+    return rank, world
+
+
+UNUSED = "UNUSED.txt"  # what the teacher_eval stage leaves when evaluate.teacher_samples is "stored"
+
+
+def mark_unused(out_dir: str, why: str) -> None:
+    """The evaluation set is not wanted: say so in ``out_dir`` (the stage's output must exist). Shards a
+    former run left are kept (nothing is deleted; switching back to fresh reuses them)."""
+    write_text(os.path.join(out_dir, UNUSED), why + "\n")
+
+
+def clear_unused(out_dir: str) -> None:
+    """The evaluation set is wanted again: drop the marker ``mark_unused`` left."""
+    try:
+        os.unlink(os.path.join(out_dir, UNUSED))
+    except FileNotFoundError:
+        pass

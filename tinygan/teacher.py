@@ -148,6 +148,17 @@ def truncated_normal(rng: np.random.Generator, dim: int = Z_DIM) -> np.ndarray:
 _DRAWS = {"biggan": truncated_z, "stylegan": normal_z}
 
 
+TEACHER_SAMPLES = ("fresh", "stored")  # where the teacher row's evaluation images come from (evaluate.teacher_samples)
+EVALUATION_STREAM = 0x7E7A1  # SeedSequence key of the evaluation noise (``evaluation_seed``)
+
+
+def evaluation_seed(seed: int) -> int:
+    """The seed of the evaluation noise: the fresh teacher evaluation set (stage ``teacher_eval``) and the
+    student's evaluation images draw ``draw_z(latent, evaluation_seed(seed), c, k, ...)``, a stream of its own,
+    so neither reuses the training pairs' noise (``draw_z(latent, seed, ...)``)."""
+    return int(np.random.SeedSequence([int(seed), EVALUATION_STREAM]).generate_state(1)[0])
+
+
 def check_latent(latent: str) -> None:
     """A latent recipe must be one of LATENTS (one TinyGANError line)."""
     if latent not in LATENTS:
