@@ -91,14 +91,14 @@ def world(tmp_path_factory):
     write_teacher(root / "teacher", CLASSES, TEACHER_PER_CLASS, seed=2)
     judge = train_demo_judge(root / "real", root / "judge" / "judge.pt", seed=0, epochs=3, progress=False)
     ref = reference_stats(root / "real", root / "judge" / "judge.pt", "judge", root / "refstats", batch_size=7,
-                          progress=False, kid_reservoir=20)
+                          progress=False, kid_reservoir=20, pr_samples=20)
     save_g(root / "student" / "generator.safetensors", seed=0)
     for step in (10, 20):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
     cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
                      truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
-                     d_ch=None, device="cpu", batch_size=16, teacher_samples="stored", progress=False, kid_subsets=5,
-                     sheet_samples=2)
+                     d_ch=None, device="cpu", batch_size=16, teacher_samples="stored", pr_samples=20, progress=False,
+                     kid_subsets=5, sheet_samples=2)
     w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
     w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
     return w
@@ -156,8 +156,9 @@ def test_reference_stats_match_one_pass_extraction(world):
 
 # ---- metrics.json ------------------------------------------------------------------------------------------
 
-NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_std", "teacher_fid",
-           "teacher_intra_fid", "teacher_kid", "g_params", "d_params", "g_macs"]
+PRDC = ["precision", "recall", "density", "coverage"]
+NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "kid_std", *PRDC, "g_params", "d_params", "g_macs",
+           *(f"teacher_{k}" for k in ["is", "is_std", "fid", "intra_fid", "kid", "kid_std", *PRDC])]
 # metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
 # they say how to read a metric
 KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
@@ -185,7 +186,8 @@ def test_metrics_schema(world):
 
 def test_intra_fid_is_mean_of_per_class_table(world):
     rows = read_csv(world["out"] / "per_class.csv")
-    assert list(rows[0]) == ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"]
+    assert list(rows[0]) == ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid",
+                             *(f"{who}_{k}" for who in ("student", "teacher") for k in PRDC)]
     assert [int(r["class"]) for r in rows] == list(CLASSES)
     assert rows[0]["wnid"] == "n01443537" and rows[0]["name"] == "goldfish"
     m = world["metrics"]
@@ -225,7 +227,7 @@ def test_no_snapshots_header_only_and_deterministic(world, tmp_path):
     m = run_eval(world, tmp_path / "out", snapshots_dir=tmp_path / "none")
     assert (tmp_path / "out" / "fid_curve.csv").read_text() == "step,fid\n"
     assert "no G-<step>.safetensors snapshots" in m["fid_curve_note"]
-    for key in ("is", "fid", "kid", "intra_fid", "teacher_fid", "teacher_intra_fid"):
+    for key in ("is", "fid", "kid", "kid_std", "intra_fid", "teacher_fid", "teacher_intra_fid", *PRDC):
         assert m[key] == world["metrics"][key], key  # same arguments, same numbers
     assert (tmp_path / "out" / "per_class.csv").read_bytes() == (world["out"] / "per_class.csv").read_bytes()
 
@@ -297,17 +299,18 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
 # ---- options -------------------------------------------------------------------------------------------------
 
 PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
-                "extractor_path", "d_ch", "device", "batch_size", "teacher_samples"}
+                "extractor_path", "d_ch", "device", "batch_size", "teacher_samples",
+                "pr_samples"}
 
 
 def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_own():
     p = params.load(ROOT / "params.yaml")
-    p["evaluate"].update(n_samples=123, per_class_samples=7, curve_samples=9)
+    p["evaluate"].update(n_samples=123, per_class_samples=7, curve_samples=9, pr_samples=11)
     p["runtime"]["evaluate"].update(device="cpu", batch_size=5)
     cfg = EvalConfig.from_params(p)
     e = p["evaluate"]
     assert cfg.classes == tuple(p["classes"])
-    assert (cfg.n_samples, cfg.per_class_samples, cfg.curve_samples) == (123, 7, 9)
+    assert (cfg.n_samples, cfg.per_class_samples, cfg.curve_samples, cfg.pr_samples) == (123, 7, 9, 11)
     assert (cfg.extractor_kind, cfg.extractor_path) == (e["extractor"], e["extractor_path"])
     assert (cfg.truncation, cfg.seed, cfg.d_ch) == (p["sample"]["truncation"], p["seed"], p["train"]["d_ch"])
     assert (cfg.device, cfg.batch_size) == ("cpu", 5)
@@ -466,3 +469,32 @@ def test_a_stale_fresh_teacher_set_is_one_line(world, tmp_path, noise_seed, per_
         run_eval(world, tmp_path / "out", teacher_eval_dir=fresh, teacher_samples="fresh")
     assert "\n" not in str(e.value) and "teacher_eval" in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_precision_recall_density_coverage_overall_and_per_class(world):
+    m, rows = world["metrics"], read_csv(world["out"] / "per_class.csv")
+    for who in ("", "teacher_"):
+        assert all(0 <= m[f"{who}{k}"] <= 1 for k in ("precision", "recall", "coverage")) and m[f"{who}density"] >= 0
+        assert m[f"{who}kid_std"] > 0
+    # the teacher's images come from the real images' process; the untrained student's do not
+    assert m["teacher_precision"] > m["precision"] and m["teacher_coverage"] > m["coverage"]
+    for r in rows:
+        for k in PRDC:
+            assert r[f"student_{k}"] != "" and r[f"teacher_{k}"] != ""  # 14 / 12 images per class: enough for k=5
+        assert float(r["teacher_coverage"]) >= float(r["student_coverage"])
+
+
+@pytest.mark.parametrize("name", ["overall.npz", "class_0009.npz"])
+def test_nan_in_reference_statistics_is_a_one_line_error(world, tmp_path, name):
+    ref = tmp_path / "refstats"
+    shutil.copytree(world["root"] / "refstats", ref)
+    with np.load(ref / name) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["mean"] = arrays["mean"].copy()
+    arrays["mean"][5] = np.nan
+    from tinygan.frechet import save_npz
+
+    save_npz(ref / name, arrays)
+    with pytest.raises(TinyGANError, match=rf"{name}: mean: 1 NaN/inf") as e:
+        run_eval(world, tmp_path / "out", refstats_dir=ref)
+    assert "\n" not in str(e.value)

@@ -126,6 +126,36 @@ def test_load_missing_or_corrupt_file(tmp_path):
         Stats.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("field,n", [("mean", 10), ("feats", 10), ("m2", 60), ("reservoir", 60)])
+def test_nan_in_loaded_statistics_is_a_one_line_error_naming_file_and_array(tmp_path, field, n):
+    acc = StatsAccumulator(D, reservoir=5, seed=0)
+    acc.update(_features(n, 1))
+    s = acc.finalize()
+    arrays = s.arrays()
+    bad = np.array(arrays[field], dtype=arrays[field].dtype)
+    bad.flat[3] = np.nan if field != "reservoir" else np.inf
+    from tinygan.frechet import save_npz
+
+    save_npz(tmp_path / "class_0001.npz", {**arrays, field: bad})
+    with pytest.raises(TinyGANError, match=rf"feature statistics .*class_0001.npz: {field}: 1 NaN/inf") as e:
+        Stats.load(tmp_path / "class_0001.npz")
+    assert "\n" not in str(e.value)
+
+
+def test_nan_reaching_frechet_distance_is_an_error_not_a_nan():
+    good = Stats.from_features(_features(30, 1))
+    bad = Stats.from_features(_features(30, 2))
+    bad.mean = bad.mean.copy()
+    bad.mean[0] = np.nan
+    for a, b, which in ((good, bad, "second"), (bad, good, "first")):
+        with pytest.raises(TinyGANError, match=f"FID statistics \\({which} set\\): mean: 1 NaN/inf"):
+            frechet_distance(a, b)
+    cov = np.eye(D)
+    cov[2, 2] = np.inf
+    with pytest.raises(TinyGANError, match="given mean/covariance: m2: 1 NaN/inf"):
+        Stats.from_moments(np.zeros(D), cov, 10)
+
+
 def test_reservoir_is_bounded_seeded_and_drawn_from_the_input():
     x = _features(200, 13)
     x[:, 0] = np.arange(200)  # row id in column 0

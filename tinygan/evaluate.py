@@ -11,17 +11,20 @@ Two stages, two DVC outputs:
   named steps on the loaded ``Inputs``, in the manner of stylegan2-ada-pytorch's ``metrics/`` (one small
   function per metric). Generated images are streamed batch by batch through the extractor, never all held:
 
-  - ``student_metrics``: IS (10 splits of the class probabilities), FID against the overall reference
-    stats and KID against the reference reservoir, of ``n_samples`` student images, labels round-robin over
-    ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent, noise_seed, c,
-    k, truncation)`` with the teacher manifest's latent recipe; ``EvalConfig.noise_seed``);
+  - ``student_metrics``: IS (10 splits of the class probabilities, rows shuffled into splits by a permutation
+    seeded by ``seed``), FID against the overall reference stats, KID (mean and std over subsets) against the
+    reference reservoir, and precision, recall, density and coverage (``tinygan.metrics.prdc``) of up to
+    ``pr_samples`` generated vs up to ``pr_samples`` reference features, of ``n_samples`` student images, labels
+    round-robin over ``classes`` (exactly uniform; image ``k`` of class ``c`` uses noise ``draw_z(latent,
+    noise_seed, c, k, truncation)`` with the teacher manifest's latent recipe; ``EvalConfig.noise_seed``);
   - ``teacher_metrics``: the same from the teacher's images: with ``teacher_samples: fresh`` (the authors'
     way) the evaluation set of stage ``teacher_eval`` (``data/teacher_eval``: new teacher images on the
     evaluation noise stream ``evaluation_seed(seed)``, on which the student is measured too); with ``stored``
     the training pairs in ``data/teacher`` (as many as there are; when fewer than requested,
     ``teacher_note`` in metrics.json says so). metrics.json's ``teacher_samples`` says which;
   - ``intra_fid_metrics``: ``per_class_samples`` images of each class vs that class's reference stats
-    (``tinygan.metrics.intra_fid`` over statistics measured class by class), student and teacher;
+    (``tinygan.metrics.intra_fid`` over statistics measured class by class), and per class precision, recall,
+    density and coverage of that class's generated vs real features, student and teacher;
   - ``_compression``: parameters and MACs of the student, the teacher's figures and the ratios;
   - ``fid_curve``: FID of the train stage's G snapshots (Fig. 8) on the first ``curve_samples`` images;
   - ``write_outputs``: everything into ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all
@@ -29,19 +32,21 @@ Two stages, two DVC outputs:
 
 Outputs: ``metrics.json`` (metrics only, flat, for ``dvc metrics`` / ``dvc exp show``: the numbers, and the
 strings that say how to read them: ``extractor``, ``teacher_figures``, ``*_note``; the settings they were
-measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class) and
+measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID, precision, recall, density, coverage per class) and
 ``fid_curve.csv`` (Fig. 8 data), both drawn by ``dvc plots`` (top-level ``plots:`` in dvc.yaml),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on
 the teacher's own noise) and ``interpolation.png`` (Fig. 10, class and noise interpolation).
 
-Memory: the overall statistics are O(d^2) (a float64 scatter matrix once n > d) plus KID reservoirs of
-``kid_reservoir`` rows; IS keeps the probabilities of one split at a time (n_samples / 10 rows of K
-floats); per-class statistics exist for one class at a time. Nothing grows with the number of classes,
-and only the IS split buffer grows with n_samples.
+Memory: the overall statistics are O(d^2) (a float64 scatter matrix once n > d) plus feature reservoirs of
+max(``kid_reservoir``, ``pr_samples``) rows (KID and precision/recall); IS keeps per-split sums (O(splits x K))
+and the split index of each image (n_samples integers); the k-NN metrics form distances in row blocks
+(``tinygan.metrics.BLOCK_ELEMENTS``); per-class statistics exist for one class at a time. Nothing grows with the
+number of classes, and only the IS split indices grow with n_samples.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -62,7 +67,7 @@ from tinygan.extractors import Extractor, load_extractor
 from tinygan.frechet import ClassStats, ClassStatsWriter, Stats, StatsAccumulator, frechet_distance
 from tinygan.generate import class_count, interpolation_sheet, load_generator, save_png, to_uint8
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
-from tinygan.metrics import inception_score, intra_fid, kid
+from tinygan.metrics import DC_K, PR_K, InceptionScore, intra_fid, kid_subsets, prdc
 from tinygan.prepare import param_classes
 from tinygan.shards import ShardDataset
 from tinygan.teacher import TEACHER_SAMPLES, check_truncation, draw_z, evaluation_seed
@@ -74,6 +79,7 @@ KID_SUBSET = 1000      # StyleGAN2-ADA's max_subset_size
 KID_SUBSETS = 100      # StyleGAN2-ADA's num_subsets
 KID_RESERVOIR = 5000   # raw feature rows kept per image set for KID
 IS_SPLITS = 10
+PRDC = ("precision", "recall", "density", "coverage")  # tinygan.metrics.prdc's keys
 SHEET_SAMPLES = 6      # worst10.png: teacher and student samples per class
 WORST_K = 10           # worst10.png: classes shown
 OUT_FILES = ("metrics.json", "per_class.csv", "worst10.png", "interpolation.png",
@@ -102,6 +108,7 @@ class EvalConfig:
     device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
     batch_size: int                   # runtime.evaluate.batch_size
     teacher_samples: str              # evaluate.teacher_samples: "fresh" (the teacher_eval set) | "stored"
+    pr_samples: int                   # evaluate.pr_samples: real and generated features for precision/recall/density/coverage
     progress: bool = True
     extractor_sha256: str | None = None
     kid_reservoir: int = KID_RESERVOIR
@@ -118,7 +125,8 @@ class EvalConfig:
         if len(set(classes)) != len(classes):
             raise TinyGANError(f"evaluate: classes {list(classes)} contain duplicates")
         for name, low in (("n_samples", self.is_splits), ("per_class_samples", 2), ("batch_size", 1),
-                          ("curve_samples", 2), ("kid_subsets", 1), ("is_splits", 1)):
+                          ("curve_samples", 2), ("kid_subsets", 1), ("is_splits", 1),
+                          ("pr_samples", max(PR_K, DC_K) + 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TinyGANError(f"evaluate: {name} must be an integer >= {low}, got {value!r}")
@@ -140,7 +148,8 @@ class EvalConfig:
         return cls(classes=tuple(param_classes(p)), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
                    curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
                    extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
-                   teacher_samples=e["teacher_samples"], progress=progress, **p["runtime"]["evaluate"])
+                   teacher_samples=e["teacher_samples"], pr_samples=e["pr_samples"], progress=progress,
+                   **p["runtime"]["evaluate"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,15 +164,17 @@ def _nchw(images_nhwc: np.ndarray) -> torch.Tensor:
 def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLike, extractor_kind: str,
                     out_dir: str | os.PathLike, sha256: str | None = None, batch_size: int = 64,
                     device: str | torch.device = "cpu", progress: bool = True, kid_reservoir: int = KID_RESERVOIR,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, pr_samples: int = 0) -> dict:
     """Features of every real image in ``real_dir``, saved as per-class and overall statistics.
 
     Classes are processed one at a time (each class's images read in batches of ``batch_size``), so
     memory holds: the overall accumulator (a float64 d x d scatter matrix once n > d, plus a seeded
-    reservoir of ``kid_reservoir`` raw feature rows for KID) and the current class's accumulator. A class
-    with n <= d images keeps its raw features by design (the exact low-rank Fréchet path needs them; they
-    are smaller than a d x d matrix: 1,300 x 2048 float32 = 10.6 MB at Inception's d), a larger class a
-    d x d scatter matrix. Nothing grows with the number of classes.
+    reservoir of max(``kid_reservoir``, ``pr_samples``) raw feature rows for KID and precision/recall) and the
+    current class's accumulator. A class with n <= d images keeps its raw features by design (the exact
+    low-rank Fréchet path needs them; they are smaller than a d x d matrix: 1,300 x 2048 float32 = 10.6 MB at
+    Inception's d), a larger class a d x d scatter matrix plus a seeded reservoir of ``pr_samples`` feature rows
+    (its precision/recall sample; a class whose raw features are all kept needs none). Nothing grows with the
+    number of classes.
 
     Writes into ``out_dir`` the ``ClassStats`` layout (``class_XXXX.npz``, ``overall.npz``, ``index.json``
     last) and ``refstats.json``; returns the latter's content (extractor name and sha256, counts).
@@ -176,10 +187,11 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     if not counts:
         raise TinyGANError(f"the real shards in {real_dir} hold no images; run the prepare stage first")
     writer = ClassStatsWriter(out_dir)  # removes index.json: the directory is incomplete until close()
-    overall = StatsAccumulator(ext.feature_dim, reservoir=kid_reservoir, seed=seed)
+    overall = StatsAccumulator(ext.feature_dim, reservoir=max(kid_reservoir, pr_samples), seed=seed)
     with tqdm(total=len(ds), desc=f"reference features ({ext.name})", unit="img", disable=not progress) as bar:
         for c in sorted(counts):
-            writer.add(c, _class_stats(ds, ext, c, batch_size, overall, bar))
+            acc = StatsAccumulator(ext.feature_dim, reservoir=pr_samples, seed=[seed, c])
+            writer.add(c, _without_copy(_class_stats(ds, ext, c, batch_size, acc, overall, bar)))
     total = overall.finalize()
     info = {
         "extractor": ext.name,
@@ -190,6 +202,7 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
         "num_classes": len(counts),
         "class_counts": {str(c): int(k) for c, k in sorted(counts.items())},
         "kid_reservoir": 0 if total.reservoir is None else int(len(total.reservoir)),
+        "pr_samples": int(pr_samples),
         "real_dir": str(real_dir),
         "real_fingerprint": str(ds.manifest.get("fingerprint", "")),
         "seed": int(seed),
@@ -199,16 +212,29 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     return info
 
 
-def _class_stats(ds: ShardDataset, ext: Extractor, c: int, batch_size: int, overall: StatsAccumulator,
-                 bar: tqdm) -> Stats:
-    """Statistics of the real images of class ``c``; their features also go into ``overall``."""
-    acc = StatsAccumulator(ext.feature_dim)
+def _class_stats(ds: ShardDataset, ext: Extractor, c: int, batch_size: int, acc: StatsAccumulator,
+                 overall: StatsAccumulator, bar: tqdm) -> Stats:
+    """Statistics (``acc``) of the real images of class ``c``; their features also go into ``overall``."""
     for batch in ds.iter_read(ds.class_indices(c), batch_size=batch_size, raw=True, fields=("images",)):
         feats, _ = ext(_nchw(batch["images"]), need_probs=False)
         acc.update(feats)
         overall.update(feats)
         bar.update(len(feats))
     return acc.finalize()
+
+
+def _without_copy(stats: Stats) -> Stats:
+    """``stats`` without its reservoir when it keeps all raw features: the reservoir would be a copy of some of
+    them (``feature_sample`` then gives the features, and ``_subsample`` draws from them)."""
+    if stats.feats is not None:
+        stats.reservoir = None
+    return stats
+
+
+def feature_sample(stats: Stats) -> np.ndarray | None:
+    """The raw feature rows a set's statistics keep for KID and precision/recall: its seeded reservoir, or, when
+    all raw features are kept and no reservoir, those; None when it keeps neither."""
+    return stats.reservoir if stats.reservoir is not None else stats.feats
 
 
 def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
@@ -241,48 +267,31 @@ def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
 
 
 class _Measure:
-    """Streaming feature statistics (with a KID reservoir) and Inception Score over fixed splits.
+    """Streaming feature statistics (with a seeded reservoir of raw feature rows for KID and precision/recall)
+    and Inception Score (``metrics.InceptionScore``: per-split sums, rows shuffled into splits by ``seed``)."""
 
-    Split i is rows [i*N//splits, (i+1)*N//splits) of the N rows, as in ``metrics.inception_score``; the
-    probabilities of one split are buffered until it is complete, scored with ``inception_score(part, 1)``
-    and dropped. mean/std over the splits then equal ``inception_score(all_probs, splits)``.
-    """
-
-    def __init__(self, d: int, n_total: int, splits: int = IS_SPLITS, reservoir: int = 0, seed: int = 0,
+    def __init__(self, d: int, n_total: int, splits: int = IS_SPLITS, reservoir: int = 0, seed=0,
                  need_probs: bool = True):
         self.acc = StatsAccumulator(d, reservoir=reservoir, seed=seed)
-        self.n_total, self.splits, self.need_probs = int(n_total), int(splits), need_probs
-        self.scores: list[float] = []
-        self._buf: list[np.ndarray] = []
-        self._buffered = 0
-        self._done = 0  # rows already scored
+        self.n_total = int(n_total)
+        self.score = InceptionScore(n_total, splits, seed) if need_probs else None
 
     def update(self, feats: np.ndarray, probs: np.ndarray | None) -> None:
         self.acc.update(feats)
-        if not self.need_probs:
-            return
-        self._buf.append(probs)
-        self._buffered += len(probs)
-        while len(self.scores) < self.splits:
-            end = (len(self.scores) + 1) * self.n_total // self.splits
-            need = end - self._done
-            if self._buffered < need:
-                break
-            rows = np.concatenate(self._buf)
-            self.scores.append(inception_score(rows[:need], splits=1)[0])
-            self._buf, self._buffered, self._done = [rows[need:]], len(rows) - need, end
+        if self.score is not None:
+            self.score.update(probs)
 
     def result(self) -> tuple[Stats, float | None, float | None]:
         stats = self.acc.finalize()
         if stats.n != self.n_total:
             raise RuntimeError(f"measured {stats.n} images, expected {self.n_total}")
-        if not self.need_probs:
+        if self.score is None:
             return stats, None, None
-        return stats, float(np.mean(self.scores)), float(np.std(self.scores))
+        return (stats, *self.score.result())
 
 
 def _measure(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, desc: str, progress: bool,
-             splits: int = IS_SPLITS, reservoir: int = 0, seed: int = 0,
+             splits: int = IS_SPLITS, reservoir: int = 0, seed=0,
              need_probs: bool = True) -> tuple[Stats, float | None, float | None]:
     """Run uint8 NCHW image batches through ``ext``; return (stats, IS mean, IS std)."""
     m = _Measure(ext.feature_dim, n_total, splits, reservoir, seed, need_probs)
@@ -294,9 +303,26 @@ def _measure(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, desc
     return m.result()
 
 
-def _stats(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int) -> Stats:
-    """Feature statistics of the images (no IS, no KID reservoir, no progress bar)."""
-    return _measure(ext, batches, n_total, "", False, need_probs=False)[0]
+def _stats(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, reservoir: int = 0, seed=0) -> Stats:
+    """Feature statistics of the images (no IS, no progress bar; a ``reservoir`` of raw rows if > 0)."""
+    return _measure(ext, batches, n_total, "", False, reservoir=reservoir, seed=seed, need_probs=False)[0]
+
+
+def _subsample(x: np.ndarray, m: int, seed) -> np.ndarray:
+    """At most ``m`` rows of ``x``: all of them, or a seeded uniform choice without replacement (in row order)."""
+    if len(x) <= m:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), m, replace=False))]
+
+
+def _prdc(inp: "Inputs", real: np.ndarray | None, gen: np.ndarray | None, seed) -> dict:
+    """precision, recall, density, coverage (``metrics.prdc``) of up to ``pr_samples`` rows of each feature
+    sample; None each when either has too few rows for the k-NN radii (k + 1)."""
+    need = max(PR_K, DC_K) + 1
+    if real is None or gen is None or min(len(real), len(gen)) < need:
+        return dict.fromkeys(PRDC)
+    m = inp.cfg.pr_samples
+    return prdc(_subsample(real, m, [seed, 0]), _subsample(gen, m, [seed, 1]), device=inp.device)
 
 
 def _generated(G, ys: np.ndarray, ks: np.ndarray, inp: "Inputs") -> Iterator[torch.Tensor]:
@@ -342,6 +368,9 @@ class _Measured(Mapping):
         if c not in self._classes:
             raise KeyError(c)
         return self._measure(c)
+
+    def __contains__(self, c) -> bool:  # without measuring (Mapping's would measure)
+        return c in self._classes
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._classes)
@@ -557,18 +586,22 @@ def teacher_samples_note(cfg: EvalConfig, ds: ShardDataset) -> str:
 
 
 def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
-    """IS (mean, std over splits), FID and KID of ``n`` images, from one pass through the extractor."""
+    """IS (mean, std over splits), FID, KID (mean, std over subsets), precision, recall, density and coverage of
+    ``n`` images, from one pass through the extractor."""
     cfg = inp.cfg
-    stats, is_mean, is_std = _measure(inp.ext, images, n, desc, cfg.progress, cfg.is_splits, cfg.kid_reservoir,
-                                      cfg.seed)
+    stats, is_mean, is_std = _measure(inp.ext, images, n, desc, cfg.progress, cfg.is_splits,
+                                      max(cfg.kid_reservoir, cfg.pr_samples), cfg.seed)
     ref = inp.ref_overall
+    kids = kid_subsets(ref.reservoir, stats.reservoir, num_subsets=cfg.kid_subsets, max_subset_size=KID_SUBSET,
+                       seed=cfg.seed)
+    pr = _prdc(inp, ref.reservoir, stats.reservoir, cfg.seed)
     return {f"{prefix}is": is_mean, f"{prefix}is_std": is_std, f"{prefix}fid": frechet_distance(stats, ref),
-            f"{prefix}kid": kid(ref.reservoir, stats.reservoir, num_subsets=cfg.kid_subsets,
-                                max_subset_size=KID_SUBSET, seed=cfg.seed)}
+            f"{prefix}kid": float(kids.mean()), f"{prefix}kid_std": float(kids.std()),
+            **{f"{prefix}{k}": v for k, v in pr.items()}}
 
 
 def student_metrics(inp: Inputs) -> dict:
-    """is, is_std, fid, kid of ``n_samples`` student images, labels round-robin over the classes."""
+    """is, is_std, fid, kid, kid_std, precision, recall, density, coverage of ``n_samples`` student images, labels round-robin over the classes."""
     cfg = inp.cfg
     ys, ks = _student_labels(cfg.classes, cfg.n_samples)
     images = _generated(inp.G, ys, ks, inp)
@@ -576,42 +609,62 @@ def student_metrics(inp: Inputs) -> dict:
 
 
 def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
-    """teacher_is, teacher_is_std, teacher_fid, teacher_kid of the stored teacher images; a note when there
-    are fewer than ``n_samples``."""
+    """teacher_is, teacher_is_std, teacher_fid, teacher_kid, ... (as ``student_metrics``) of the stored teacher
+    images; a note when there are fewer than ``n_samples``."""
     n, want = len(inp.teacher_idx), inp.cfg.n_samples
     images = _stored(inp.teacher, inp.teacher_idx, inp.cfg.batch_size)
-    note = None if n >= want else (f"teacher IS/FID/KID use the {n} stored teacher images of the evaluated "
+    note = None if n >= want else (f"teacher IS/FID/KID/precision/recall use the {n} stored teacher images of the evaluated "
                                    f"classes (fewer than n_samples={want})")
     return _is_fid_kid(inp, images, n, "teacher samples", "teacher_"), note
 
 
 def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
     """intra_fid and teacher_intra_fid (``metrics.intra_fid``: the mean over classes of the class's FID
-    against its reference stats); the per-class rows; a note on classes with fewer stored teacher images
-    than ``per_class_samples`` (classes with < 2 are left out of the teacher's mean)."""
+    against its reference stats); the per-class rows, with each class's precision, recall, density and coverage
+    (``_prdc``: that class's generated vs real features; None with fewer than k + 1 samples); a note on classes
+    with fewer stored teacher images than ``per_class_samples`` (classes with < 2 are left out of the teacher's
+    mean). The reference of a class is loaded once for both (``ref``, a one-class cache)."""
     cfg, n = inp.cfg, inp.cfg.per_class_samples
+    ref = _Measured(inp.ref.classes, functools.lru_cache(maxsize=1)(inp.ref.__getitem__))
+    prdc_of: dict[str, dict[int, dict]] = {"student": {}, "teacher": {}}
+
+    def measured(who: str, c: int, images: Iterable[torch.Tensor], count: int) -> Stats:
+        stats = _stats(inp.ext, images, count, cfg.pr_samples, [cfg.seed, c])
+        prdc_of[who][c] = _prdc(inp, _real_sample(ref[c], c), feature_sample(stats), [cfg.seed, c])
+        return stats
 
     def student(c: int) -> Stats:
         ys, ks = np.full(n, c, np.int64), np.arange(n, dtype=np.int64)
-        return _stats(inp.ext, _generated(inp.G, ys, ks, inp), n)
+        return measured("student", c, _generated(inp.G, ys, ks, inp), n)
 
     def teacher(c: int) -> Stats:
         ids = inp.teacher.class_indices(c)[:n]
-        return _stats(inp.ext, _stored(inp.teacher, ids, cfg.batch_size), len(ids))
+        return measured("teacher", c, _stored(inp.teacher, ids, cfg.batch_size), len(ids))
 
-    s_mean, s_per = intra_fid(_Measured(cfg.classes, student), inp.ref, cfg.progress, "intra-FID (student)")
+    s_mean, s_per = intra_fid(_Measured(cfg.classes, student), ref, cfg.progress, "intra-FID (student)")
     t_n = {c: min(n, len(inp.teacher.class_indices(c))) for c in cfg.classes}
     t_classes = [c for c in cfg.classes if t_n[c] >= 2]
-    t_mean, t_per = (intra_fid(_Measured(t_classes, teacher), inp.ref, cfg.progress, "intra-FID (teacher)")
+    t_mean, t_per = (intra_fid(_Measured(t_classes, teacher), ref, cfg.progress, "intra-FID (teacher)")
                      if t_classes else (None, {}))
+    none = dict.fromkeys(PRDC)
     rows = [{"class": c, "wnid": inp.labels[c][0], "name": inp.labels[c][1], "student_intra_fid": s_per[c],
-             "teacher_intra_fid": t_per.get(c)} for c in cfg.classes]
+             "teacher_intra_fid": t_per.get(c),
+             **{f"{who}_{k}": v for who in prdc_of for k, v in prdc_of[who].get(c, none).items()}}
+            for c in cfg.classes]
     short = [k for k in t_n.values() if k < n]
     note = None if not short else (
         f"teacher intra-FID uses the stored teacher images: {len(short)} of {len(cfg.classes)} classes have "
         f"fewer than per_class_samples={n} (as few as {min(short)})"
         + ("; classes with < 2 images are left out of the mean" if len(t_classes) < len(cfg.classes) else ""))
     return rows, {"intra_fid": s_mean, "teacher_intra_fid": t_mean}, note
+
+
+def _real_sample(stats: Stats, c: int) -> np.ndarray:
+    sample = feature_sample(stats)
+    if sample is None:
+        raise TinyGANError(f"the reference statistics of class {c} keep no raw features for precision/recall "
+                           f"(made without evaluate.pr_samples); rerun the reference statistics stage")
+    return sample
 
 
 def fid_curve(inp: Inputs, snapshots_dir: str | os.PathLike | None) -> tuple[list[tuple[int, float]], str | None]:
@@ -649,10 +702,11 @@ def write_outputs(out_dir: Path, inp: Inputs, metrics: dict, rows: list[dict],
     worst = sorted(rows, key=lambda r: -r["student_intra_fid"])[:cfg.worst_k]
     with atomic_dir(out_dir, OUT_FILES + RETIRED_FILES) as out:
         write_text(out / "fid_curve.csv", _csv(["step", "fid"], [[s, _num(f)] for s, f in curve]))
-        write_text(out / "per_class.csv", _csv(
-            ["class", "wnid", "name", "student_intra_fid", "teacher_intra_fid"],
-            [[r["class"], r["wnid"], r["name"], _num(r["student_intra_fid"]), _num(r["teacher_intra_fid"])]
-             for r in rows]))
+        numeric = ["student_intra_fid", "teacher_intra_fid"] + [f"{who}_{k}" for who in ("student", "teacher")
+                                                                for k in PRDC]
+        write_text(out / "per_class.csv", _csv(["class", "wnid", "name", *numeric],
+                                               [[r["class"], r["wnid"], r["name"], *(_num(r[k]) for k in numeric)]
+                                                for r in rows]))
         save_png(out / "worst10.png", _worst_sheet(inp, worst))
         save_png(out / "interpolation.png", _interpolation(inp))
         write_json(out / "metrics.json", metrics)

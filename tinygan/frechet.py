@@ -48,6 +48,15 @@ from tinygan.io import atomic_path, write_json
 STATS_FORMAT = "tinygan-stats-v1"
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    """One TinyGANError line naming ``what`` when ``x`` holds NaN or inf (a metric must never be a silent NaN)."""
+    x = np.asarray(x)
+    if x.dtype.kind in "fc" and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise TinyGANError(f"{what}: {bad} NaN/inf value(s) of {np.size(x)}; the images, the extractor or the "
+                           "file they came from are broken: fix them and recompute")
+
+
 # ----------------------------------------------------------------------------------------------
 # Reference formula (oracle)
 
@@ -109,6 +118,12 @@ class Stats:
         """True when the raw features are kept and there are no more of them than dimensions."""
         return self.feats is not None and self.n <= self.d
 
+    def check_finite(self, where: str) -> None:
+        """TinyGANError naming ``where`` and the array when any of mean/feats/m2/reservoir holds NaN or inf."""
+        for name, a in (("mean", self.mean), ("feats", self.feats), ("m2", self.m2), ("reservoir", self.reservoir)):
+            if a is not None:
+                check_finite(a, f"{where}: {name}")
+
     def _check_n(self) -> None:
         if self.n < 2:
             raise TinyGANError(f"feature statistics need at least 2 samples, got {self.n}: "
@@ -152,7 +167,9 @@ class Stats:
         cov = np.asarray(cov, dtype=np.float64)
         if cov.shape != (mean.shape[0], mean.shape[0]):
             raise ValueError(f"cov shape {cov.shape} does not match mean shape {mean.shape}")
-        return cls(n=int(n), mean=mean, m2=cov * (int(n) - 1))
+        out = cls(n=int(n), mean=mean, m2=cov * (int(n) - 1))
+        out.check_finite("the given mean/covariance")
+        return out
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -182,8 +199,10 @@ class Stats:
             raise TinyGANError(f"cannot read feature statistics {path} ({e}); delete it and recompute") from None
         if str(arrays.get("format", "")) != STATS_FORMAT or "mean" not in arrays or "n" not in arrays:
             raise TinyGANError(f"{path} is not a {STATS_FORMAT} file; delete it and recompute")
-        return cls(n=int(arrays["n"]), mean=arrays["mean"], feats=arrays.get("feats"),
-                   m2=arrays.get("m2"), reservoir=arrays.get("reservoir"))
+        out = cls(n=int(arrays["n"]), mean=arrays["mean"], feats=arrays.get("feats"),
+                  m2=arrays.get("m2"), reservoir=arrays.get("reservoir"))
+        out.check_finite(f"feature statistics {path}")
+        return out
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
@@ -339,6 +358,8 @@ def frechet_distance(a: Stats, b: Stats) -> float:
     if a.d != b.d:
         raise TinyGANError(f"feature dimensions differ ({a.d} vs {b.d}): both stats must come from "
                            "the same extractor")
+    a.check_finite("FID statistics (first set)")
+    b.check_finite("FID statistics (second set)")
     diff = a.mean - b.mean
     return float(diff @ diff + a.trace_cov() + b.trace_cov() - 2.0 * trace_sqrt_product(a, b))
 

@@ -212,6 +212,9 @@ SCHEMA: dict[str, Any] = {
                                   "(the training pairs in data/teacher, at most sample.per_class per class)"),
         "teacher_per_class": Int(2, help="fresh teacher images per class (paper: 5,000); at least "
                                          "per_class_samples"),
+        "pr_samples": Int(6, help="real and generated feature rows (each; overall and per class) for precision, "
+                                  "recall, density and coverage: k-NN cost grows with its square "
+                                  "(StyleGAN2-ADA: 50,000); refstats keeps this many real rows"),
     },
     "export": {
         "opset": Int(13, 21, help="ONNX opset"),
