@@ -32,7 +32,8 @@ Two stages, two DVC outputs:
 
 Outputs: ``metrics.json`` (metrics only, flat, for ``dvc metrics`` / ``dvc exp show``: the numbers, and the
 strings that say how to read them: ``extractor``, ``teacher_figures``, ``*_note``; the settings they were
-measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID, precision, recall, density, coverage per class) and
+measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class; and their
+precision, recall, density, coverage per class) and
 ``fid_curve.csv`` (Fig. 8 data), both drawn by ``dvc plots`` (top-level ``plots:`` in dvc.yaml),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on
 the teacher's own noise) and ``interpolation.png`` (Fig. 10, class and noise interpolation).
@@ -108,7 +109,7 @@ class EvalConfig:
     device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
     batch_size: int                   # runtime.evaluate.batch_size
     teacher_samples: str              # evaluate.teacher_samples: "fresh" (the teacher_eval set) | "stored"
-    pr_samples: int                   # evaluate.pr_samples: real and generated features for precision/recall/density/coverage
+    pr_samples: int                   # evaluate.pr_samples: real and generated feature rows for precision, recall, ...
     progress: bool = True
     extractor_sha256: str | None = None
     kid_reservoir: int = KID_RESERVOIR
@@ -601,7 +602,8 @@ def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, 
 
 
 def student_metrics(inp: Inputs) -> dict:
-    """is, is_std, fid, kid, kid_std, precision, recall, density, coverage of ``n_samples`` student images, labels round-robin over the classes."""
+    """is, is_std, fid, kid, kid_std, precision, recall, density, coverage of ``n_samples`` student images, labels
+    round-robin over the classes."""
     cfg = inp.cfg
     ys, ks = _student_labels(cfg.classes, cfg.n_samples)
     images = _generated(inp.G, ys, ks, inp)
@@ -613,8 +615,8 @@ def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
     images; a note when there are fewer than ``n_samples``."""
     n, want = len(inp.teacher_idx), inp.cfg.n_samples
     images = _stored(inp.teacher, inp.teacher_idx, inp.cfg.batch_size)
-    note = None if n >= want else (f"teacher IS/FID/KID/precision/recall use the {n} stored teacher images of the evaluated "
-                                   f"classes (fewer than n_samples={want})")
+    note = None if n >= want else (f"teacher IS/FID/KID/precision/recall use the {n} stored teacher images of the "
+                                   f"evaluated classes (fewer than n_samples={want})")
     return _is_fid_kid(inp, images, n, "teacher samples", "teacher_"), note
 
 

@@ -174,12 +174,12 @@ def _features(x, what: str, device) -> torch.Tensor:
 def _distance_blocks(x: torch.Tensor, y: torch.Tensor):
     """(start, Euclidean distances of rows x[start:start+b] to every row of y), in row blocks of at most
     ``BLOCK_ELEMENTS`` entries, so memory stays O(len(y)) whatever len(x) is. float64."""
-    yy = (y * y).sum(1)
+    xx, yy = (x * x).sum(1), (y * y).sum(1)
     rows = max(1, BLOCK_ELEMENTS // max(1, len(y)))
     for a in range(0, len(x), rows):
-        xb = x[a:a + rows]
-        d2 = (xb * xb).sum(1)[:, None] + yy[None, :] - 2.0 * (xb @ y.T)
-        yield a, d2.clamp_(min=0.0).sqrt_()
+        d = x[a:a + rows] @ y.T  # the block's one float64 buffer: every step below is in place
+        d.mul_(-2.0).add_(xx[a:a + rows, None]).add_(yy[None, :])
+        yield a, d.clamp_(min=0.0).sqrt_()
 
 
 def knn_radii(x: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
@@ -207,7 +207,8 @@ def _balls(real: torch.Tensor, gen: torch.Tensor, real_radii: torch.Tensor, gen_
     covered = torch.zeros(len(real), dtype=torch.bool, device=real.device)
     nearest = torch.full((len(real),), float("inf"), dtype=real.dtype, device=real.device)
     for a, d in _distance_blocks(gen, real):  # d [b, N]
-        counts[:, a:a + len(d)] = (d[None] <= real_radii[:, None, :]).sum(2)
+        for i, radii in enumerate(real_radii):
+            counts[i, a:a + len(d)] = (d <= radii[None, :]).sum(1)
         if gen_radii is not None:
             covered |= (d <= gen_radii[a:a + len(d), None]).any(0)
         nearest = torch.minimum(nearest, d.min(0).values)
