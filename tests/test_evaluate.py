@@ -498,3 +498,18 @@ def test_nan_in_reference_statistics_is_a_one_line_error(world, tmp_path, name):
     with pytest.raises(TinyGANError, match=rf"{name}: mean: 1 NaN/inf") as e:
         run_eval(world, tmp_path / "out", refstats_dir=ref)
     assert "\n" not in str(e.value)
+
+
+def test_reference_without_class_features_leaves_that_class_blank_and_says_so(world, tmp_path):
+    from tinygan.frechet import Stats
+
+    ref = tmp_path / "refstats"
+    shutil.copytree(world["root"] / "refstats", ref)
+    kept = Stats.load(ref / "class_0009.npz")  # mean/covariance only, as imported statistics
+    Stats.from_moments(kept.mean, kept.cov(), kept.n).save(ref / "class_0009.npz")
+    m = run_eval(world, tmp_path / "out", refstats_dir=ref)
+    rows = {int(r["class"]): r for r in read_csv(tmp_path / "out" / "per_class.csv")}
+    assert all(rows[9][f"{who}_{k}"] == "" for who in ("student", "teacher") for k in PRDC)
+    assert all(rows[1][f"student_{k}"] != "" for k in PRDC)
+    assert "empty for 1 of 3 classes" in m["prdc_note"]
+    assert m["intra_fid"] == pytest.approx(world["metrics"]["intra_fid"], rel=1e-6)  # FID needs no raw features

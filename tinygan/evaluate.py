@@ -623,16 +623,21 @@ def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
 def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
     """intra_fid and teacher_intra_fid (``metrics.intra_fid``: the mean over classes of the class's FID
     against its reference stats); the per-class rows, with each class's precision, recall, density and coverage
-    (``_prdc``: that class's generated vs real features; None with fewer than k + 1 samples); a note on classes
+    (``_prdc``: that class's generated vs real features; None with fewer than k + 1 samples, or when the class's
+    reference keeps no raw features: ``prdc_note`` then says so); a note on classes
     with fewer stored teacher images than ``per_class_samples`` (classes with < 2 are left out of the teacher's
     mean). The reference of a class is loaded once for both (``ref``, a one-class cache)."""
     cfg, n = inp.cfg, inp.cfg.per_class_samples
     ref = _Measured(inp.ref.classes, functools.lru_cache(maxsize=1)(inp.ref.__getitem__))
     prdc_of: dict[str, dict[int, dict]] = {"student": {}, "teacher": {}}
+    no_real: set[int] = set()  # classes whose reference keeps no raw features (imported mean/cov, older refstats)
 
     def measured(who: str, c: int, images: Iterable[torch.Tensor], count: int) -> Stats:
         stats = _stats(inp.ext, images, count, cfg.pr_samples, [cfg.seed, c])
-        prdc_of[who][c] = _prdc(inp, _real_sample(ref[c], c), feature_sample(stats), [cfg.seed, c])
+        real = feature_sample(ref[c])
+        if real is None:
+            no_real.add(c)
+        prdc_of[who][c] = _prdc(inp, real, feature_sample(stats), [cfg.seed, c])
         return stats
 
     def student(c: int) -> Stats:
@@ -658,15 +663,11 @@ def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
         f"teacher intra-FID uses the stored teacher images: {len(short)} of {len(cfg.classes)} classes have "
         f"fewer than per_class_samples={n} (as few as {min(short)})"
         + ("; classes with < 2 images are left out of the mean" if len(t_classes) < len(cfg.classes) else ""))
-    return rows, {"intra_fid": s_mean, "teacher_intra_fid": t_mean}, note
-
-
-def _real_sample(stats: Stats, c: int) -> np.ndarray:
-    sample = feature_sample(stats)
-    if sample is None:
-        raise TinyGANError(f"the reference statistics of class {c} keep no raw features for precision/recall "
-                           f"(made without evaluate.pr_samples); rerun the reference statistics stage")
-    return sample
+    prdc_note = {} if not no_real else {"prdc_note": (
+        f"per-class precision/recall/density/coverage are empty for {len(no_real)} of {len(cfg.classes)} classes: "
+        "their reference statistics keep no real features (imported mean/covariance, or computed without "
+        "evaluate.pr_samples); rerun the reference statistics stage to get them")}
+    return rows, {"intra_fid": s_mean, "teacher_intra_fid": t_mean, **prdc_note}, note
 
 
 def fid_curve(inp: Inputs, snapshots_dir: str | os.PathLike | None) -> tuple[list[tuple[int, float]], str | None]:
