@@ -94,7 +94,7 @@ def world(tmp_path_factory):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
     cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
                      truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
-                     d_ch=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
+                     protocol="stylegan2-ada", encoder=None, d_ch=None, device="cpu", batch_size=16, progress=False, kid_subsets=5,
                      sheet_samples=2)
     w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
     w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
@@ -157,7 +157,7 @@ NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_is_
 # metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
 # they say how to read a metric
 KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
-        "extractor", "extractor_note", "teacher_note"}
+        "extractor", "extractor_note", "teacher_note", "protocol"}
 
 
 def test_metrics_schema(world):
@@ -293,7 +293,7 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
 # ---- options -------------------------------------------------------------------------------------------------
 
 PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
-                "extractor_path", "d_ch", "device", "batch_size"}
+                "extractor_path", "protocol", "encoder", "d_ch", "device", "batch_size"}
 
 
 def test_eval_config_takes_every_setting_from_params_and_has_no_defaults_of_its_own():
