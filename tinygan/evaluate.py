@@ -61,10 +61,10 @@ from tinygan.generate import class_count, interpolation_sheet, load_generator, s
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import inception_score, intra_fid, kid
 from tinygan.prepare import param_classes
+from tinygan.reference import REFSTATS_JSON
 from tinygan.shards import ShardDataset
 from tinygan.teacher import check_truncation, draw_z
 
-REFSTATS_JSON = "refstats.json"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
 # Internals that are not params (rarely changed; StyleGAN2-ADA's values where it has them)
 KID_SUBSET = 1000      # StyleGAN2-ADA's max_subset_size
@@ -204,8 +204,8 @@ def _class_stats(ds: ShardDataset, ext: Extractor, c: int, batch_size: int, over
     return acc.finalize()
 
 
-def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
-                   classes: Sequence[int]) -> tuple[ClassStats, Stats]:
+def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: Sequence[int],
+                   need_reservoir: bool = True) -> tuple[ClassStats, Stats]:
     """The reference statistics (per class, lazily loaded; overall), checked: same extractor (name and
     sha256), the same protocol and preprocessing, every evaluated class, an overall KID reservoir."""
     ref = ClassStats.load(refstats_dir)
@@ -227,7 +227,7 @@ def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
         raise TinyGANError(f"reference statistics in {refstats_dir} lack classes {missing[:10]}; the real shards "
                            f"must hold every evaluated class (check `classes` and rerun prepare + refstats)")
     overall = ref.overall
-    if overall is None or overall.reservoir is None or len(overall.reservoir) < 2:
+    if overall is None or (need_reservoir and (overall.reservoir is None or len(overall.reservoir) < 2)):
         raise TinyGANError(f"reference statistics in {refstats_dir} have no overall KID reservoir; rerun the "
                            f"reference statistics stage")
     return ref, overall
