@@ -423,3 +423,21 @@ def test_class_labels_of_imagenet_data_are_the_imagenet_table(world):
     m = shards.read_manifest(world["root"] / "real")
     assert class_labels(m, CLASSES) == class_labels(None, CLASSES)
     assert class_labels(m, CLASSES)[1] == ("n01443537", "goldfish")
+
+
+def test_a_features_only_encoder_gives_fid_and_no_is(world, tmp_path):
+    """evaluate.extractor torchscript (any image encoder, e.g. DINOv2): FID / intra-FID / KID, IS null with a note,
+    under the authors' protocol (float images)."""
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(enc), str(tmp_path / "enc.pt"))
+    encoder = {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    info = reference_stats(world["root"] / "real", tmp_path / "enc.pt", "torchscript", tmp_path / "ref", batch_size=16,
+                           progress=False, kid_reservoir=20, protocol="authors", encoder=encoder)
+    assert info["extractor"] == "torchscript enc.pt" and info["feature_dim"] == 5
+    m = run_eval(world, tmp_path / "out", refstats_dir=tmp_path / "ref", extractor_kind="torchscript",
+                 extractor_path=str(tmp_path / "enc.pt"), protocol="authors", encoder=encoder)
+    assert m["is"] is None and m["teacher_is"] is None and "IS n/a" in m["is_note"]
+    assert all(math.isfinite(m[k]) for k in ("fid", "kid", "intra_fid", "teacher_fid"))
+    assert m["protocol"] == "authors" and m["extractor"] == "torchscript enc.pt"

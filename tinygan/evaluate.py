@@ -24,8 +24,13 @@ Two stages, two DVC outputs:
   - ``write_outputs``: everything into ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all
     new, or all old after a failure).
 
+Protocol (``evaluate.protocol``, ``tinygan.extractors``): generated images reach the extractor as the floats G
+made; under ``stylegan2-ada`` it quantises them to uint8, under ``authors`` (TF-GAN) it does not and takes IS from
+the first 1000 logits. The reference statistics record the protocol they were measured under and are refused
+under another.
+
 Outputs: ``metrics.json`` (metrics only, flat, for ``dvc metrics`` / ``dvc exp show``: the numbers, and the
-strings that say how to read them: ``extractor``, ``teacher_figures``, ``*_note``; the settings they were
+strings that say how to read them: ``extractor``, ``protocol``, ``teacher_figures``, ``*_note``; the settings they were
 measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class) and
 ``fid_curve.csv`` (Fig. 8 data), both drawn by ``dvc plots`` (top-level ``plots:`` in dvc.yaml),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on

@@ -1,26 +1,46 @@
-"""Feature extractors for the metrics: the NVlabs TorchScript Inception, or a judge (the demo's classifier).
+"""Feature extractors for the metrics: the NVlabs TorchScript Inception, a judge (the demo's classifier), or any
+TorchScript image encoder (features only), each measured under an evaluation protocol.
 
-Both are TorchScript files with the StyleGAN2-ADA Inception call signature
+Inception and judges are TorchScript files with the StyleGAN2-ADA Inception call signature
 
-    forward(img uint8 [N,3,H,W] in [0,255], return_features=False, use_fp16=False,
-            no_output_bias=False) -> features [N,d] (return_features) or softmax probs [N,K]
+    forward(img [N,3,H,W] in [0,255] (uint8, or float: both cast to float32 first), return_features=False,
+            use_fp16=False, no_output_bias=False) -> features [N,d] (return_features) or softmax probs [N,K]
 
 and resize inside. ``load_extractor`` wraps one in an ``Extractor``:
 
-    feats, probs = extractor(images_uint8_nchw)   # numpy float32 [N,d], [N,K]
+    feats, probs = extractor(images)   # images: uint8 NCHW [0,255] or float NCHW [-1,1]; numpy float32 [N,d], [N,K']
 
 Inception: ``inception-2015-12-05.pt`` (d = 2048 pool features, K = 1008 classes), the file
-StyleGAN2-ADA and clean-fid use; its sha256 is checked before loading. IS probabilities are taken
-with no_output_bias=True as in StyleGAN2-ADA. clean-fid's ``InceptionV3W`` wrapper is not used:
-it downloads by default, takes a directory rather than a file, and returns features only.
+StyleGAN2-ADA and clean-fid use; its sha256 is checked before loading. Its module exposes ``layers`` and the
+final ``output`` Linear(2048, 1008); it maps its input x to (x - 128) / 128 after a TF-style bilinear resize to
+299. clean-fid's ``InceptionV3W`` wrapper is not used: it downloads by default, takes a directory rather than
+a file, and returns features only.
+
+Protocols (``PROTOCOLS``; evaluate.protocol):
+
+- ``stylegan2-ada``: float images are quantised to uint8 first (``tinygan.teacher.quantize``, as the student's
+  images always were) and the module sees uint8 [0, 255]; IS probabilities are the softmax over all K outputs,
+  for Inception without the output bias (no_output_bias=True, as StyleGAN2-ADA), for a judge with it.
+- ``authors`` (TF-GAN on the 2015-12-05 graph, as the TinyGAN authors evaluated): no uint8 round trip: a float
+  image t in [-1, 1] is fed as ``scale * t + offset`` so that the module's own first step gives back t exactly
+  (Inception 128 t + 128, the judge 127.5 t + 127.5); uint8 images (real, stored teacher samples) enter as
+  t = u / 127.5 - 1. FID features come from that float input. IS probabilities are the softmax over the first
+  ``AUTHORS_LOGITS`` = 1000 logits (features @ W^T + b of ``output``; a judge has fewer than 1000 outputs and
+  keeps them all); a module without a matching ``output`` layer is refused under this protocol.
+
+``Extractor.preprocessing`` says this in words; it is recorded with reference statistics and checked on use.
 
 An extractor's name and note come from the extractor itself: Inception is the fixed NVlabs file; a judge
 module names itself in its string attributes ``extractor_name`` and, optionally, ``extractor_note`` (a
 caveat about its figures, e.g. "not Inception; demo figures only"), and ``imagenet_classes`` maps its outputs.
+A generic encoder (kind "torchscript": ``forward(x float [N,3,S,S]) -> [N,d]``, e.g. a DINOv2 or CLIP image
+encoder export) names itself the same way, or is named ``torchscript <file name>``; its input is resized to
+``evaluate.encoder.input_size``, scaled to ``input_range`` and normalised by ``mean`` / ``std``. It gives no
+class probabilities: IS is n/a with it.
 
 Probabilities come from the same forward pass as the features when the module exposes its final
 layer as ``output`` (a Linear: probs = softmax(features @ W^T [+ b])). This is checked once against
-the module's own probs forward on a probe batch; if it does not match, two passes are made.
+the module's own probs forward on a probe batch; if it does not match, two passes are made (stylegan2-ada).
 """
 from __future__ import annotations
 
