@@ -199,3 +199,16 @@ def test_generic_encoder_names_itself_and_bad_ones_are_one_line(tmp_path):
     with pytest.raises(TinyGANError, match=r"\[N, d\]") as e:
         _load(bad, "authors", kind="torchscript", encoder=ENCODER)
     assert "\n" not in str(e.value)
+
+
+def test_paper_profiles_use_the_authors_protocol_and_encoder_params_validate():
+    from tinygan import params, profiles
+
+    for name, protocol in (("paper", "authors"), ("paper256", "authors"), ("demo", "stylegan2-ada"),
+                           ("demo-c10", "stylegan2-ada")):
+        assert params.validate(profiles.compose(name))["evaluate"]["protocol"] == protocol
+    enc = params.SCHEMA["evaluate"]["encoder"]
+    assert enc["mean"].check("evaluate.encoder.mean", "[0.5, 0.4, 0.3]") == [0.5, 0.4, 0.3]  # as -S passes it
+    for key, value in (("mean", [0.5, 0.5]), ("std", [1.0, 0.0, 1.0]), ("mean", "x")):
+        with pytest.raises(TinyGANError, match=key):
+            enc[key].check(f"evaluate.encoder.{key}", value)

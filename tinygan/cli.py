@@ -175,7 +175,8 @@ def _eval_config(params_file: str, protocol: Optional[str], extractor: Optional[
 PARAMS_OPT = typer.Option("params.yaml", "--params", help="params file: classes, seed, truncation, evaluate.*")
 PROTOCOL_OPT = typer.Option(None, "--protocol", help="authors | stylegan2-ada (default: evaluate.protocol)")
 EXTRACTOR_OPT = typer.Option(None, "--extractor", help="inception | judge | torchscript (default: evaluate.extractor)")
-EXTRACTOR_PATH_OPT = typer.Option(None, "--extractor-path", help="the extractor's file (default: evaluate.extractor_path)")
+EXTRACTOR_PATH_OPT = typer.Option(None, "--extractor-path",
+                                  help="the extractor's file (default: evaluate.extractor_path)")
 
 
 @refstats_app.command("export")

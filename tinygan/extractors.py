@@ -66,7 +66,6 @@ KINDS = ("inception", "judge", "torchscript")
 PROTOCOLS = ("stylegan2-ada", "authors")  # evaluate.protocol: see the module docstring
 AUTHORS_LOGITS = 1000  # TF-GAN's IS: softmax over the first 1,000 of the 2015-12-05 graph's 1,008 logits
 INPUT_RANGES = {"unit": (0.0, 1.0), "signed": (-1.0, 1.0), "byte": (0.0, 255.0)}  # evaluate.encoder.input_range
-MAX_INPUT_SIZE = 1024  # evaluate.encoder.input_size bound
 
 
 class Extractor:
@@ -86,7 +85,7 @@ class Extractor:
     def __init__(self, module: torch.nn.Module, name: str, device: str | torch.device = "cpu",
                  no_output_bias: bool = False, class_map: list[int] | None = None, note: str | None = None,
                  protocol: str = "stylegan2-ada", unit: tuple[float, float] = (128.0, 128.0),
-                 has_probs: bool = True, preprocessing: str | None = None):
+                 has_probs: bool = True):
         if protocol not in PROTOCOLS:
             raise TinyGANError(f"unknown evaluation protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         self.module = _frozen(module.to(device))
@@ -107,7 +106,7 @@ class Extractor:
             raise TinyGANError(f"extractor {self.name}: the authors' protocol takes IS from the logits, but the "
                                f"module exposes no final linear layer `output` that reproduces its probabilities; "
                                f"use evaluate.protocol=stylegan2-ada with it")
-        self.preprocessing = preprocessing or self._describe()
+        self.preprocessing = self._describe()
 
     def _check_one_pass(self, feats: torch.Tensor, probs: torch.Tensor) -> bool:
         try:
