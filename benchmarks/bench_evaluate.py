@@ -84,8 +84,9 @@ def child(root: Path, n: int) -> dict:
 
     torch.set_num_threads(1)
     cfg = dict(classes=CLASSES, truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge.pt"),
-               d_ch=None, teacher_handle=None, device="cpu", batch_size=64, progress=False, curve_samples=16,
-               kid_subsets=10, sheet_samples=2)
+               protocol="stylegan2-ada", encoder=None, d_ch=None, device="cpu", batch_size=64,
+               teacher_samples="stored", progress=False,
+               curve_samples=16, kid_subsets=10, sheet_samples=2)
     paths = (root / "generator.safetensors", root / "teacher", root / "refstats")
     # warm-up with full batches: imports, first-call buffers and one batch of activations are in the setup peak
     evaluate(EvalConfig(n_samples=64, per_class_samples=64, **cfg), *paths, root / "warmup")

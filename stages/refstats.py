@@ -9,7 +9,7 @@ def main(params_file: str = "params.yaml") -> None:
     p = params.load(params_file)
     e = p["evaluate"]
     evaluate.reference_stats("data/real", e["extractor_path"], e["extractor"], "data/refstats",
-                             seed=p["seed"], **p["runtime"]["evaluate"])
+                             seed=p["seed"], protocol=e["protocol"], encoder=e["encoder"], **p["runtime"]["evaluate"])
 
 
 if __name__ == "__main__":

@@ -151,6 +151,101 @@ def generate(
         typer.echo(path)
 
 
+refstats_app = typer.Typer(no_args_is_help=True, help="Reference statistics as a mu/sigma .npz (the pytorch-fid / "
+                           "clean-fid format), with the extractor and preprocessing recorded.")
+app.add_typer(refstats_app, name="refstats")
+
+
+def _eval_config(params_file: str, protocol: Optional[str], extractor: Optional[str], extractor_path: Optional[str]):
+    """EvalConfig from a params file, with the CLI's extractor / protocol overrides (validated as params)."""
+    import dataclasses
+
+    from tinygan import params
+    from tinygan.evaluate import EvalConfig
+
+    cfg = EvalConfig.from_params(params.load(params_file), progress=True)
+    changes = {k: v for k, v in (("protocol", protocol), ("extractor_kind", extractor),
+                                 ("extractor_path", extractor_path)) if v is not None}
+    for key, value in (("protocol", protocol), ("extractor", extractor)):
+        if value is not None:
+            params.SCHEMA["evaluate"][key].check(f"--{key}", value)
+    return dataclasses.replace(cfg, **changes)
+
+
+PARAMS_OPT = typer.Option("params.yaml", "--params", help="params file: classes, seed, truncation, evaluate.*")
+PROTOCOL_OPT = typer.Option(None, "--protocol", help="authors | stylegan2-ada (default: evaluate.protocol)")
+EXTRACTOR_OPT = typer.Option(None, "--extractor", help="inception | judge | torchscript (default: evaluate.extractor)")
+EXTRACTOR_PATH_OPT = typer.Option(None, "--extractor-path",
+                                  help="the extractor's file (default: evaluate.extractor_path)")
+
+
+@refstats_app.command("export")
+@report_errors
+def refstats_export(
+    refstats_dir: str = typer.Argument(..., help="a reference statistics directory (data/refstats)"),
+    out: str = typer.Argument(..., help="the .npz to write (mu, sigma, n, kid_reservoir, extractor, protocol, ...)"),
+    cls: Optional[int] = typer.Option(None, "--class", help="one class's statistics instead of the overall ones"),
+):
+    """Write reference statistics as a mu/sigma .npz that pytorch-fid and clean-fid read."""
+    import json
+
+    from tinygan.reference import export_npz
+
+    typer.echo(json.dumps(export_npz(refstats_dir, out, cls), indent=2))
+
+
+@refstats_app.command("import")
+@report_errors
+def refstats_import(
+    npz: str = typer.Argument(..., help="a mu/sigma .npz (ours, pytorch-fid's or clean-fid's)"),
+    out_dir: str = typer.Argument(..., help="the reference statistics directory to write (overall stats only)"),
+    params_file: str = PARAMS_OPT, protocol: Optional[str] = PROTOCOL_OPT, extractor: Optional[str] = EXTRACTOR_OPT,
+    extractor_path: Optional[str] = EXTRACTOR_PATH_OPT,
+    assume: bool = typer.Option(False, "--assume-extractor", help="the file records no extractor (pytorch-fid, "
+                                "clean-fid): vouch that it was made with this extractor and preprocessing"),
+):
+    """Reference statistics from a mu/sigma .npz made with the same extractor and protocol (for `tinygan score`)."""
+    import json
+
+    from tinygan import runtime
+    from tinygan.extractors import load_extractor
+    from tinygan.reference import import_npz
+
+    cfg = _eval_config(params_file, protocol, extractor, extractor_path)
+    ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256,
+                         device=runtime.device(cfg.device, "runtime.evaluate.device"), protocol=cfg.protocol,
+                         encoder=cfg.encoder)
+    typer.echo(json.dumps(import_npz(npz, out_dir, ext, cfg.extractor_path, assume=assume), indent=2))
+
+
+@app.command()
+@report_errors
+def score(
+    source: str = typer.Argument(..., help="exported generator (.safetensors, .onnx, TorchScript .pt), a folder of "
+                                 "images, or an .npz of uint8 images [N,H,W,3]"),
+    refstats: str = typer.Option("data/refstats", "--refstats", help="reference statistics directory (the refstats "
+                                 "stage's, or `tinygan refstats import`)"),
+    params_file: str = PARAMS_OPT, protocol: Optional[str] = PROTOCOL_OPT, extractor: Optional[str] = EXTRACTOR_OPT,
+    extractor_path: Optional[str] = EXTRACTOR_PATH_OPT,
+    n: Optional[int] = typer.Option(None, "-n", help="images to generate (default evaluate.n_samples) or the most "
+                                    "to read from a folder / npz (default all)"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="also write the JSON to this file"),
+):
+    """IS, FID and KID of a generator, a folder or an .npz of images, measured as the evaluate stage does; prints
+    JSON."""
+    import json
+
+    from tinygan.io import write_json
+    from tinygan.score import score as run
+
+    if n is not None and n < 1:
+        raise TinyGANError(f"score: -n must be at least 1, got {n}")
+    metrics = run(source, refstats, _eval_config(params_file, protocol, extractor, extractor_path), n=n)
+    if out:
+        write_json(out, metrics)
+    typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+
+
 def main() -> None:
     app()
 
