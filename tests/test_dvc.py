@@ -205,8 +205,9 @@ ALL = {"demo@imagenet", "prepare", "sample", "train", "refstats", "evaluate", "e
     ("train.ch", 4, {"train", "export"}),
     ("train.d_ch", 4, {"train", "evaluate", "export"}),
     ("evaluate.n_samples", 20, {"evaluate"}),
-    ("evaluate.extractor", "inception", {"refstats", "evaluate"}),
+    ("evaluate.extractor", "inception", {"refstats", "evaluate", "export"}),
     ("export.opset", 16, {"export"}),
+    ("export.quality_samples", 16, {"export"}),
 ])
 def test_result_params_invalidate_exactly_their_stages(committed, key, value, stages):
     assert _changed_stages(committed, key, value) == stages

@@ -144,8 +144,9 @@ def _embedded_config(path: Path) -> dict | None:
         elif kind == "onnx":
             text = onnx_session(path).get_modelmeta().custom_metadata_map.get(ONNX_CONFIG_KEY)
         elif kind == "openvino":
-            info = _openvino_core().read_model(str(path)).get_rt_info()
-            text = str(info["framework"][ONNX_CONFIG_KEY]) if "framework" in info else None
+            model = _openvino_core().read_model(str(path))
+            key = ["framework", ONNX_CONFIG_KEY]  # the ONNX metadata_props, as OpenVINO keeps them
+            text = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
         else:
             import torch
 
