@@ -286,12 +286,14 @@ def save_onnx(G: torch.nn.Module, path: Path, config: dict, opset: int) -> None:
 def save_openvino(onnx_path: Path, xml_path: Path) -> None:
     """OpenVINO IR (``xml_path`` + the .bin beside it) converted from the ONNX file, float32 weights.
 
-    OpenVINO names the nodes it creates with a per-process counter (``Constant_1938``); they are renumbered by
-    their place in the graph so that the same ONNX file gives the same bytes within one process too."""
+    Read with the runtime's ONNX frontend (``Core.read_model``), not ``ov.convert_model``, which sends usage
+    telemetry unless the user opted out. OpenVINO names the nodes it creates with a per-process counter
+    (``Constant_1938``); they are renumbered by their place in the graph so that the same ONNX file gives the
+    same bytes within one process too."""
     import openvino as ov
 
     try:
-        model = ov.convert_model(str(onnx_path))
+        model = ov.Core().read_model(str(onnx_path))
     except Exception as e:
         raise TinyGANError(f"OpenVINO conversion of {onnx_path.name} failed ({str(e).splitlines()[0][:200]})") from None
     for k, op in enumerate(model.get_ordered_ops()):
@@ -524,6 +526,10 @@ def _card_usage(config: dict) -> list[str]:
             "ONNX (onnxruntime, no PyTorch):", "", "```python", "import onnxruntime as ort",
             "sess = ort.InferenceSession('generator.onnx', providers=['CPUExecutionProvider'])",
             "img = sess.run(['image'], {'z': z, 'y': y})[0]  # numpy float32 z, int64 y", "```", "",
+            "`generator.int8.onnx` / `generator.fp16.onnx` are called the same way (smaller; see their quality "
+            "cost above).", "", "OpenVINO (no PyTorch):", "", "```python", "import openvino as ov",
+            "m = ov.Core().compile_model('generator.openvino.xml', 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})",
+            "img = m({'z': z, 'y': y})['image']", "```", "",
             "Or from the command line: `tinygan generate` (see `tinygan generate --help`).", ""]
 
 

@@ -28,7 +28,7 @@ pixels, and a grid or sheet above ``MAX_SHEET_PIXELS`` is refused before anythin
 Interpolation sheets (paper Fig. 10), one row per fixed item, ``steps`` columns from A to B:
 
 - ``classes:A,B`` — z fixed per row, the shared class embedding mixed linearly from class A to class B. This
-  needs the embedding, so the safetensors model; the ONNX graph takes class indices only.
+  needs the embedding, so the safetensors model; the other formats' graphs take class indices only.
 - ``seeds:S1,S2`` — class fixed per row, z interpolated linearly from ``draw_z(S1)`` to ``draw_z(S2)``
   (linear, as BigGAN does: every step stays inside the truncated box the student was trained on).
 """
