@@ -31,7 +31,7 @@ import torch
 
 from tinygan import quantize
 from tinygan.export import make_config, save_onnx, save_openvino, save_torchscript
-from tinygan.generate import OPENVINO_PRECISION
+from tinygan.generate import OPENVINO_PRECISION, import_openvino
 from tinygan.models import Generator
 from tinygan.teacher import truncated_z_batch
 
@@ -57,10 +57,8 @@ def ort_fn(path: Path, threads: int, provider: str = "CPUExecutionProvider"):
 
 
 def openvino_fn(path: Path, threads: int):
-    import openvino as ov
-
     config = {**OPENVINO_PRECISION, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = import_openvino().Core().compile_model(str(path), "CPU", config)
     return lambda z, y: compiled({"z": z, "y": y})["image"]
 
 
@@ -129,8 +127,8 @@ def main() -> None:
     t0 = time.perf_counter()
     results = [bench_model(ch, {1: args.rounds_1, 64: args.rounds_64}, args.threads) for ch in args.ch]
     import onnxruntime as ort
-    import openvino
 
+    openvino = import_openvino()
     print(json.dumps({
         "benchmark": "generate: images/s of every exported format, median of interleaved rounds",
         "torch": torch.__version__, "onnxruntime": ort.__version__, "openvino": openvino.__version__,

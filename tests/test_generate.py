@@ -466,3 +466,17 @@ def test_cli_generate_jpeg_from_torchscript(model, tmp_path):
                   "-o", str(tmp_path / "x.jpg"))
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "x.jpg").format == "JPEG" and not (tmp_path / "x.jpg").is_dir()
+
+
+def test_openvino_is_used_without_its_telemetry(model, tmp_path):
+    """Importing openvino would count and send usage events (~/intel/...); tinygan's import keeps it off."""
+    code = textwrap.dedent(f"""
+        from tinygan import generate as gen
+        gen.generate({str(model / 'generator.openvino.xml')!r}, {str(tmp_path / 'g.png')!r}, ['207'], 1, 0.5, 0)
+        import sys
+        assert sys.modules['openvino_telemetry'] is None
+    """)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "g.png").is_file() and not (tmp_path / "home").exists()

@@ -40,12 +40,13 @@ import numpy as np
 import torch
 
 from tinygan import classes as imagenet
+from tinygan import quantize
 from tinygan.errors import TinyGANError
-from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, OPENVINO_PRECISION, TORCHSCRIPT_CONFIG, class_count, class_grid,
-                              load_generator, onnx_session, png_bytes, tile)
+from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, OPENVINO_PRECISION, TORCHSCRIPT_CONFIG, class_count,
+                              class_grid, import_openvino, load_generator, onnx_session, png_bytes, tile)
 from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
-from tinygan.teacher import check_latent, check_truncation, truncated_z
+from tinygan.teacher import check_latent, check_truncation
 
 FORMAT_VERSION = 1
 PARITY_VERSION = 2  # parity.json schema (see parity_report)
@@ -138,19 +139,18 @@ def _write_formats(G: torch.nn.Module, out: Path, config: dict, opset: int, atol
 def _write_quantized(G: torch.nn.Module, out: Path, config: dict, ext, seed: int, quality_samples: int,
                      calibration_samples: int) -> dict:
     """The int8 and fp16 ONNX files, and per file {max_abs_diff (vs eager), quality cost, how it was made}."""
-    from tinygan import quantize
-
     latent, t, z_dim = config.get("latent", "biggan"), config["truncation"], config["z_dim"]
     cz, cy = quantize.labelled_z(config["classes"], calibration_samples, latent, seed + 1, t, z_dim)
     quantize.save_int8(out / FILES["onnx"], out / QUANTIZED["onnx-int8"], cz, cy)
     quantize.save_fp16(out / FILES["onnx"], out / QUANTIZED["onnx-fp16"])
-    fp32 = _session_fn(onnx_session(out / FILES["onnx"]))
     qz, qy = quantize.labelled_z(config["classes"], quality_samples, latent, seed, t, z_dim)
+    if ext is not None:
+        fp32 = quantize.features(_session_fn(onnx_session(out / FILES["onnx"])), qz, qy, ext, "fp32 features")
     report = {}
     for name, method in (("onnx-int8", quantize.INT8_METHOD), ("onnx-fp16", quantize.FP16_METHOD)):
         fn = _session_fn(onnx_session(out / QUANTIZED[name]))
-        cost = (quantize.quality_cost(fp32, fn, qz, qy, ext, seed) if ext is not None
-                else {"fid_vs_fp32": None, "kid_vs_fp32": None})
+        cost = (quantize.quality_cost(fp32, quantize.features(fn, qz, qy, ext, f"{name} features"), seed)
+                if ext is not None else {"fid_vs_fp32": None, "kid_vs_fp32": None})
         report[name] = {"max_abs_diff": parity_diffs(G, {name: fn}, config["classes"], t)[name],
                         "method": method, **cost, "extractor": ext.name if ext is not None else None,
                         "n_images": quality_samples, "seed": seed, "bound": None}
@@ -286,12 +286,11 @@ def save_onnx(G: torch.nn.Module, path: Path, config: dict, opset: int) -> None:
 def save_openvino(onnx_path: Path, xml_path: Path) -> None:
     """OpenVINO IR (``xml_path`` + the .bin beside it) converted from the ONNX file, float32 weights.
 
-    Read with the runtime's ONNX frontend (``Core.read_model``), not ``ov.convert_model``, which sends usage
-    telemetry unless the user opted out. OpenVINO names the nodes it creates with a per-process counter
+    Read with the runtime's ONNX frontend (``Core.read_model``); openvino is imported with its usage telemetry
+    off (``tinygan.generate.import_openvino``). OpenVINO names the nodes it creates with a per-process counter
     (``Constant_1938``); they are renumbered by their place in the graph so that the same ONNX file gives the
     same bytes within one process too."""
-    import openvino as ov
-
+    ov = import_openvino()
     try:
         model = ov.Core().read_model(str(onnx_path))
     except Exception as e:
@@ -315,9 +314,7 @@ _OV_MADE_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_\d+$")  # OpenVINO's own no
 def parity_inputs(class_list: list[int], truncation: float, z_dim: int, n: int = 8,
                   seed: int = PARITY_SEED) -> tuple[np.ndarray, np.ndarray]:
     """``n`` fixed (z, y) pairs: classes cycled from the trained list, z = truncated_z(seed, y, k)."""
-    y = np.array([class_list[k % len(class_list)] for k in range(n)], dtype=np.int64)
-    z = np.stack([truncated_z(seed, int(c), k, truncation, z_dim) for k, c in enumerate(y)])
-    return z, y
+    return quantize.labelled_z(class_list, n, "biggan", seed, truncation, z_dim)
 
 
 def _torch_fn(model):
@@ -352,9 +349,7 @@ def parity_diffs(G: torch.nn.Module, runners: dict, class_list: list[int], trunc
 def check_parity(G: torch.nn.Module, out: Path, class_list: list[int], truncation: float,
                  atol: float) -> dict:
     """{format: max |format - eager|} for the float32 FORMATS in ``out``; TinyGANError above ``atol``."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(out / FILES["openvino"]), "CPU", OPENVINO_PRECISION)
+    compiled = import_openvino().Core().compile_model(str(out / FILES["openvino"]), "CPU", OPENVINO_PRECISION)
     runners = {"safetensors": _torch_fn(load_generator(out / FILES["safetensors"])),
                "torchscript": _torch_fn(torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")),
                "onnx": _session_fn(onnx_session(out / FILES["onnx"])),

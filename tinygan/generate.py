@@ -308,10 +308,22 @@ class OpenVinoRunner(OnnxRunner):
         return self.session(feeds)["image"]
 
 
-def _openvino_core():
-    import openvino as ov
+def import_openvino():
+    """The ``openvino`` module, imported with its usage telemetry off.
 
-    return ov.Core()
+    Importing openvino (and ``convert_model``) sends usage events to Intel unless the user opted out
+    (``openvino_telemetry``, a dependency of the openvino wheel). tinygan sends nothing anywhere: before the
+    first import, ``openvino_telemetry`` is marked absent (``sys.modules`` entry None), and openvino falls back
+    to its own no-op stub. A process that imported openvino_telemetry itself keeps it."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
+def _openvino_core():
+    return import_openvino().Core()
 
 
 def _load_script(path: Path):

@@ -89,28 +89,30 @@ def _keep_metadata(src: Path, dst: Path) -> None:
     write_bytes(dst, b.SerializeToString())
 
 
-def quality_cost(reference: Callable, reduced: Callable, z: np.ndarray, y: np.ndarray, extractor,
-                 seed: int, batch: int = 32) -> dict:
-    """FID and KID between the extractor features of ``reference(z, y)`` and ``reduced(z, y)`` images
-    (callables: float32 NCHW in [-1, 1]); 0 = the extractor cannot tell them apart."""
+def features(model: Callable, z: np.ndarray, y: np.ndarray, extractor, desc: str, batch: int = 32) -> np.ndarray:
+    """Extractor features [N, d] of the images ``model(z, y)`` (float32 NCHW in [-1, 1]), a batch at a time."""
     import torch
     from tqdm import tqdm
 
-    from tinygan.frechet import StatsAccumulator, frechet_distance
     from tinygan.generate import to_uint8
+
+    out = []
+    for i in tqdm(range(0, len(z), batch), desc=desc, unit="batch", leave=False):
+        images = to_uint8(model(z[i:i + batch], y[i:i + batch])).transpose(0, 3, 1, 2)
+        out.append(extractor(torch.from_numpy(np.ascontiguousarray(images)), need_probs=False)[0])
+    return np.concatenate(out)
+
+
+def quality_cost(reference: np.ndarray, reduced: np.ndarray, seed: int) -> dict:
+    """FID and KID between the features of the fp32 model's images and the reduced model's (same z, y):
+    0 = the extractor cannot tell them apart (KID, unbiased, may dip just below 0)."""
+    from tinygan.frechet import StatsAccumulator, frechet_distance
     from tinygan.metrics import kid
 
-    feats: dict[str, list[np.ndarray]] = {"reference": [], "reduced": []}
-    for i in tqdm(range(0, len(z), batch), desc="quality vs fp32", unit="batch", leave=False):
-        for name, fn in (("reference", reference), ("reduced", reduced)):
-            images = to_uint8(fn(z[i:i + batch], y[i:i + batch]))
-            feats[name].append(extractor(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-                                         need_probs=False)[0])
-    a, b = np.concatenate(feats["reference"]), np.concatenate(feats["reduced"])
     stats = []
-    for f in (a, b):
+    for f in (reference, reduced):
         acc = StatsAccumulator(f.shape[1])
         acc.update(f)
         stats.append(acc.finalize())
     return {"fid_vs_fp32": float(frechet_distance(*stats)),
-            "kid_vs_fp32": float(kid(a, b, num_subsets=KID_SUBSETS, seed=seed))}
+            "kid_vs_fp32": float(kid(reference, reduced, num_subsets=KID_SUBSETS, seed=seed))}
