@@ -147,8 +147,8 @@ def summary(
 def generate(
     model: str = typer.Argument(..., help="an exported generator: .safetensors, .torchscript.pt, .onnx (also "
                                 "the .int8.onnx / .fp16.onnx), .openvino.xml (ONNX / OpenVINO need no torch)"),
-    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or "
-                                      "name (golden_retriever); repeat for several"),
+    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or any "
+                                      "of its names (golden_retriever; tabby or tabby_cat); repeat for several"),
     n: int = typer.Option(8, "-n", help="images per class"),
     truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in [0.02, 1]"),
     seed: int = typer.Option(0, help="seed of the noise"),
