@@ -1,12 +1,14 @@
 """The `tinygan` command. User mistakes (TinyGANError) print one line `error: ...` and exit 2 — never a traceback."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from tinygan import __version__
 from tinygan.classes import N_CLASSES
-from tinygan.errors import TinyGANError, report_errors
+from tinygan.errors import ParamsFile, TinyGANError, report_errors
+from tinygan.generate import VARIANTS
 from tinygan.teacher import RESOLUTION, Z_DIM
 
 app = typer.Typer(
@@ -18,9 +20,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tinygan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """tinygan's commands (see --help)."""
+
+
 @app.command("check-params")
 @report_errors
-def check_params(params_file: str = typer.Option("params.yaml", "--params", help="params file to validate"),
+def check_params(params_file: ParamsFile = "params.yaml",
                  explain: bool = typer.Option(False, "--explain", help="list every param: values, meaning")):
     """Validate a params file (types, ranges, unknown keys) and print the normalised values."""
     import json
@@ -97,7 +111,7 @@ def verify(directory: str = typer.Argument(..., help="a shard directory (data/re
 @app.command()
 @report_errors
 def summary(
-    variant: str = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
+    variant: Literal[VARIANTS] = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
     ch: int = typer.Option(32, help="generator channel multiplier (paper: 32)"),
     d_ch: int = typer.Option(32, help="discriminator channel multiplier"),
     resolution: int = typer.Option(RESOLUTION, help="image size: a power of two in 8-1024 (the teacher's)"),
@@ -131,13 +145,15 @@ def summary(
 @app.command()
 @report_errors
 def generate(
-    model: str = typer.Argument(..., help="exported generator.safetensors or generator.onnx (ONNX needs no torch)"),
-    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or "
-                                      "name (golden_retriever); repeat for several"),
+    model: str = typer.Argument(..., help="an exported generator: .safetensors, .torchscript.pt, .onnx (also "
+                                "the .int8.onnx / .fp16.onnx), .openvino.xml (ONNX / OpenVINO need no torch)"),
+    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or any "
+                                      "of its names (golden_retriever; tabby or tabby_cat); repeat for several"),
     n: int = typer.Option(8, "-n", help="images per class"),
     truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in [0.02, 1]"),
     seed: int = typer.Option(0, help="seed of the noise"),
-    out: str = typer.Option("samples.png", "--out", "-o", help="grid .png path, or a directory"),
+    out: str = typer.Option("samples.png", "--out", "-o", help="grid image path (.png, or .jpg / .jpeg: a JPEG), "
+                            "or a directory"),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="one grid PNG, or one PNG per image (out = dir)"),
     interpolate: Optional[str] = typer.Option(None, help="classes:A,B (z fixed) or seeds:S1,S2 (class fixed)"),
     steps: int = typer.Option(8, help="columns of an interpolation sheet"),

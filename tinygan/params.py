@@ -240,7 +240,10 @@ SCHEMA: dict[str, Any] = {
     },
     "export": {
         "opset": Int(13, 21, help="ONNX opset"),
-        "atol": Float(0, help="max |difference| of each exported format vs the PyTorch model"),
+        "atol": Float(0, help="max |difference| of each exported float32 format vs the PyTorch model"),
+        "quality_samples": Int(2, help="images (fp32 vs int8 / fp16, same z and y) for the quality cost of the "
+                                       "reduced-precision exports, measured with the evaluate extractor"),
+        "calibration_samples": Int(1, help="latents the int8 quantisation is calibrated on"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).
