@@ -98,8 +98,9 @@ def _config(root: Path, **sizes):
 
     torch.set_num_threads(1)
     return EvalConfig(classes=CLASSES, truncation=0.5, seed=0, extractor_kind="judge",
-                      extractor_path=str(root / "judge.pt"), d_ch=None, device="cpu", batch_size=64, progress=False,
-                      curve_samples=16, teacher_samples="stored", pr_samples=PR_SAMPLES, sheet_samples=2, **sizes)
+                      extractor_path=str(root / "judge.pt"), protocol="stylegan2-ada", encoder=None, d_ch=None,
+                      device="cpu", batch_size=64, progress=False, curve_samples=16, teacher_samples="stored",
+                      pr_samples=PR_SAMPLES, sheet_samples=2, **sizes)
 
 
 def child_memory(root: Path, n: int) -> dict:

@@ -14,11 +14,11 @@ from tinygan.demo import cifar, judge
 from tinygan.demo.classes import DEMO_CLASSES
 from tinygan.demo.tree import check_sizes
 from tinygan.demo.world import build
-from tinygan.errors import TinyGANError, run_stage
+from tinygan.errors import ParamsFile, TinyGANError, run_stage
 
 
 def main(world: str = typer.Option(..., help="which world of the params' `demo` group to build"),
-         params_file: str = "params.yaml") -> None:
+         params_file: ParamsFile = "params.yaml") -> None:
     """Build the demo world (see module docstring)."""
     p = params.load(params_file)
     if world not in p["demo"]:

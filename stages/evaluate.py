@@ -2,10 +2,10 @@
 images; the compression table; the per-class and FID-over-training tables (charts drawn by `dvc plots`) and the
 image sheets (paper Fig. 10, 11) -> eval/."""
 from tinygan import evaluate, params
-from tinygan.errors import run_stage
+from tinygan.errors import ParamsFile, run_stage
 
 
-def main(params_file: str = "params.yaml") -> None:
+def main(params_file: ParamsFile = "params.yaml") -> None:
     """Evaluate data/student against data/refstats (and the teacher's fresh evaluation set data/teacher_eval, or
     its training pairs data/teacher, for comparison); write eval/."""
     cfg = evaluate.EvalConfig.from_params(params.load(params_file))

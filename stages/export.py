@@ -1,11 +1,12 @@
-"""Stage `export`: the trained student as safetensors (+ config.json), TorchScript and ONNX, each checked against
-the PyTorch model on fixed inputs (fails above export.atol), plus samples.png and MODEL_CARD.md (export/).
+"""Stage `export`: the trained student as safetensors (+ config.json), TorchScript, ONNX and OpenVINO, each checked
+against the PyTorch model on fixed inputs (fails above export.atol); int8 and fp16 ONNX with their quality cost
+(the evaluate extractor); samples.png and MODEL_CARD.md (export/).
 The teacher manifest gives the latent recipe, the real manifest the class names (data other than ImageNet)."""
 import json
 from pathlib import Path
 
 from tinygan import export, params, prepare, shards
-from tinygan.errors import run_stage
+from tinygan.errors import ParamsFile, run_stage
 
 OUT = "export"
 
@@ -15,8 +16,8 @@ def training_params(p: dict) -> dict:
     return {k: v for k, v in p.items() if k in ("seed", "train") or k.startswith("lambda_")}
 
 
-def main(params_file: str = "params.yaml") -> None:
-    """Export data/student/generator.safetensors into export/ in three formats with parity checks."""
+def main(params_file: ParamsFile = "params.yaml") -> None:
+    """Export data/student/generator.safetensors into export/ (every format, parity and quality checks)."""
     p = params.load(params_file)
     train_summary = json.loads(Path("dvclive/train/metrics.json").read_text())
     latent, _ = shards.manifest_latent(shards.read_manifest("data/teacher"))
@@ -26,7 +27,10 @@ def main(params_file: str = "params.yaml") -> None:
                   train_summary=train_summary, params_snapshot=training_params(p),
                   grid_png="dvclive/train/plots/images/grid.png",
                   opset=p["export"]["opset"], atol=p["export"]["atol"], truncation=p["sample"]["truncation"],
-                  teacher=p["sample"]["teacher"], seed=p["seed"])
+                  teacher=p["sample"]["teacher"], seed=p["seed"],
+                  extractor=p["evaluate"]["extractor"], extractor_path=p["evaluate"]["extractor_path"],
+                  quality_samples=p["export"]["quality_samples"],
+                  calibration_samples=p["export"]["calibration_samples"])
 
 
 if __name__ == "__main__":

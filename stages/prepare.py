@@ -1,11 +1,11 @@
 """Stage `prepare`: train tree (ImageNet, class folders or flat) -> real-image HDF5 shards + manifest (data/real)."""
 from tinygan import params, prepare
-from tinygan.errors import run_stage
+from tinygan.errors import ParamsFile, run_stage
 
 OUT = "data/real"
 
 
-def main(params_file: str = "params.yaml") -> None:
+def main(params_file: ParamsFile = "params.yaml") -> None:
     """Centre-crop, resize and shard the real training images of the selected classes into data/real."""
     p = params.load(params_file)
     q = p["prepare"]

@@ -5,12 +5,12 @@ or `--shard i/n` by hand. A rerun after a crash continues from the completed sha
 import typer
 
 from tinygan import params, prepare, sample
-from tinygan.errors import run_stage
+from tinygan.errors import ParamsFile, run_stage
 
 OUT = "data/teacher"
 
 
-def main(params_file: str = "params.yaml",
+def main(params_file: ParamsFile = "params.yaml",
          shard: str = typer.Option("", help="i/n: do only every n-th shard starting at i (default: RANK/WORLD_SIZE or 0/1)")) -> None:
     """Sample exactly per_class teacher images for every selected class into data/teacher."""
     p = params.load(params_file)

@@ -5,13 +5,13 @@ the metrics, `teacher_per_class` fresh teacher images per class, drawn with the 
 import typer
 
 from tinygan import params, prepare, sample
-from tinygan.errors import run_stage
+from tinygan.errors import ParamsFile, run_stage
 from tinygan.teacher import evaluation_seed
 
 OUT = "data/teacher_eval"
 
 
-def main(params_file: str = "params.yaml",
+def main(params_file: ParamsFile = "params.yaml",
          shard: str = typer.Option("", help="i/n: do only every n-th shard starting at i (default: RANK/WORLD_SIZE or 0/1)")) -> None:
     """Sample evaluate.teacher_per_class fresh teacher images per evaluated class into data/teacher_eval."""
     p = params.load(params_file)

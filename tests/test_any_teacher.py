@@ -88,9 +88,9 @@ def _evaluate(tmp_path: Path, gen: Path, classes: list[int]) -> dict:
     reference_stats(tmp_path / "real", judge, "judge", tmp_path / "refstats", batch_size=20, progress=False,
                     kid_reservoir=20)
     cfg = EvalConfig(classes=tuple(classes), n_samples=20, per_class_samples=4, curve_samples=10, truncation=0.7,
-                     seed=0, extractor_kind="judge", extractor_path=str(judge), d_ch=4, device="cpu",
-                     batch_size=10, teacher_samples="stored", pr_samples=20, progress=False, kid_subsets=2,
-                     sheet_samples=2)
+                     seed=0, extractor_kind="judge", extractor_path=str(judge), protocol="stylegan2-ada",
+                     encoder=None, d_ch=4, device="cpu", batch_size=10, teacher_samples="stored", pr_samples=20,
+                     progress=False, kid_subsets=2, sheet_samples=2)
     return evaluate(cfg, gen, tmp_path / "teacher", tmp_path / "refstats", tmp_path / "eval",
                     real_dir=tmp_path / "real")
 

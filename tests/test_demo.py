@@ -270,7 +270,7 @@ def _run_demo_stage(where: Path, hash_seed: str, **world) -> tuple[subprocess.Co
     where.mkdir(parents=True, exist_ok=True)
     (where / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "stages.demo", "--world", "imagenet", "--params-file",
+    res = subprocess.run([sys.executable, "-m", "stages.demo", "--world", "imagenet", "--params",
                           "params.yaml"], cwd=where, env=env, capture_output=True, text=True, timeout=600)
     return res, root
 

@@ -208,8 +208,9 @@ ALL = {"demo@imagenet", "prepare", "sample", "teacher_eval", "train", "refstats"
     ("train.ch", 4, {"train", "export"}),
     ("train.d_ch", 4, {"train", "evaluate", "export"}),
     ("evaluate.n_samples", 20, {"evaluate"}),
-    ("evaluate.extractor", "inception", {"refstats", "evaluate"}),
+    ("evaluate.extractor", "inception", {"refstats", "evaluate", "export"}),
     ("export.opset", 16, {"export"}),
+    ("export.quality_samples", 16, {"export"}),
 ])
 def test_result_params_invalidate_exactly_their_stages(committed, key, value, stages):
     assert _changed_stages(committed, key, value) == stages
@@ -226,7 +227,7 @@ def test_train_depends_on_the_dime_encoder_file(committed):
             changed = {name.split(":")[-1] for name in repo.status()}
     finally:
         enc.write_bytes(old)
-    assert "train" in changed and changed <= {"demo@imagenet", "train", "refstats", "evaluate"}
+    assert "train" in changed and changed <= {"demo@imagenet", "train", "refstats", "evaluate", "export"}
 
 
 @pytest.mark.parametrize("profile,teacher_conf", [("paper", "conf/teacher/biggan-deep-128.yaml"),

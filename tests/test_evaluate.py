@@ -97,8 +97,8 @@ def world(tmp_path_factory):
         save_g(root / "snapshots" / f"G-{step:07d}.safetensors", seed=step)
     cfg = EvalConfig(classes=CLASSES, n_samples=N_SAMPLES, per_class_samples=PER_CLASS, curve_samples=12,
                      truncation=0.5, seed=0, extractor_kind="judge", extractor_path=str(root / "judge" / "judge.pt"),
-                     d_ch=None, device="cpu", batch_size=16, teacher_samples="stored", pr_samples=20, progress=False,
-                     kid_subsets=5, sheet_samples=2)
+                     protocol="stylegan2-ada", encoder=None, d_ch=None, device="cpu", batch_size=16,
+                     teacher_samples="stored", pr_samples=20, progress=False, kid_subsets=5, sheet_samples=2)
     w = {"root": root, "judge": judge, "ref": ref, "out": root / "out", "cfg": cfg}
     w["metrics"] = run_eval(w, root / "out", snapshots_dir=root / "snapshots")
     return w
@@ -162,7 +162,7 @@ NUMERIC = ["is", "is_std", "fid", "intra_fid", "kid", "kid_std", *PRDC, "g_param
 # metrics only: no params or settings (seed, n_samples, kid_subsets, ...), no nested copies; strings only where
 # they say how to read a metric
 KEYS = {*NUMERIC, "teacher_g_params", "teacher_g_macs", "teacher_figures", "compression_ratio", "macs_ratio",
-        "extractor", "extractor_note", "teacher_note", "teacher_samples"}
+        "extractor", "extractor_note", "teacher_note", "teacher_samples", "protocol"}
 
 
 def test_metrics_schema(world):
@@ -299,7 +299,7 @@ def test_evaluate_refuses_an_out_dir_with_other_files_before_measuring(world, tm
 # ---- options -------------------------------------------------------------------------------------------------
 
 PARAM_FIELDS = {"classes", "n_samples", "per_class_samples", "curve_samples", "truncation", "seed", "extractor_kind",
-                "extractor_path", "d_ch", "device", "batch_size", "teacher_samples",
+                "extractor_path", "protocol", "encoder", "d_ch", "device", "batch_size", "teacher_samples",
                 "pr_samples"}
 
 
@@ -513,3 +513,37 @@ def test_reference_without_class_features_leaves_that_class_blank_and_says_so(wo
     assert all(rows[1][f"student_{k}"] != "" for k in PRDC)
     assert "empty for 1 of 3 classes" in m["prdc_note"]
     assert m["intra_fid"] == pytest.approx(world["metrics"]["intra_fid"], rel=1e-6)  # FID needs no raw features
+
+
+def test_a_features_only_encoder_gives_fid_and_no_is(world, tmp_path):
+    """evaluate.extractor torchscript (any image encoder, e.g. DINOv2): FID / intra-FID / KID, IS null with a note,
+    under the authors' protocol (float images)."""
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(enc), str(tmp_path / "enc.pt"))
+    encoder = {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    info = reference_stats(world["root"] / "real", tmp_path / "enc.pt", "torchscript", tmp_path / "ref", batch_size=16,
+                           progress=False, kid_reservoir=20, protocol="authors", encoder=encoder)
+    assert info["extractor"] == "torchscript enc.pt" and info["feature_dim"] == 5
+    m = run_eval(world, tmp_path / "out", refstats_dir=tmp_path / "ref", extractor_kind="torchscript",
+                 extractor_path=str(tmp_path / "enc.pt"), protocol="authors", encoder=encoder)
+    assert m["is"] is None and m["teacher_is"] is None and "IS n/a" in m["is_note"]
+    assert all(math.isfinite(m[k]) for k in ("fid", "kid", "intra_fid", "teacher_fid"))
+    assert m["protocol"] == "authors" and m["extractor"] == "torchscript enc.pt"
+
+
+def test_the_authors_protocol_end_to_end_with_the_judge(world, tmp_path):
+    """evaluate.protocol authors: float images, reference statistics of the same protocol; the figures are those
+    of other inputs than stylegan2-ada's (the uint8 round trip is gone), and metrics.json says which."""
+    judge = world["root"] / "judge" / "judge.pt"
+    info = reference_stats(world["root"] / "real", judge, "judge", tmp_path / "ref", batch_size=16, progress=False,
+                           kid_reservoir=20, protocol="authors")
+    assert info["protocol"] == "authors" and info["preprocessing"] != world["ref"]["preprocessing"]
+    m = run_eval(world, tmp_path / "out", refstats_dir=tmp_path / "ref", protocol="authors")
+    sg = world["metrics"]
+    assert m["protocol"] == "authors" and sg["protocol"] == "stylegan2-ada"
+    assert all(math.isfinite(m[k]) for k in NUMERIC if m.get(k) is not None)
+    assert m["is"] != sg["is"] and m["fid"] != sg["fid"]
+    with pytest.raises(TinyGANError, match="evaluate.protocol"):  # stylegan2-ada's statistics under authors
+        run_eval(world, tmp_path / "out2", protocol="authors")

@@ -12,7 +12,7 @@ from tinygan.generate import load_generator
 from tinygan.models import Generator
 from tinygan.train import save_generator
 
-from conftest import random_generator
+from conftest import random_generator, stand_in_encoder
 
 CLASSES = [1, 9, 207]
 
@@ -35,11 +35,14 @@ def exported(tmp_path_factory):
     metrics = root / "metrics.json"
     metrics.write_text(json.dumps({"extractor": "demo-judge", "extractor_note": "not Inception; demo figures only",
                                    "fid": 12.5, "intra_fid": {"mean": 30.25}, "is_mean": 3.5}))
+    judge = root / "judge.pt"
+    torch.jit.save(stand_in_encoder(), str(judge))
     out = root / "model"
     report = ex.export(src, str(out), CLASSES, metrics_path=str(metrics),
                        train_summary={"train_pairs": 480, "heldout_pairs": 32, "steps": 360},
                        params_snapshot={"train": {"ch": 4, "epochs": 12}}, grid_png=str(grid),
-                       teacher="data/demo/teacher", truncation=0.5)
+                       teacher="data/demo/teacher", truncation=0.5, extractor="judge", extractor_path=str(judge),
+                       quality_samples=24, calibration_samples=8)
     return G, out, report, grid
 
 
@@ -47,10 +50,16 @@ def test_files_and_parity_report(exported):
     G, out, report, _ = exported
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["generator.safetensors", "config.json", "generator.torchscript.pt", "generator.onnx", "parity.json",
+         "generator.openvino.xml", "generator.openvino.bin", "generator.int8.onnx", "generator.fp16.onnx",
          "samples.png", "MODEL_CARD.md"])  # no external-data side files, no temp files left
-    assert set(report) == {"safetensors", "torchscript", "onnx", "atol"}
-    for fmt in ("safetensors", "torchscript", "onnx"):
-        assert 0.0 <= report[fmt] <= 1e-4
+    assert sorted(ex.OUT_FILES) == sorted(p.name for p in out.iterdir())
+    assert set(report) == {"parity_version", "atol", "inputs", "formats", "quantized"}
+    assert set(report["formats"]) == {"safetensors", "torchscript", "onnx", "openvino"}
+    for fmt, e in report["formats"].items():
+        assert 0.0 <= e["max_abs_diff"] <= 1e-4
+        assert e["bytes"] >= (out / e["file"]).stat().st_size > 0 and len(e["sha256"]) == 64
+    ov = report["formats"]["openvino"]
+    assert ov["bytes"] == sum((out / f).stat().st_size for f in ("generator.openvino.xml", "generator.openvino.bin"))
     assert json.loads((out / "parity.json").read_text()) == report
 
 
@@ -208,7 +217,8 @@ def test_export_and_parity_at_other_shapes(tmp_path, shape, classes):
     res, z_dim = shape["resolution"], G.config["z_dim"]
     report = ex.export(save_train_output(G, tmp_path / "g.safetensors"), str(tmp_path / "m"), classes,
                        None, None, None, None)
-    assert all(report[f] <= 1e-4 for f in ex.FORMATS)
+    assert all(report["formats"][f]["max_abs_diff"] <= 1e-4 for f in ex.FORMATS)
+    assert all(np.isfinite(e["max_abs_diff"]) for e in report["quantized"].values())
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["output"] == ["N", 3, res, res] and cfg["inputs"]["z"] == ["N", z_dim] and cfg["classes"] == classes
     z = torch.randn(3, z_dim) * 0.5
@@ -247,9 +257,14 @@ def test_generate_from_a_32px_export(tmp_path):
 
     G = random_generator(5, n_classes=10, z_dim=512, resolution=32)
     ex.export(save_train_output(G, tmp_path / "g.safetensors"), str(tmp_path / "m"), [2, 3], None, None, None, None)
-    for fmt in ("generator.safetensors", "generator.onnx"):
+    grids = {}
+    for fmt in (*ex.FILES.values(), *ex.QUANTIZED.values()):  # every model file the export writes
         [png] = gen.generate(str(tmp_path / "m" / fmt), str(tmp_path / f"{fmt}.png"), ["2", "3"], 4, 0.5, 0)
-        assert Image.open(png).size[1] == 2 * 32 and Image.open(png).size[0] >= 4 * 32
+        assert Image.open(png).size == (4 * 32, 2 * 32)
+        grids[fmt] = np.asarray(Image.open(png), np.int16)
+    for fmt, grid in grids.items():  # uint8 images: float32 formats within a rounding step, int8 / fp16 close
+        limit = 1 if fmt in ex.FILES.values() else 48
+        assert np.abs(grid - grids["generator.safetensors"]).max() <= limit, fmt
     with pytest.raises(TinyGANError, match="out of range"):
         gen.generate(str(tmp_path / "m" / "generator.onnx"), str(tmp_path / "x.png"), ["10"], 1, 0.5, 0)
 
@@ -375,3 +390,86 @@ def test_stylegan_folder_data_export_records_latent_and_names_and_generate_uses_
 def test_biggan_imagenet_export_has_no_latent_or_class_names_keys(exported):
     cfg = json.loads((exported[1] / "config.json").read_text())
     assert "latent" not in cfg and "class_names" not in cfg  # BigGAN/ImageNet exports stay byte-identical
+
+
+# ---- OpenVINO, int8 / fp16 (issue 13) ------------------------------------------------------------------------
+
+def test_openvino_ir_matches_the_eager_model_at_any_batch(exported):
+    from tinygan.generate import import_openvino
+
+    G, out, _, _ = exported
+    compiled = import_openvino().Core().compile_model(str(out / "generator.openvino.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for n in (1, 4):
+        z = (np.random.default_rng(n).standard_normal((n, 128)) * 0.5).astype(np.float32)
+        y = np.array([1, 207, 9, 1][:n], dtype=np.int64)
+        img = compiled({"z": z, "y": y})["image"]
+        with torch.no_grad():
+            ref = G(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+        assert img.shape == (n, 3, 128, 128) and np.abs(img - ref).max() <= 1e-4
+
+
+def test_quantized_exports_report_size_diff_and_a_finite_quality_cost(exported):
+    _, out, report, _ = exported
+    q = report["quantized"]
+    assert set(q) == {"onnx-int8", "onnx-fp16"}
+    fp32_bytes = report["formats"]["onnx"]["bytes"]
+    for name, e in q.items():
+        assert (out / e["file"]).stat().st_size == e["bytes"] < fp32_bytes  # smaller than the fp32 ONNX
+        assert np.isfinite(e["max_abs_diff"]) and 0 < e["max_abs_diff"] < 0.5  # rounded, but the same picture
+        assert np.isfinite(e["fid_vs_fp32"]) and e["fid_vs_fp32"] >= -1e-6 and np.isfinite(e["kid_vs_fp32"])
+        assert e["extractor"].startswith("demo-judge") and e["n_images"] == 24 and e["seed"] == 0
+    assert q["onnx-int8"]["calibration"] == {"n": 8, "seed": 1}
+    assert q["onnx-int8"]["bytes"] < 0.5 * fp32_bytes
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "`generator.int8.onnx`" in card and "`generator.openvino.xml`" in card
+
+
+def test_quantized_onnx_keeps_the_interface_and_config(exported):
+    import onnx
+
+    _, out, _, _ = exported
+    for name in ("generator.int8.onnx", "generator.fp16.onnx"):
+        model = onnx.load(str(out / name))
+        types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+        assert types == {"z": onnx.TensorProto.FLOAT, "y": onnx.TensorProto.INT64}
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert json.loads({p.key: p.value for p in model.metadata_props}["tinygan_config"])["classes"] == CLASSES
+
+
+def test_export_is_byte_identical_when_repeated(tmp_path):
+    """Every file (the int8 quantisation and OpenVINO's node names included) from two fresh processes, as the
+    export stage runs; within one process too, but TorchScript's class names (numbered per process) and the
+    files that hold its sha256."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    judge = tmp_path / "judge.pt"
+    torch.jit.save(stand_in_encoder(), str(judge))
+    src = save_train_output(random_generator(3), tmp_path / "g.safetensors")
+    kw = dict(extractor="judge", extractor_path=str(judge), quality_samples=8, calibration_samples=8)
+    root = Path(__file__).resolve().parents[1]
+    for name in ("a", "b"):
+        code = f"from tinygan import export as ex; ex.export({src!r}, {str(tmp_path / name)!r}, [1, 9], **{kw!r})"
+        subprocess.run([sys.executable, "-c", code], cwd=root, check=True,
+                       env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    ex.export(src, str(tmp_path / "c"), [1, 9], **kw)  # a third time, in this process
+    per_process = {"generator.torchscript.pt", "parity.json", "MODEL_CARD.md"}
+    assert {k: v for k, v in tree(tmp_path / "c").items() if k not in per_process} == \
+        {k: v for k, v in tree(tmp_path / "a").items() if k not in per_process}
+
+
+def test_export_without_an_extractor_records_no_quality_figures(tmp_path):
+    src = save_train_output(random_generator(2), tmp_path / "g.safetensors")
+    report = ex.export(src, str(tmp_path / "m"), [1], calibration_samples=4)
+    for e in report["quantized"].values():
+        assert e["fid_vs_fp32"] is None and e["kid_vs_fp32"] is None and e["extractor"] is None
+    assert "not measured" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+def test_export_refuses_a_missing_extractor_before_writing(tmp_path):
+    src = save_train_output(random_generator(2), tmp_path / "g.safetensors")
+    with pytest.raises(TinyGANError, match="demo judge not found"):
+        ex.export(src, str(tmp_path / "m"), [1], extractor="judge", extractor_path=str(tmp_path / "no.pt"))
+    assert not (tmp_path / "m").exists()

@@ -106,7 +106,7 @@ def test_inception_call_path(fake_inception):
     f2, p2 = ext(imgs, need_probs=False)
     assert p2 is None and np.array_equal(f2, feats)
     with pytest.raises(ValueError):
-        ext(imgs.float())
+        ext(imgs.to(torch.int32))
 
 
 class NamedClassifier(FakeInception):

@@ -1,4 +1,4 @@
-"""generate: grids / single PNGs / interpolation sheets from exported safetensors and ONNX models; bad inputs."""
+"""generate: grids / single PNGs / interpolation sheets from every exported model format; bad inputs."""
 import subprocess
 import sys
 import textwrap
@@ -109,7 +109,7 @@ def test_class_names():
         assert gen.resolve_class(s, names=names) == 207
     with pytest.raises(TinyGANError, match=r"ambiguous.*134.*517"):  # 'crane': the bird and the machine
         gen.resolve_class("crane", names=names)
-    with pytest.raises(TinyGANError, match=r"unknown class 'golden retreiver'.*close matches.*golden retriever"):
+    with pytest.raises(TinyGANError, match=r"unknown class 'golden retreiver'.*did you mean.*207 \(golden retriever\)"):
         gen.resolve_class("golden retreiver", names=names)
     with pytest.raises(TinyGANError, match="out of range"):
         gen.resolve_class("1000", names=names)
@@ -161,8 +161,9 @@ def test_unknown_class(model, tmp_path):
 def test_missing_model(tmp_path):
     with pytest.raises(TinyGANError, match=r"model file .*nope.onnx does not exist"):
         gen.generate(str(tmp_path / "nope.onnx"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
-    with pytest.raises(TinyGANError, match=r"\.safetensors or generator\.onnx"):
-        gen.generate(str(tmp_path / "model.pt"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+    with pytest.raises(TinyGANError, match=r"must be a file the export writes: generator\.safetensors / "
+                                           r"\.torchscript\.pt / \.onnx .* / \.openvino\.xml"):
+        gen.generate(str(tmp_path / "model.pth"), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
 
 
 @pytest.mark.parametrize("name", ["generator.safetensors", "generator.onnx"])
@@ -344,3 +345,138 @@ def test_a_models_own_class_names_come_first_even_when_named_like_a_wnid():
     assert resolve_class("n02099601", 1000) == 207  # ImageNet models: wnids as before
     with pytest.raises(TinyGANError, match="unknown class 'goldfish'"):
         resolve_class("goldfish", 1000, names)
+
+
+# ---- every exported format, JPEG output, synonyms, CLI (issue 13) ---------------------------------------------
+
+MODEL_FILES = ["generator.safetensors", "generator.torchscript.pt", "generator.onnx", "generator.openvino.xml",
+               "generator.int8.onnx", "generator.fp16.onnx"]
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_generate_reads_every_file_the_export_writes(model, tmp_path, name):
+    [path] = gen.generate(str(model / name), str(tmp_path / "g.png"), ["207", "goldfish"], 2, 0.5, 3)
+    ref = png(gen.generate(str(model / "generator.safetensors"), str(tmp_path / "ref.png"), ["207", "1"], 2, 0.5,
+                           3)[0]).astype(int)
+    limit = 1 if name in ex.FILES.values() else 48  # float32: rounding; int8 / fp16: close, not equal
+    assert png(path).shape == ref.shape and np.abs(png(path).astype(int) - ref).max() <= limit
+
+
+@pytest.mark.parametrize("name", ["generator.torchscript.pt", "generator.openvino.xml"])
+def test_config_embedded_in_torchscript_and_openvino(model, tmp_path, name):
+    for f in {name, "generator.openvino.bin"} if name.endswith(".xml") else {name}:
+        (tmp_path / f).write_bytes((model / f).read_bytes())  # without config.json
+    cfg = gen.read_config(tmp_path / name)
+    assert cfg["classes"] == CLASSES and cfg["ch"] == 4
+    with pytest.raises(TinyGANError, match="use the exported generator.safetensors"):
+        gen.generate(str(tmp_path / name), str(tmp_path), [], 1, 0.5, 0, interpolate="classes:1,2")
+
+
+def test_corrupt_torchscript_and_openvino_are_one_line(model, tmp_path):
+    for name in ("generator.torchscript.pt", "generator.openvino.xml"):
+        (tmp_path / name).write_bytes((model / name).read_bytes()[:200])
+        with pytest.raises(TinyGANError, match=rf"model file .*{name} is corrupt"):
+            gen.generate(str(tmp_path / name), str(tmp_path / "g.png"), ["207"], 1, 0.5, 0)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".JPEG"])
+def test_output_jpeg(model, tmp_path, suffix):
+    [path] = gen.generate(str(model / "generator.onnx"), str(tmp_path / f"g{suffix}"), ["207"], 2, 0.5, 0)
+    assert path == str(tmp_path / f"g{suffix}") and Path(path).is_file()
+    with Image.open(path) as im:
+        assert im.format == "JPEG" and im.size == (2 * R, R)
+    ref = png(gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.png"), ["207"], 2, 0.5, 0)[0])
+    assert np.abs(np.asarray(Image.open(path), int) - ref).mean() < 8  # lossy, but the same picture
+
+
+def test_output_other_image_format_is_refused_not_a_directory(model, tmp_path):
+    with pytest.raises(TinyGANError, match=r"g\.webp: generate writes \.png or \.jpg"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.webp"), ["207"], 1, 0.5, 0)
+    assert not (tmp_path / "g.webp").exists()
+    with pytest.raises(TinyGANError, match="need a directory"):
+        gen.generate(str(model / "generator.onnx"), str(tmp_path / "g.jpg"), ["207"], 1, 0.5, 0, grid=False)
+
+
+def test_imagenet_synonyms():
+    names = gen.class_names()
+    for s, i in (("tabby cat", 281), ("Tabby", 281), ("mountain lion", 286), ("Tinca tinca", 0),
+                 ("killer whale", 148), ("orca", 148), ("polecat", 358)):  # polecat: main name of 358, synonym of 361
+        assert gen.resolve_class(s, names=names) == i, s
+    with pytest.raises(TinyGANError) as e:
+        gen.resolve_class("cat", names=names)
+    msg = str(e.value)
+    assert msg.startswith("unknown class 'cat'; did you mean: 281 (tabby), 282 (tiger cat), 283 (Persian cat)")
+    assert "ImageNet class name" in msg and "\n" not in msg
+    with pytest.raises(TinyGANError, match=r"'panda' is ambiguous.*387 \(n02509815, lesser panda\).*388"):
+        gen.resolve_class("panda", names=names)
+
+
+def test_shipped_synsets_agree_with_the_class_table():
+    """imagenet_synsets.txt (every name) and imagenet_wnids.txt (wnid, main name) describe the same classes."""
+    from tinygan import classes
+
+    lines = gen.SYNSETS.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == classes.N_CLASSES
+    for i, line in enumerate(lines):
+        wnid, _, names = line.partition(" ")
+        assert wnid == classes.wnid_of(i) and names.split(", ")[0] == classes.name_of(i)
+
+
+def test_own_class_model_unknown_class_does_not_mention_imagenet():
+    names = gen.class_names(None, {"class_names": {"0": "cats", "3": "wild cats"}})
+    with pytest.raises(TinyGANError) as e:
+        gen.resolve_class("cat", 10, names)
+    assert "ImageNet" not in str(e.value) and "wnid" not in str(e.value)
+    assert "did you mean: 0 (cats);" in str(e.value)
+    assert "one of the model's class names" in str(e.value)
+    with pytest.raises(TinyGANError, match="unknown class 'n01440764'"):
+        gen.resolve_class("n01440764", 10, names)  # an ImageNet wnid means nothing to this model
+
+
+def run_cli(*args):
+    from typer.testing import CliRunner
+
+    from tinygan.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_version_and_choices():
+    import tinygan
+
+    res = run_cli("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"tinygan {tinygan.__version__}"
+    assert "dw|std" in run_cli("summary", "--help").output
+    res = run_cli("summary", "--variant", "huge")
+    assert res.exit_code != 0 and "huge" in res.output
+
+
+def test_one_params_option_spelling():
+    """`--params FILE` everywhere: tinygan check-params and every stage script."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    assert "--params" in run_cli("check-params", "--help").output
+    for stage in sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__"):
+        res = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--help"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "--params " in res.stdout and "--params-file" not in res.stdout, stage
+
+
+def test_cli_generate_jpeg_from_torchscript(model, tmp_path):
+    res = run_cli("generate", str(model / "generator.torchscript.pt"), "-c", "tabby", "-n", "1",
+                  "-o", str(tmp_path / "x.jpg"))
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "x.jpg").format == "JPEG" and not (tmp_path / "x.jpg").is_dir()
+
+
+def test_openvino_is_used_without_its_telemetry(model, tmp_path):
+    """Importing openvino would count and send usage events (~/intel/...); tinygan's import keeps it off."""
+    code = textwrap.dedent(f"""
+        from tinygan import generate as gen
+        gen.generate({str(model / 'generator.openvino.xml')!r}, {str(tmp_path / 'g.png')!r}, ['207'], 1, 0.5, 0)
+        import sys
+        assert sys.modules['openvino_telemetry'] is None
+    """)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "g.png").is_file() and not (tmp_path / "home").exists()

@@ -143,7 +143,7 @@ def test_readme_commands(repo):
 
 def test_user_errors_are_one_line(repo):
     dst, _ = repo
-    res = sh(f"{sys.executable} -m stages.train --params-file nope.yaml", dst, check=False)
+    res = sh(f"{sys.executable} -m stages.train --params nope.yaml", dst, check=False)
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "not found" in res.stderr
     res = sh(f"{sys.executable} -m tinygan.cli verify data", dst, check=False)
     assert res.returncode == 2 and "Traceback" not in res.stderr

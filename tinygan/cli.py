@@ -1,12 +1,14 @@
 """The `tinygan` command. User mistakes (TinyGANError) print one line `error: ...` and exit 2 — never a traceback."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from tinygan import __version__
 from tinygan.classes import N_CLASSES
-from tinygan.errors import TinyGANError, report_errors
+from tinygan.errors import ParamsFile, TinyGANError, report_errors
+from tinygan.generate import VARIANTS
 from tinygan.teacher import RESOLUTION, Z_DIM
 
 app = typer.Typer(
@@ -18,9 +20,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tinygan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """tinygan's commands (see --help)."""
+
+
 @app.command("check-params")
 @report_errors
-def check_params(params_file: str = typer.Option("params.yaml", "--params", help="params file to validate"),
+def check_params(params_file: ParamsFile = "params.yaml",
                  explain: bool = typer.Option(False, "--explain", help="list every param: values, meaning")):
     """Validate a params file (types, ranges, unknown keys) and print the normalised values."""
     import json
@@ -97,7 +111,7 @@ def verify(directory: str = typer.Argument(..., help="a shard directory (data/re
 @app.command()
 @report_errors
 def summary(
-    variant: str = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
+    variant: Literal[VARIANTS] = typer.Option("dw", help="dw (TinyGAN-dw) | std (TinyGAN-std)"),
     ch: int = typer.Option(32, help="generator channel multiplier (paper: 32)"),
     d_ch: int = typer.Option(32, help="discriminator channel multiplier"),
     resolution: int = typer.Option(RESOLUTION, help="image size: a power of two in 8-1024 (the teacher's)"),
@@ -131,13 +145,15 @@ def summary(
 @app.command()
 @report_errors
 def generate(
-    model: str = typer.Argument(..., help="exported generator.safetensors or generator.onnx (ONNX needs no torch)"),
-    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or "
-                                      "name (golden_retriever); repeat for several"),
+    model: str = typer.Argument(..., help="an exported generator: .safetensors, .torchscript.pt, .onnx (also "
+                                "the .int8.onnx / .fp16.onnx), .openvino.xml (ONNX / OpenVINO need no torch)"),
+    classes: list[str] = typer.Option(..., "--class", "-c", help="class by index (207), wnid (n02099601) or any "
+                                      "of its names (golden_retriever; tabby or tabby_cat); repeat for several"),
     n: int = typer.Option(8, "-n", help="images per class"),
     truncation: float = typer.Option(0.5, help="z = truncation x truncated normal; in [0.02, 1]"),
     seed: int = typer.Option(0, help="seed of the noise"),
-    out: str = typer.Option("samples.png", "--out", "-o", help="grid .png path, or a directory"),
+    out: str = typer.Option("samples.png", "--out", "-o", help="grid image path (.png, or .jpg / .jpeg: a JPEG), "
+                            "or a directory"),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="one grid PNG, or one PNG per image (out = dir)"),
     interpolate: Optional[str] = typer.Option(None, help="classes:A,B (z fixed) or seeds:S1,S2 (class fixed)"),
     steps: int = typer.Option(8, help="columns of an interpolation sheet"),
@@ -149,6 +165,101 @@ def generate(
     for path in run(model, out, classes, n=n, truncation=truncation, seed=seed, grid=grid,
                     interpolate=interpolate, steps=steps, synsets=synsets):
         typer.echo(path)
+
+
+refstats_app = typer.Typer(no_args_is_help=True, help="Reference statistics as a mu/sigma .npz (the pytorch-fid / "
+                           "clean-fid format), with the extractor and preprocessing recorded.")
+app.add_typer(refstats_app, name="refstats")
+
+
+def _eval_config(params_file: str, protocol: Optional[str], extractor: Optional[str], extractor_path: Optional[str]):
+    """EvalConfig from a params file, with the CLI's extractor / protocol overrides (validated as params)."""
+    import dataclasses
+
+    from tinygan import params
+    from tinygan.evaluate import EvalConfig
+
+    cfg = EvalConfig.from_params(params.load(params_file), progress=True)
+    changes = {k: v for k, v in (("protocol", protocol), ("extractor_kind", extractor),
+                                 ("extractor_path", extractor_path)) if v is not None}
+    for key, value in (("protocol", protocol), ("extractor", extractor)):
+        if value is not None:
+            params.SCHEMA["evaluate"][key].check(f"--{key}", value)
+    return dataclasses.replace(cfg, **changes)
+
+
+PARAMS_OPT = typer.Option("params.yaml", "--params", help="params file: classes, seed, truncation, evaluate.*")
+PROTOCOL_OPT = typer.Option(None, "--protocol", help="authors | stylegan2-ada (default: evaluate.protocol)")
+EXTRACTOR_OPT = typer.Option(None, "--extractor", help="inception | judge | torchscript (default: evaluate.extractor)")
+EXTRACTOR_PATH_OPT = typer.Option(None, "--extractor-path",
+                                  help="the extractor's file (default: evaluate.extractor_path)")
+
+
+@refstats_app.command("export")
+@report_errors
+def refstats_export(
+    refstats_dir: str = typer.Argument(..., help="a reference statistics directory (data/refstats)"),
+    out: str = typer.Argument(..., help="the .npz to write (mu, sigma, n, kid_reservoir, extractor, protocol, ...)"),
+    cls: Optional[int] = typer.Option(None, "--class", help="one class's statistics instead of the overall ones"),
+):
+    """Write reference statistics as a mu/sigma .npz that pytorch-fid and clean-fid read."""
+    import json
+
+    from tinygan.reference import export_npz
+
+    typer.echo(json.dumps(export_npz(refstats_dir, out, cls), indent=2))
+
+
+@refstats_app.command("import")
+@report_errors
+def refstats_import(
+    npz: str = typer.Argument(..., help="a mu/sigma .npz (ours, pytorch-fid's or clean-fid's)"),
+    out_dir: str = typer.Argument(..., help="the reference statistics directory to write (overall stats only)"),
+    params_file: str = PARAMS_OPT, protocol: Optional[str] = PROTOCOL_OPT, extractor: Optional[str] = EXTRACTOR_OPT,
+    extractor_path: Optional[str] = EXTRACTOR_PATH_OPT,
+    assume: bool = typer.Option(False, "--assume-extractor", help="the file records no extractor (pytorch-fid, "
+                                "clean-fid): vouch that it was made with this extractor and preprocessing"),
+):
+    """Reference statistics from a mu/sigma .npz made with the same extractor and protocol (for `tinygan score`)."""
+    import json
+
+    from tinygan import runtime
+    from tinygan.extractors import load_extractor
+    from tinygan.reference import import_npz
+
+    cfg = _eval_config(params_file, protocol, extractor, extractor_path)
+    ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256,
+                         device=runtime.device(cfg.device, "runtime.evaluate.device"), protocol=cfg.protocol,
+                         encoder=cfg.encoder)
+    typer.echo(json.dumps(import_npz(npz, out_dir, ext, cfg.extractor_path, assume=assume), indent=2))
+
+
+@app.command()
+@report_errors
+def score(
+    source: str = typer.Argument(..., help="exported generator (.safetensors, .onnx, TorchScript .pt), a folder of "
+                                 "images, or an .npz of uint8 images [N,H,W,3]"),
+    refstats: str = typer.Option("data/refstats", "--refstats", help="reference statistics directory (the refstats "
+                                 "stage's, or `tinygan refstats import`)"),
+    params_file: str = PARAMS_OPT, protocol: Optional[str] = PROTOCOL_OPT, extractor: Optional[str] = EXTRACTOR_OPT,
+    extractor_path: Optional[str] = EXTRACTOR_PATH_OPT,
+    n: Optional[int] = typer.Option(None, "-n", help="images to generate (default evaluate.n_samples) or the most "
+                                    "to read from a folder / npz (default all)"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="also write the JSON to this file"),
+):
+    """IS, FID and KID of a generator, a folder or an .npz of images, measured as the evaluate stage does; prints
+    JSON."""
+    import json
+
+    from tinygan.io import write_json
+    from tinygan.score import score as run
+
+    if n is not None and n < 1:
+        raise TinyGANError(f"score: -n must be at least 1, got {n}")
+    metrics = run(source, refstats, _eval_config(params_file, protocol, extractor, extractor_path), n=n)
+    if out:
+        write_json(out, metrics)
+    typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ every `stages/*.py` script runs under (``run_stage``)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Annotated, Callable
 
 import typer
 
@@ -31,6 +31,12 @@ def report_errors(fn: Callable) -> Callable:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130)
     return wrapper
+
+
+PARAMS_HELP = "the params file to read (default: the pipeline's params.yaml)"
+# The one spelling of the params-file option, for `tinygan` commands and every `stages/*.py` script:
+# ``def main(params_file: ParamsFile = "params.yaml")`` gives ``--params FILE`` (a plain default when called).
+ParamsFile = Annotated[str, typer.Option("--params", help=PARAMS_HELP)]
 
 
 def run_stage(fn: Callable) -> None:

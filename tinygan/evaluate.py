@@ -30,9 +30,14 @@ Two stages, two DVC outputs:
   - ``write_outputs``: everything into ``out_dir``, replaced as a whole (``tinygan.io.atomic_dir``: all
     new, or all old after a failure).
 
+Protocol (``evaluate.protocol``, ``tinygan.extractors``): generated images reach the extractor as the floats G
+made; under ``stylegan2-ada`` it quantises them to uint8, under ``authors`` (TF-GAN) it does not and takes IS from
+the first 1000 logits. The reference statistics record the protocol they were measured under and are refused
+under another.
+
 Outputs: ``metrics.json`` (metrics only, flat, for ``dvc metrics`` / ``dvc exp show``: the numbers, and the
-strings that say how to read them: ``extractor``, ``teacher_figures``, ``*_note``; the settings they were
-measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class; and their
+strings that say how to read them: ``extractor``, ``protocol``, ``teacher_figures``, ``*_note``; the settings they
+were measured with are params), ``per_class.csv`` (Fig. 9 data: teacher and student intra-FID per class; and their
 precision, recall, density, coverage per class) and
 ``fid_curve.csv`` (Fig. 8 data), both drawn by ``dvc plots`` (top-level ``plots:`` in dvc.yaml),
 ``worst10.png`` (Fig. 11, teacher | student samples of the classes with the worst student intra-FID, on
@@ -70,10 +75,10 @@ from tinygan.generate import class_count, interpolation_sheet, load_generator, s
 from tinygan.io import atomic_dir, check_replaceable, sha256_file, write_json, write_text
 from tinygan.metrics import DC_K, PR_K, InceptionScore, intra_fid, kid_subsets, prdc
 from tinygan.prepare import param_classes
+from tinygan.reference import REFSTATS_JSON
 from tinygan.shards import ShardDataset
 from tinygan.teacher import TEACHER_SAMPLES, check_truncation, draw_z, evaluation_seed
 
-REFSTATS_JSON = "refstats.json"
 SNAPSHOT_RE = re.compile(r"^G-(\d+)\.safetensors$")
 # Internals that are not params (rarely changed; StyleGAN2-ADA's values where it has them)
 KID_SUBSET = 1000      # StyleGAN2-ADA's max_subset_size
@@ -105,6 +110,8 @@ class EvalConfig:
     seed: int                         # seed: noise of image k of class c is draw_z(latent, seed, c, k, truncation)
     extractor_kind: str               # evaluate.extractor
     extractor_path: str               # evaluate.extractor_path
+    protocol: str                     # evaluate.protocol: "authors" | "stylegan2-ada" (tinygan.extractors)
+    encoder: dict | None              # evaluate.encoder: a generic TorchScript encoder's input (extractor torchscript)
     d_ch: int | None                  # train.d_ch (None: the generator's ch), for the D parameter count
     device: str                       # runtime.evaluate.device: "auto", "cpu", "cuda"
     batch_size: int                   # runtime.evaluate.batch_size
@@ -148,9 +155,9 @@ class EvalConfig:
         e = p["evaluate"]
         return cls(classes=tuple(param_classes(p)), n_samples=e["n_samples"], per_class_samples=e["per_class_samples"],
                    curve_samples=e["curve_samples"], truncation=p["sample"]["truncation"], seed=p["seed"],
-                   extractor_kind=e["extractor"], extractor_path=e["extractor_path"], d_ch=p["train"]["d_ch"],
-                   teacher_samples=e["teacher_samples"], pr_samples=e["pr_samples"], progress=progress,
-                   **p["runtime"]["evaluate"])
+                   extractor_kind=e["extractor"], extractor_path=e["extractor_path"], protocol=e["protocol"],
+                   encoder=e["encoder"], d_ch=p["train"]["d_ch"], teacher_samples=e["teacher_samples"],
+                   pr_samples=e["pr_samples"], progress=progress, **p["runtime"]["evaluate"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +172,8 @@ def _nchw(images_nhwc: np.ndarray) -> torch.Tensor:
 def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLike, extractor_kind: str,
                     out_dir: str | os.PathLike, sha256: str | None = None, batch_size: int = 64,
                     device: str | torch.device = "cpu", progress: bool = True, kid_reservoir: int = KID_RESERVOIR,
-                    seed: int = 0, pr_samples: int = 0) -> dict:
+                    seed: int = 0, protocol: str = "stylegan2-ada", encoder: dict | None = None,
+                    pr_samples: int = 0) -> dict:
     """Features of every real image in ``real_dir``, saved as per-class and overall statistics.
 
     Classes are processed one at a time (each class's images read in batches of ``batch_size``), so
@@ -178,12 +186,14 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
     number of classes.
 
     Writes into ``out_dir`` the ``ClassStats`` layout (``class_XXXX.npz``, ``overall.npz``, ``index.json``
-    last) and ``refstats.json``; returns the latter's content (extractor name and sha256, counts).
+    last) and ``refstats.json``; returns the latter's content (extractor name and sha256, the protocol and its
+    preprocessing, counts). Under the authors' protocol the real uint8 images enter as u / 127.5 - 1 (floats).
     """
     if batch_size < 1:
         raise TinyGANError(f"reference stats batch_size must be at least 1, got {batch_size}")
     ds = ShardDataset(real_dir, fields=("images",), kind="real")
-    ext = load_extractor(extractor_path, extractor_kind, sha256=sha256, device=runtime.device(device, "runtime.evaluate.device"))
+    ext = load_extractor(extractor_path, extractor_kind, sha256=sha256,
+                         device=runtime.device(device, "runtime.evaluate.device"), protocol=protocol, encoder=encoder)
     counts = ds.class_counts()
     if not counts:
         raise TinyGANError(f"the real shards in {real_dir} hold no images; run the prepare stage first")
@@ -199,6 +209,8 @@ def reference_stats(real_dir: str | os.PathLike, extractor_path: str | os.PathLi
         "extractor_kind": extractor_kind,
         "extractor_sha256": sha256_file(extractor_path),
         "feature_dim": ext.feature_dim,
+        "protocol": ext.protocol,
+        "preprocessing": ext.preprocessing,
         "n": int(total.n),
         "num_classes": len(counts),
         "class_counts": {str(c): int(k) for c, k in sorted(counts.items())},
@@ -238,10 +250,10 @@ def feature_sample(stats: Stats) -> np.ndarray | None:
     return stats.reservoir if stats.reservoir is not None else stats.feats
 
 
-def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
-                   classes: Sequence[int]) -> tuple[ClassStats, Stats]:
+def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: Sequence[int],
+                   need_reservoir: bool = True) -> tuple[ClassStats, Stats]:
     """The reference statistics (per class, lazily loaded; overall), checked: same extractor (name and
-    sha256), every evaluated class, an overall KID reservoir."""
+    sha256), the same protocol and preprocessing, every evaluated class, an overall KID reservoir."""
     ref = ClassStats.load(refstats_dir)
     info_path = refstats_dir / REFSTATS_JSON
     if not info_path.is_file():
@@ -252,12 +264,16 @@ def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path,
         raise TinyGANError(f"reference statistics in {refstats_dir} were computed with {info.get('extractor')!r} "
                            f"(sha256 {info.get('extractor_sha256')}), but the extractor {extractor_path} is "
                            f"{ext.name!r} (sha256 {sha}); rerun the reference statistics stage")
+    if info.get("preprocessing") != ext.preprocessing:
+        raise TinyGANError(f"reference statistics in {refstats_dir} were measured as {info.get('preprocessing')!r}, "
+                           f"but this evaluation measures as {ext.preprocessing!r} (evaluate.protocol / "
+                           f"evaluate.encoder differ); rerun the reference statistics stage")
     missing = [c for c in classes if c not in ref]
     if missing:
         raise TinyGANError(f"reference statistics in {refstats_dir} lack classes {missing[:10]}; the real shards "
                            f"must hold every evaluated class (check `classes` and rerun prepare + refstats)")
     overall = ref.overall
-    if overall is None or overall.reservoir is None or len(overall.reservoir) < 2:
+    if overall is None or (need_reservoir and (overall.reservoir is None or len(overall.reservoir) < 2)):
         raise TinyGANError(f"reference statistics in {refstats_dir} have no overall KID reservoir; rerun the "
                            f"reference statistics stage")
     return ref, overall
@@ -294,8 +310,9 @@ class _Measure:
 def _measure(ext: Extractor, batches: Iterable[torch.Tensor], n_total: int, desc: str, progress: bool,
              splits: int = IS_SPLITS, reservoir: int = 0, seed=0,
              need_probs: bool = True) -> tuple[Stats, float | None, float | None]:
-    """Run uint8 NCHW image batches through ``ext``; return (stats, IS mean, IS std)."""
-    m = _Measure(ext.feature_dim, n_total, splits, reservoir, seed, need_probs)
+    """Run image batches (uint8 NCHW, or float NCHW in [-1, 1]) through ``ext``; return (stats, IS mean, IS
+    std), IS None when not asked for or the extractor gives no probabilities."""
+    m = _Measure(ext.feature_dim, n_total, splits, reservoir, seed, need_probs and ext.has_probs)
     with tqdm(total=n_total, desc=desc, unit="img", disable=not progress) as bar:
         for images in batches:
             feats, probs = ext(images, need_probs=need_probs)
@@ -327,16 +344,17 @@ def _prdc(inp: "Inputs", real: np.ndarray | None, gen: np.ndarray | None, seed) 
 
 
 def _generated(G, ys: np.ndarray, ks: np.ndarray, inp: "Inputs") -> Iterator[torch.Tensor]:
-    """Student images (uint8 NCHW, CPU) of classes ``ys``, image index ``ks`` within each class: the noise of
-    image k of class c is ``draw_z(latent, seed, c, k, truncation)`` with the teacher's latent recipe and z_dim
-    (its manifest); batches of ``batch_size``."""
+    """Student images (float NCHW in [-1, 1], as G made them: the extractor quantises them or not, per protocol)
+    of classes ``ys``, image index ``ks`` within each class: the noise of image k of class c is ``draw_z(latent,
+    seed, c, k, truncation)`` with the teacher's latent recipe and z_dim (its manifest); batches of
+    ``batch_size``."""
     cfg, device = inp.cfg, inp.device
     for a in range(0, len(ys), cfg.batch_size):
         y = ys[a:a + cfg.batch_size]
         z = draw_z(inp.latent, cfg.noise_seed, y, ks[a:a + cfg.batch_size], cfg.truncation, inp.z_dim)
         with torch.inference_mode():
             x = G(torch.from_numpy(z).to(device), torch.from_numpy(y).to(device))
-        yield _nchw(to_uint8(x.float().cpu().numpy()))
+        yield x.float()
 
 
 def _stored(ds: ShardDataset, indices: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
@@ -540,7 +558,8 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     """Load and check everything before the long measurement (user mistakes: one TinyGANError line).
     ``real_dir``: the real shards, whose manifest names the classes (None: ImageNet's names)."""
     dev = runtime.device(cfg.device, "runtime.evaluate.device")
-    ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev)
+    ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev,
+                         protocol=cfg.protocol, encoder=cfg.encoder)
     ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
     G = load_generator(generator_path).to(dev)
     n_classes = class_count(G.config)  # an unconditional model takes class 0 only
@@ -744,7 +763,8 @@ def evaluate(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir: st
              "teacher_note": "; ".join(n for n in (teacher_note, intra_note) if n) or None,
              "reference_note": _reference_note(inp)}
     notes["extractor_note"] = inp.ext.note
-    metrics = _checked({**student, **teacher, **intra, **comp, "extractor": inp.ext.name,
+    notes["is_note"] = None if inp.ext.has_probs else f"IS n/a: {inp.ext.name} gives features only"
+    metrics = _checked({**student, **teacher, **intra, **comp, "extractor": inp.ext.name, "protocol": cfg.protocol,
                         "teacher_samples": teacher_samples_note(cfg, inp.teacher),
                         **{k: v for k, v in notes.items() if v}})
     write_outputs(out_dir, inp, metrics, rows, curve)

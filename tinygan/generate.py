@@ -1,8 +1,10 @@
 """Images from an exported student: class grids, single PNGs and interpolation sheets.
 
-The model is either the exported ``generator.safetensors`` (run with PyTorch) or ``generator.onnx`` (run with
-onnxruntime only: this module imports torch lazily, on the safetensors path alone). Its config comes from the
-sibling ``config.json`` written by ``tinygan.export`` or, failing that, from the config embedded in the file.
+The model is any file ``tinygan.export`` writes (``MODEL_SUFFIXES``): ``generator.safetensors`` (PyTorch),
+``generator.torchscript.pt`` (PyTorch, no tinygan model code), ``generator.onnx`` / ``generator.int8.onnx`` /
+``generator.fp16.onnx`` (onnxruntime) or ``generator.openvino.xml`` (OpenVINO); this module imports torch
+lazily, on the PyTorch paths alone. Its config comes from the sibling ``config.json`` written by
+``tinygan.export`` or, failing that, from the config embedded in the file.
 
 Noise: the teacher's latent recipe, recorded as ``latent`` in the config (exports without it: "biggan"):
 "biggan" ``z = truncation * truncated_normal(z_dim)`` (standard-normal values outside ±2 redrawn); "stylegan"
@@ -11,10 +13,12 @@ itself takes no truncation input. Image ``k`` of class ``c`` uses ``tinygan.teac
 truncation)``, so it does not depend on which other classes or how many images are asked for.
 
 Classes are given as an index (``"207"``), a wnid (``"n02099601"``) or a name (``"golden retriever"``,
-``"Golden_Retriever"``; case, ``_`` and ``-`` are ignored). Names come from an ImageNet ``LOC_synset_mapping.txt``
-file when given (every comma-separated name of a line), else from the names shipped in
-``tinygan/imagenet_wnids.txt`` (the one class table, ``tinygan.classes``); a model of other data (config
-``class_names``) is asked by its own class names. A class the model was not trained
+``"Golden_Retriever"``; case, ``_`` and ``-`` are ignored). ImageNet names are every synonym of the shipped
+``tinygan/imagenet_synsets.txt`` (WordNet's names of the ILSVRC-2012 synsets, as ImageNet's
+``LOC_synset_mapping.txt``: ``tabby`` and ``tabby cat`` both name class 281) plus, when given, those of another
+such file; a name shared by several classes resolves to the class whose main name (``tinygan.classes``) it is,
+else is refused as ambiguous; an unknown name lists the classes whose names contain it (``cat``: tabby, tiger
+cat, Persian cat, ...). A model of other data (config ``class_names``) is asked by its own class names. A class the model was not trained
 on is generated anyway (the embedding is 1000-way) with a warning on stderr: its images are not meaningful.
 
 Memory does not grow with the number of images: they are made a batch at a time (``class_batches``) and turned
@@ -24,13 +28,14 @@ pixels, and a grid or sheet above ``MAX_SHEET_PIXELS`` is refused before anythin
 Interpolation sheets (paper Fig. 10), one row per fixed item, ``steps`` columns from A to B:
 
 - ``classes:A,B`` — z fixed per row, the shared class embedding mixed linearly from class A to class B. This
-  needs the embedding, so the safetensors model; the ONNX graph takes class indices only.
+  needs the embedding, so the safetensors model; the other formats' graphs take class indices only.
 - ``seeds:S1,S2`` — class fixed per row, z interpolated linearly from ``draw_z(S1)`` to ``draw_z(S2)``
   (linear, as BigGAN does: every step stays inside the truncated box the student was trained on).
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import io
 import json
 import os
@@ -46,7 +51,12 @@ from tinygan.errors import TinyGANError
 from tinygan.io import write_bytes
 from tinygan.teacher import LATENTS, Z_DIM, check_truncation, draw_z as teacher_z, latent_z, quantize
 
-MODEL_SUFFIXES = (".safetensors", ".onnx")
+MODEL_SUFFIXES = {".safetensors": "safetensors", ".pt": "torchscript", ".onnx": "onnx", ".xml": "openvino"}
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what -o may name as a file
+JPEG_QUALITY = 95
+TORCHSCRIPT_CONFIG = "config.json"  # extra file of the TorchScript archive holding the config
+OPENVINO_PRECISION = {"INFERENCE_PRECISION_HINT": "f32"}  # not the CPU plugin's bf16 default on AMX CPUs
+SYNSETS = Path(__file__).with_name("imagenet_synsets.txt")
 CONFIG_KEYS = ("variant", "ch", "n_classes", "z_dim", "emb_dim", "resolution")
 ONNX_CONFIG_KEY = "tinygan_config"  # metadata_props key of the config embedded in the ONNX file
 BATCH = 64  # images per forward pass
@@ -60,15 +70,22 @@ MAX_SHEET_PIXELS = 1 << 26  # largest grid / interpolation sheet (64 Mpixel, 192
 
 # ---- config and model loading ---------------------------------------------------------------------------
 
+_KINDS = "generator.safetensors / .torchscript.pt / .onnx (.int8.onnx, .fp16.onnx) / .openvino.xml"
+
+
 def _check_model_path(model_path: str | os.PathLike) -> Path:
     path = Path(model_path)
     if path.suffix not in MODEL_SUFFIXES:
-        raise TinyGANError(f"model {path} must be an exported generator.safetensors or generator.onnx file "
-                           f"(see `tinygan export`)")
+        raise TinyGANError(f"model {path} must be a file the export writes: {_KINDS} (see `dvc repro export`)")
     if not path.is_file():
         raise TinyGANError(f"model file {path} does not exist; run the export stage (`dvc repro export`) or "
-                           f"pass the path of an exported generator.safetensors / generator.onnx")
+                           f"pass the path of an exported {_KINDS}")
     return path
+
+
+def model_format(model_path: str | os.PathLike) -> str:
+    """"safetensors", "torchscript", "onnx" or "openvino", by the file's suffix."""
+    return MODEL_SUFFIXES[_check_model_path(model_path).suffix]
 
 
 def _valid_config(cfg, where: str) -> dict:
@@ -115,20 +132,32 @@ def _short(value) -> str:
 
 
 def _embedded_config(path: Path) -> dict | None:
-    """The config stored inside the model file (safetensors metadata / ONNX metadata_props), if any."""
+    """The config stored inside the model file (safetensors metadata, ONNX metadata_props, OpenVINO rt_info,
+    TorchScript extra file), if any."""
+    kind = MODEL_SUFFIXES[path.suffix]
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="numpy") as f:
                 text = (f.metadata() or {}).get("config")
+        elif kind == "onnx":
+            text = onnx_session(path).get_modelmeta().custom_metadata_map.get(ONNX_CONFIG_KEY)
+        elif kind == "openvino":
+            model = _openvino_core().read_model(str(path))
+            key = ["framework", ONNX_CONFIG_KEY]  # the ONNX metadata_props, as OpenVINO keeps them
+            text = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
         else:
-            text = _onnx_session(path).get_modelmeta().custom_metadata_map.get(ONNX_CONFIG_KEY)
+            import torch
+
+            extra = {TORCHSCRIPT_CONFIG: ""}
+            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            text = extra[TORCHSCRIPT_CONFIG]
         return json.loads(text) if text else None
     except TinyGANError:
         raise
     except Exception as e:  # truncated / not a model file
-        raise TinyGANError(f"model file {path} is corrupt or not a {path.suffix[1:]} file "
+        raise TinyGANError(f"model file {path} is corrupt or not a {kind} file "
                            f"({_first_line(e)}); re-run the export stage") from None
 
 
@@ -184,7 +213,7 @@ def load_generator(model_path: str | os.PathLike):
     return G
 
 
-def _onnx_session(path: Path):
+def onnx_session(path: Path):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -211,10 +240,10 @@ class TorchRunner:
 
     can_embed = True
 
-    def __init__(self, G, batch: int = BATCH):
+    def __init__(self, G, batch: int = BATCH, z_dim: int | None = None):
         self.G = G
         self.batch = batch
-        self.z_dim = G.config["z_dim"]
+        self.z_dim = G.config["z_dim"] if z_dim is None else z_dim
 
     def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:
         import torch
@@ -243,8 +272,15 @@ class TorchRunner:
                          emb.astype(np.float32))
 
 
+class ScriptRunner(TorchRunner):
+    """A ``TorchRunner`` around the exported TorchScript file: the traced graph takes class indices only (no
+    class interpolation)."""
+
+    can_embed = False
+
+
 class OnnxRunner:
-    """``runner(z, y) -> float32 [N,3,H,W]`` around an onnxruntime session of ``generator.onnx``."""
+    """``runner(z, y) -> float32 [N,3,H,W]`` around an onnxruntime session of an exported ONNX file."""
 
     can_embed = False
 
@@ -253,21 +289,68 @@ class OnnxRunner:
         self.z_dim = z_dim
         self.batch = batch
 
+    def _run(self, feeds: dict) -> np.ndarray:
+        return self.session.run(["image"], feeds)[0]
+
     def __call__(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(z), self.batch):
             feeds = {"z": np.ascontiguousarray(z[i:i + self.batch], dtype=np.float32),
                      "y": np.ascontiguousarray(y[i:i + self.batch], dtype=np.int64)}
-            out.append(self.session.run(["image"], feeds)[0])
+            out.append(self._run(feeds))
         return np.concatenate(out)
 
 
+class OpenVinoRunner(OnnxRunner):
+    """``runner(z, y)`` around an OpenVINO model compiled for the CPU in float32 (``OPENVINO_PRECISION``)."""
+
+    def _run(self, feeds: dict) -> np.ndarray:
+        return self.session(feeds)["image"]
+
+
+def import_openvino():
+    """The ``openvino`` module, imported with its usage telemetry off.
+
+    Importing openvino (and ``convert_model``) sends usage events to Intel unless the user opted out
+    (``openvino_telemetry``, a dependency of the openvino wheel). tinygan sends nothing anywhere: before the
+    first import, ``openvino_telemetry`` is marked absent (``sys.modules`` entry None), and openvino falls back
+    to its own no-op stub. A process that imported openvino_telemetry itself keeps it."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
+def _openvino_core():
+    return import_openvino().Core()
+
+
+def _load_script(path: Path):
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as e:
+        raise TinyGANError(f"model file {path} is corrupt or not a TorchScript file ({_first_line(e)}); "
+                           f"re-run the export stage") from None
+
+
 def open_model(model_path: str | os.PathLike) -> tuple[TorchRunner | OnnxRunner, dict]:
-    """(runner, config) for an exported model file; ``.onnx`` never imports torch."""
+    """(runner, config) for an exported model file; ONNX and OpenVINO never import torch."""
     path = _check_model_path(model_path)
-    cfg = read_config(path)
-    if path.suffix == ".onnx":
-        return OnnxRunner(_onnx_session(path), cfg["z_dim"]), cfg
+    cfg, kind = read_config(path), MODEL_SUFFIXES[path.suffix]
+    if kind == "onnx":
+        return OnnxRunner(onnx_session(path), cfg["z_dim"]), cfg
+    if kind == "openvino":
+        try:
+            compiled = _openvino_core().compile_model(str(path), "CPU", OPENVINO_PRECISION)
+        except Exception as e:
+            raise TinyGANError(f"model file {path} is corrupt or not an OpenVINO IR file (with its .bin beside it) "
+                               f"({_first_line(e)}); re-run the export stage") from None
+        return OpenVinoRunner(compiled, cfg["z_dim"]), cfg
+    if kind == "torchscript":
+        return ScriptRunner(_load_script(path), z_dim=cfg["z_dim"]), cfg
     return TorchRunner(load_generator(path)), cfg
 
 
@@ -291,7 +374,7 @@ def forward_with_embedding(G, z, emb):
 
 
 def _as_runner(G) -> TorchRunner | OnnxRunner:
-    if isinstance(G, (TorchRunner, OnnxRunner)):
+    if isinstance(G, (TorchRunner, OnnxRunner)):  # the subclasses too
         return G
     return TorchRunner(G)  # a torch Generator
 
@@ -316,20 +399,22 @@ def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    """uint8 HxWx3 ``image`` encoded as PNG (or ``fmt`` "JPEG": quality JPEG_QUALITY, deterministic)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> str:
-    """Write uint8 HxWx3 ``image`` as a PNG, atomically; return the path."""
+    """Write uint8 HxWx3 ``image`` as a PNG (a JPEG when ``path`` ends in .jpg / .jpeg), atomically; return
+    the path."""
     path = Path(path)
     _writable_dir(path.parent)
     try:
-        write_bytes(path, png_bytes(image))
+        write_bytes(path, png_bytes(image, IMAGE_FORMATS.get(path.suffix.lower(), "PNG")))
     except OSError as e:
         raise TinyGANError(f"cannot write {path} ({e.strerror or e}); choose a writable output path") from None
     return str(path)
@@ -369,16 +454,29 @@ def load_synsets(path: str | os.PathLike) -> dict[int, list[str]]:
     return out
 
 
-def class_names(synsets: str | None = None, cfg: dict | None = None) -> dict[str, list[int]]:
+class ClassNames(dict):
+    """Normalised name -> class indices; ``own``: the names of a model's own classes (not ImageNet's)."""
+
+    own = False
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_synsets() -> dict[int, list[str]]:
+    """Every ImageNet class's names, main name first (``SYNSETS``; tests check it against ``tinygan.classes``)."""
+    return load_synsets(SYNSETS)
+
+
+def class_names(synsets: str | None = None, cfg: dict | None = None) -> ClassNames:
     """Normalised name -> class indices (a list: a few ImageNet names, e.g. 'crane', name two classes): the
     ``class_names`` an exported model's config records (data other than ImageNet), else ImageNet's."""
     if cfg is not None and "class_names" in cfg:
         table = {int(i): [name] for i, name in cfg["class_names"].items()}
     else:
-        table = {i: [imagenet.name_of(i)] for i in range(imagenet.N_CLASSES)}
+        table = _shipped_synsets()
         for i, names in (load_synsets(synsets) if synsets else {}).items():
-            table[i].extend(names)
-    out: dict[str, list[int]] = {}
+            table[i] = table[i] + names
+    out = ClassNames()
+    out.own = cfg is not None and "class_names" in cfg
     for i, names in table.items():
         for name in names:
             key = _norm(name)
@@ -397,22 +495,36 @@ def resolve_class(spec: str | int, n_classes: int = imagenet.N_CLASSES,
             raise TinyGANError(f"class index {i} is out of range: the model has classes 0-{n_classes - 1}")
         return i
     names = class_names() if names is None else names
+    own = getattr(names, "own", False)
     hits = names.get(_norm(s), [])  # first: a model's own class may be a folder named like a wnid
-    if not hits and re.fullmatch(r"n\d{8}", s):
+    if len(hits) > 1 and not own:  # a synonym of other classes too: the class whose main name it is
+        hits = [i for i in hits if _norm(imagenet.name_of(i)) == _norm(s)] or hits
+    if not hits and re.fullmatch(r"n\d{8}", s) and not own:
         i = imagenet.index_of(s)  # TinyGANError if not an ILSVRC-2012 wnid
     else:
         if len(hits) > 1:
-            options = ", ".join(f"{i} ({imagenet.wnid_of(i)})" for i in hits)
+            options = ", ".join(f"{i} ({imagenet.wnid_of(i)}, {imagenet.name_of(i)})" for i in hits)
             raise TinyGANError(f"class name {s!r} is ambiguous: it names classes {options}; give the index or wnid")
         if not hits:
-            close = difflib.get_close_matches(_norm(s), list(names), n=5, cutoff=0.6)
-            hint = ("; close matches: " + ", ".join(f"{c!r} ({names[c][0]})" for c in close)) if close else ""
-            raise TinyGANError(f"unknown class {s!r}{hint}; give a class index (0-{n_classes - 1}), a wnid "
-                               f"(e.g. n02099601) or an ImageNet class name")
+            raise TinyGANError(_unknown_class(s, n_classes, names, own))
         i = hits[0]
     if i >= n_classes:
         raise TinyGANError(f"class {s!r} (index {i}) is out of range: the model has classes 0-{n_classes - 1}")
     return i
+
+
+def _unknown_class(s: str, n_classes: int, names: dict[str, list[int]], own: bool) -> str:
+    """The message for an unknown class name: the classes one of whose names holds it as a word ("cat":
+    tabby cat, tiger cat, ...) or is close to it, and what else may be given."""
+    key = _norm(s)
+    word = re.compile(rf"\b{re.escape(key)}\b")
+    matched = ([name for name in names if word.search(name)]
+               or difflib.get_close_matches(key, list(names), n=5, cutoff=0.6))
+    found = {i: name for name in reversed(matched) for i in names[name]}  # the first name matched per class
+    shown = [f"{i} ({name if own else imagenet.name_of(i)})" for i, name in sorted(found.items())[:12]]
+    hint = f"; did you mean: {', '.join(shown)}{', ...' if len(found) > 12 else ''}" if found else ""
+    what = "one of the model's class names" if own else "a wnid (e.g. n02099601) or an ImageNet class name"
+    return f"unknown class {s!r}{hint}; give a class index (0-{n_classes - 1}) or {what}"
 
 
 def _label(i: int, cfg: dict) -> str:
@@ -500,8 +612,8 @@ def interpolation_sheet(G, kind: str, a: int, b: int, fixed: Sequence[int], step
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     if kind == "classes":
         if not runner.can_embed:
-            raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
-                               "does not expose: use the exported generator.safetensors instead")
+            raise TinyGANError("interpolation between classes needs the class embedding, which this exported "
+                               "graph does not expose: use the exported generator.safetensors instead")
         ea, eb = runner.embed(np.array([a, b]))
         emb = np.tile((1 - t) * ea + t * eb, (len(fixed), 1))
         z = np.repeat(np.stack([draw_z(s, truncation, runner.z_dim, latent) for s in fixed]), steps, axis=0)
@@ -537,12 +649,12 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
              synsets: str | None = None) -> list[str]:
     """Generate PNGs with an exported model; return the written paths.
 
-    - ``grid=True``: one grid, a row per class, ``n`` columns; ``out`` is a ``.png`` path or a directory
-      (``<out>/grid.png``).
+    - ``grid=True``: one grid, a row per class, ``n`` columns; ``out`` is a ``.png`` or ``.jpg`` / ``.jpeg``
+      path (a JPEG) or a directory (``<out>/grid.png``); another image suffix (.webp) is refused.
     - ``grid=False``: ``<out>/<wnid>_<k>.png`` for k < n; ``out`` is a directory.
     - ``interpolate="classes:A,B"``: a sheet of ``n`` rows (z from seeds ``seed .. seed+n-1``), ``steps``
       columns from class A to B; ``classes`` is ignored. ``interpolate="seeds:S1,S2"``: a row per class in
-      ``classes``, z moving from seed S1 to S2. ``out`` is a ``.png`` path or a directory
+      ``classes``, z moving from seed S1 to S2. ``out`` is a ``.png`` / ``.jpg`` path or a directory
       (``<out>/interp_<kind>_<A>_<B>.png``). Needs the safetensors model for "classes".
     """
     check_truncation(truncation, "generate --truncation")
@@ -554,7 +666,7 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
     names = class_names(synsets, cfg)
     n_classes, latent = class_count(cfg), cfg.get("latent", "biggan")  # exports before `latent`: BigGAN's
     out_path = Path(out)
-    as_file = out_path.suffix.lower() == ".png"
+    as_file = _output_is_file(out_path)
 
     if interpolate:
         kind, a, b = _parse_interpolate(interpolate, n_classes, names)
@@ -569,9 +681,10 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
         if kind == "classes" and cfg["n_classes"] == 0:
             raise TinyGANError("interpolation between classes needs a class-conditional model; this one is "
                                "unconditional (n_classes 0): use seeds:S1,S2")
-        if kind == "classes" and Path(model_path).suffix == ".onnx":
-            raise TinyGANError("interpolation between classes needs the class embedding, which the ONNX graph "
-                               "does not expose: use the exported generator.safetensors instead")
+        if kind == "classes" and model_format(model_path) != "safetensors":
+            raise TinyGANError(f"interpolation between classes needs the class embedding, which the "
+                               f"{model_format(model_path)} graph does not expose: use the exported "
+                               f"generator.safetensors instead")
         target = out_path if as_file else out_path / f"interp_{kind}_{a}_{b}.png"
         _check_sheet(len(fixed), steps, cfg["resolution"], "use fewer rows (-n, or fewer classes) or --steps")
         _writable_dir(target.parent)
@@ -584,13 +697,27 @@ def generate(model_path: str, out: str, classes: list[str], n: int, truncation: 
         raise TinyGANError("no classes given: name at least one class (index, wnid or name)")
     _warn_untrained(indices, cfg)
     if not grid and as_file:
-        raise TinyGANError(f"output {out} is a .png file, but individual images (no grid) need a directory")
+        raise TinyGANError(f"output {out} is an image file, but individual images (no grid) need a directory")
     if grid:
         _check_sheet(len(indices), n, cfg["resolution"], "use --no-grid for one PNG per image, or fewer classes "
                                                          "or a smaller -n")
     _writable_dir(out_path.parent if as_file else out_path)
     runner, _ = open_model(model_path)
     return _write_images(runner, out_path, as_file, grid, indices, n, truncation, seed, cfg)
+
+
+def _output_is_file(out: Path) -> bool:
+    """True for a .png / .jpg / .jpeg path; a directory for no suffix or one that is not an image format's;
+    TinyGANError for another image format's (.webp, .gif, ...), which would otherwise become a directory."""
+    suffix = out.suffix.lower()
+    if suffix in IMAGE_FORMATS:
+        return True
+    from PIL import Image
+
+    if suffix and suffix in Image.registered_extensions() and not out.is_dir():
+        raise TinyGANError(f"output {out}: generate writes .png or .jpg / .jpeg images; give such a path or a "
+                           f"directory")
+    return False
 
 
 def _write_images(runner, out_path: Path, as_file: bool, grid: bool, indices: list[int], n: int,

@@ -100,6 +100,20 @@ def Choice(*choices: str, help: str = "") -> Spec:
     return Spec(check, "one of " + ", ".join(choices), help)
 
 
+def Floats(n: int, lo: float | None = None, hi: float | None = None, help: str = "") -> Spec:
+    """A list of ``n`` numbers, each within [lo, hi] (``-S key=[a,b,c]`` arrives as a string)."""
+    item = Float(lo, hi)
+    want = f"a list of {n} numbers" + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else "")
+
+    def check(key, v):
+        if isinstance(v, str) and v.strip().startswith("["):
+            v = yaml.safe_load(v)
+        if not isinstance(v, (list, tuple)) or len(v) != n:
+            raise _bad(key, v, want)
+        return [item.check(key, x) for x in v]
+    return Spec(check, want, help)
+
+
 def PowerOfTwo(lo: int, hi: int, help: str = "") -> Spec:
     want, integer = f"a power of two {lo}-{hi}", Int(lo, hi)
 
@@ -201,8 +215,19 @@ SCHEMA: dict[str, Any] = {
                                                              "bandwidth) or polynomial (KID's cubic)"),
     },
     "evaluate": {
-        "extractor": Choice("judge", "inception", help="feature extractor: the demo judge or NVlabs Inception"),
+        "protocol": Choice("authors", "stylegan2-ada", help="how images and logits reach the metrics: authors "
+                           "(TF-GAN: float images, IS over the first 1000 logits) or stylegan2-ada (uint8 images, "
+                           "IS over all outputs without output bias); README 'Evaluation protocols'"),
+        "extractor": Choice("judge", "inception", "torchscript", help="feature extractor: the demo judge, NVlabs "
+                            "Inception, or any TorchScript image encoder (features only: no IS)"),
         "extractor_path": Str(help="the extractor's TorchScript file"),
+        "encoder": {  # read only with extractor: torchscript
+            "input_size": Int(8, 1024, help="torchscript encoder: square input size it is resized to (e.g. 224)"),
+            "input_range": Choice("unit", "signed", "byte", help="torchscript encoder: pixel range before "
+                                  "mean/std: unit [0,1], signed [-1,1], byte [0,255]"),
+            "mean": Floats(3, -1000, 1000, help="torchscript encoder: per-channel mean subtracted (RGB)"),
+            "std": Floats(3, 1e-6, 1000, help="torchscript encoder: per-channel std divided by (RGB)"),
+        },
         "n_samples": Int(10, help="generated images for IS / FID / KID (paper: 50,000)"),
         "per_class_samples": Int(2, help="generated images per class for intra-FID (paper: 5,000)"),
         "curve_samples": Int(2, help="images per training snapshot for the FID-over-training curve"),
@@ -218,7 +243,10 @@ SCHEMA: dict[str, Any] = {
     },
     "export": {
         "opset": Int(13, 21, help="ONNX opset"),
-        "atol": Float(0, help="max |difference| of each exported format vs the PyTorch model"),
+        "atol": Float(0, help="max |difference| of each exported float32 format vs the PyTorch model"),
+        "quality_samples": Int(2, help="images (fp32 vs int8 / fp16, same z and y) for the quality cost of the "
+                                       "reduced-precision exports, measured with the evaluate extractor"),
+        "calibration_samples": Int(1, help="latents the int8 quantisation is calibrated on"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).
