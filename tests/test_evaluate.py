@@ -547,3 +547,23 @@ def test_the_authors_protocol_end_to_end_with_the_judge(world, tmp_path):
     assert m["is"] != sg["is"] and m["fid"] != sg["fid"]
     with pytest.raises(TinyGANError, match="evaluate.protocol"):  # stylegan2-ada's statistics under authors
         run_eval(world, tmp_path / "out2", protocol="authors")
+
+
+def test_classes_with_more_images_than_dimensions_keep_a_seeded_sample_for_precision_recall(world, tmp_path):
+    """A class with n > d keeps a scatter matrix, not its features: refstats then stores a reservoir of pr_samples
+    rows of it (and none for a class whose features are kept: they are the sample)."""
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(enc), str(tmp_path / "enc.pt"))
+    encoder = {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    info = reference_stats(world["root"] / "real", tmp_path / "enc.pt", "torchscript", tmp_path / "ref", batch_size=16,
+                           progress=False, kid_reservoir=20, encoder=encoder, pr_samples=10)
+    assert info["pr_samples"] == 10
+    ref = ClassStats.load(tmp_path / "ref")
+    assert ref[1].feats is None and ref[1].reservoir.shape == (10, 5)  # 16 images > d = 5
+    m = run_eval(world, tmp_path / "out", refstats_dir=tmp_path / "ref", extractor_kind="torchscript",
+                 extractor_path=str(tmp_path / "enc.pt"), encoder=encoder, pr_samples=10)
+    assert "prdc_note" not in m and all(0 <= m[k] <= 1 for k in ("precision", "recall", "coverage"))
+    rows = read_csv(tmp_path / "out" / "per_class.csv")
+    assert all(r[f"{who}_{k}"] != "" for r in rows for who in ("student", "teacher") for k in PRDC)
