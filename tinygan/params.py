@@ -210,6 +210,8 @@ SCHEMA: dict[str, Any] = {
     "export": {
         "opset": Int(13, 21, help="ONNX opset"),
         "atol": Float(0, help="max |difference| of each exported format vs the PyTorch model"),
+        "page": Bool(help="build the browser page (export/page/: onnxruntime-web, vendored by `tinygan "
+                          "fetch-web-runtime`, which needs npm); false: export without it"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).
