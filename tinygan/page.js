@@ -86,6 +86,7 @@
   async function generate() {
     const seed = readSeed("seed"), seed2 = readSeed("seed2");
     const truncation = Number($("truncation").value), cls = cfg.conditional ? Number($("class").value) : 0;
+    showTruncation();
     const z = zFor(seed, truncation);
     const one = await run(z, [cls]);
     const mainPixels = draw($("main"), one.image, 1);
@@ -118,6 +119,10 @@
         `internally, so the slider has no effect); seeds 0-${cfg.z_seeds - 1}.`;
   }
 
+  function showTruncation() {
+    $("truncation-value").textContent = Number($("truncation").value).toFixed(2);
+  }
+
   function setup() {
     const sel = $("class");
     for (const c of cfg.classes) {
@@ -131,9 +136,8 @@
     if (params.has("class")) sel.value = params.get("class");
     if (params.has("seed")) $("seed").value = params.get("seed");
     if (params.has("seed2")) $("seed2").value = params.get("seed2");
-    const show = () => { $("truncation-value").textContent = Number($("truncation").value).toFixed(2); };
-    $("truncation").addEventListener("input", show);
-    show();
+    $("truncation").addEventListener("input", showTruncation);
+    showTruncation();
     $("generate").addEventListener("click", () => generate().catch(fail));
   }
 

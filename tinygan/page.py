@@ -23,7 +23,6 @@ them, the build fails with one line saying how to get them (or how to skip the p
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import tarfile
@@ -74,8 +73,12 @@ def vendor_files(vendor: str | Path) -> dict[str, bytes]:
 
 def fetch_runtime(vendor: str | Path = VENDOR_DIR) -> list[Path]:
     """``npm pack onnxruntime-web@ORT_WEB_VERSION`` into a temp dir; write ORT_FILES (sha256-checked) into
-    ``vendor``. Returns the written paths."""
+    ``vendor``, unless they are there already. Returns their paths."""
     vendor = Path(vendor)
+    try:
+        return [vendor / name for name in vendor_files(vendor)]
+    except TinyGANError:
+        pass  # missing or other files: fetch
     if shutil.which("npm") is None:
         raise TinyGANError("fetch-web-runtime needs npm (Debian: apt-get install npm), which is not on PATH")
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,10 +130,3 @@ def build(page_dir: str | Path, config: dict, model_bytes: int, vendor: str | Pa
     for name, data in runtime.items():
         write_bytes(page_dir / "ort" / name, data)
 
-
-def describe(page_dir: Path) -> dict:
-    """Sizes of the page's files, for the model card: {"files": n, "bytes": total, "runtime_bytes": ort/}."""
-    files = sorted(p for p in page_dir.rglob("*") if p.is_file())
-    runtime = sum(p.stat().st_size for p in files if p.parent.name == "ort")
-    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "runtime_bytes": runtime,
-            "json": json.loads((page_dir / "page.json").read_text())}
