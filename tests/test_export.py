@@ -431,3 +431,26 @@ def test_stylegan_folder_data_export_records_latent_and_names_and_generate_uses_
 def test_biggan_imagenet_export_has_no_latent_or_class_names_keys(exported):
     cfg = json.loads((exported[1] / "config.json").read_text())
     assert "latent" not in cfg and "class_names" not in cfg  # BigGAN/ImageNet exports stay byte-identical
+
+
+def test_card_files_table_reads_parity_v2_with_quantized_formats(tmp_path):
+    """The parity.json v2 layout (issue 13): every fp32 format and every reduced-precision one gets a row, the
+    latter with its quality cost (or why there is none); nothing is hard-coded to a format list."""
+    entry = {"bytes": 2_500_000, "sha256": "c" * 64, "max_abs_diff": 3e-6}
+    parity = {"parity_version": 2, "atol": 1e-4, "inputs": {"n": 8, "batches": [1, 5, 2], "seed": 12345},
+              "formats": {"onnx": {"file": "generator.onnx", **entry},
+                          "openvino": {"file": "generator.openvino.xml", "weights_file": "generator.openvino.bin",
+                                       "weights_sha256": "d" * 64, **entry}},
+              "quantized": {
+                  "onnx-int8": {"file": "generator.int8.onnx", "bytes": 700_000, "sha256": "e" * 64,
+                                "max_abs_diff": 0.031, "method": "static QDQ", "fid_vs_fp32": 1.25,
+                                "kid_vs_fp32": 0.002, "extractor": "demo-judge (not Inception)", "n_images": 256},
+                  "onnx-fp16": {"file": "generator.fp16.onnx", "bytes": 1_300_000, "sha256": "f" * 64,
+                                "max_abs_diff": 0.001, "method": "fp16", "fid_vs_fp32": None, "kid_vs_fp32": None,
+                                "extractor": None, "n_images": 256}}}
+    text = "\n".join(card.files_section(tmp_path, parity))
+    assert "| `generator.openvino.xml` + `generator.openvino.bin` | openvino | 2.50 MB | 3.00e-06 |" in text
+    assert "| `generator.int8.onnx` | onnx-int8 | 0.70 MB | 0.031 | FID 1.25 / KID 0.002 vs fp32 images" in text
+    assert "`demo-judge (not Inception)` features" in text and "1, 5, 2" in text
+    assert "| `generator.fp16.onnx` | onnx-fp16 | 1.30 MB | 0.001 | not measured" in text
+    assert "None" not in text

@@ -66,8 +66,8 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     teacher's). ``teacher``: the teacher handle; ``teacher_manifest`` / ``real_manifest``: the shards'
     manifests (teacher content hash, data counts); ``dataset``: ``tinygan.card.dataset_info``; all for the
     card. ``latent``: the teacher's latent recipe (its shard manifest's); ``class_names``: names of the data's
-    own classes (None: ImageNet's); see ``make_config``. ``page_vendor``: the onnxruntime-web files for the browser page ``page/``
-    (``tinygan.page``); None: no page.
+    own classes (None: ImageNet's); see ``make_config``. ``page_vendor``: the onnxruntime-web files for the
+    browser page ``page/`` (``tinygan.page``); None: no page.
     Raises TinyGANError if any format differs from the eager model by more than ``atol``.
     Returns {"safetensors": diff, "torchscript": diff, "onnx": diff, "atol": atol} (also in parity.json).
     """
