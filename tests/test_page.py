@@ -45,11 +45,11 @@ def fake_vendor(tmp_path, monkeypatch):
     return vendor
 
 
-def export_with_page(tmp_path: Path, vendor, name: str = "model", **kw) -> Path:
+def export_with_page(tmp_path: Path, vendor, name: str = "model", classes=CLASSES, **kw) -> Path:
     src = tmp_path / "g.safetensors"
     if not src.exists():
         save_generator(random_generator(), src)
-    ex.export(str(src), str(tmp_path / name), CLASSES, page_vendor=str(vendor), **kw)
+    ex.export(str(src), str(tmp_path / name), classes, page_vendor=str(vendor), **kw)
     return tmp_path / name
 
 
@@ -118,53 +118,77 @@ def _rgb(rgba_b64: str, width: int, height: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def browser_export(tmp_path_factory):
+def browser_ready():
     if find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/install does it)")
     try:
         page.vendor_files(VENDOR)
     except TinyGANError as e:
         pytest.skip(f"onnxruntime-web is not vendored: {e}")
-    root = tmp_path_factory.mktemp("page")
-    return export_with_page(root, VENDOR)
 
 
-def test_page_in_chromium_matches_onnxruntime_python(browser_export, tmp_path):
-    out = browser_export
-    runner, _ = open_model(out / "generator.onnx")
-    cls, seed, seed2, t = 9, 3, 7, 0.5
+@pytest.fixture(scope="module")
+def browser_export(browser_ready, tmp_path_factory):
+    return export_with_page(tmp_path_factory.mktemp("page"), VENDOR)
+
+
+def run_page(out: Path, query: str, then: str | None = None, screenshot: Path | None = None) -> dict:
+    """Open ``out``/page/?``query`` in headless Chromium: the first result, ``then``'s (a JS expression), the
+    status line and the facts table; a screenshot at the end."""
     with static_server(out) as url:
         browser = Chromium(find_chromium())
         try:
-            browser.navigate(f"{url}/page/?class={cls}&seed={seed}&seed2={seed2}&truncation={t}")
+            browser.navigate(f"{url}/page/?{query}")
             browser.wait_for("typeof window.tinygan === 'object'")
-            first = browser.evaluate("window.tinygan.ready")
-            # the controls, then the Generate path again: another class, seed and truncation
-            second = browser.evaluate("""(() => {
-                document.getElementById('class').value = '207'; document.getElementById('seed').value = '12';
-                document.getElementById('seed2').value = '0'; document.getElementById('truncation').value = '0.8';
-                return window.tinygan.generate(); })()""")
-            status = browser.evaluate("document.getElementById('status').textContent")
-            facts = browser.evaluate("document.getElementById('facts').textContent")
-            shot = Path(os.environ.get("TINYGAN_PAGE_SCREENSHOT", tmp_path / "page.png"))
-            browser.screenshot(shot)
+            got = {"first": browser.evaluate("window.tinygan.ready")}
+            got["then"] = browser.evaluate(then) if then else None
+            got["status"] = browser.evaluate("document.getElementById('status').textContent")
+            got["facts"] = browser.evaluate("document.getElementById('facts').textContent")
+            if screenshot:
+                browser.screenshot(screenshot)
         finally:
             browser.close()
-    r = json.loads((out / "config.json").read_text())["resolution"]
-    for got, (c, s, s2, tr) in ((first, (cls, seed, seed2, t)), (second, (207, 12, 0, 0.8))):
-        assert (got["cls"], got["seed"], got["seed2"], got["truncation"]) == (c, s, s2, tr)
-        z = draw_z(s, tr, 128)
-        assert _b64(got["z"], np.float32).tobytes() == z.tobytes()  # the page drew Python's z exactly
-        want = runner(z[None], np.array([c]))
-        image = _b64(got["image"], np.float32).reshape(want.shape)
-        assert np.abs(image - want).max() <= FLOAT_TOL
-        pixels = _rgb(got["pixels"], r, r).astype(np.int16)
-        assert np.abs(pixels - to_uint8(want)[0]).max() <= PIXEL_TOL
-        strip = interpolation_sheet(runner, "seeds", s, s2, [c], 8, tr).astype(np.int16)  # tinygan generate's
-        assert np.abs(_rgb(got["stripPixels"], 8 * r, r) - strip).max() <= PIXEL_TOL
-    assert "Generated 1 image in" in status and "ms per image" in status
-    assert "generator.onnx" in facts and f"onnxruntime-web {page.ORT_WEB_VERSION}" in facts
+    return got
+
+
+def check_result(got: dict, out: Path, cls: int, seed: int, seed2: int, t: float) -> None:
+    """The page's z is Python's exactly; its image, pixels and strip match onnxruntime-python's on that z."""
+    runner, cfg = open_model(out / "generator.onnx")
+    r, latent = cfg["resolution"], cfg.get("latent", "biggan")
+    assert (got["cls"], got["seed"], got["seed2"], got["truncation"]) == (cls, seed, seed2, t)
+    z = draw_z(seed, t, cfg["z_dim"], latent)
+    assert _b64(got["z"], np.float32).tobytes() == z.tobytes()  # the page drew Python's z exactly
+    want = runner(z[None], np.array([cls]))
+    image = _b64(got["image"], np.float32).reshape(want.shape)
+    assert np.abs(image - want).max() <= FLOAT_TOL
+    pixels = _rgb(got["pixels"], r, r).astype(np.int16)
+    assert np.abs(pixels - to_uint8(want)[0]).max() <= PIXEL_TOL
+    strip = interpolation_sheet(runner, "seeds", seed, seed2, [cls], 8, t, latent)  # tinygan generate's
+    assert np.abs(_rgb(got["stripPixels"], 8 * r, r) - strip.astype(np.int16)).max() <= PIXEL_TOL
+
+
+def test_page_in_chromium_matches_onnxruntime_python(browser_export, tmp_path):
+    shot = Path(os.environ.get("TINYGAN_PAGE_SCREENSHOT", tmp_path / "page.png"))
+    # the first image from the URL's settings, then the controls and the Generate path: other class, seeds, t
+    got = run_page(browser_export, "class=9&seed=3&seed2=7&truncation=0.5", """(() => {
+        document.getElementById('class').value = '207'; document.getElementById('seed').value = '12';
+        document.getElementById('seed2').value = '0'; document.getElementById('truncation').value = '0.8';
+        return window.tinygan.generate(); })()""", shot)
+    check_result(got["first"], browser_export, 9, 3, 7, 0.5)
+    check_result(got["then"], browser_export, 207, 12, 0, 0.8)
+    assert "Generated 1 image in" in got["status"] and "ms per image" in got["status"]
+    assert "generator.onnx" in got["facts"] and f"onnxruntime-web {page.ORT_WEB_VERSION}" in got["facts"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_page_of_a_32px_stylegan_model_with_its_own_class_names(browser_ready, tmp_path):
+    """Another teacher's shape (issue 10): z 512 standard normal (truncation acts inside the teacher), 32²."""
+    save_generator(random_generator(4, resolution=32, n_classes=10, z_dim=512), tmp_path / "g.safetensors")
+    out = export_with_page(tmp_path, VENDOR, classes=[1, 9], latent="stylegan",
+                           class_names={1: "car", 9: "truck"}, truncation=0.7)
+    got = run_page(out, "class=9&seed=2&seed2=4&truncation=0.7", "document.getElementById('class').textContent")
+    check_result(got["first"], out, 9, 2, 4, 0.7)
+    assert got["then"] == "car (1)truck (9)"
 
 
 def test_fetch_web_runtime_takes_the_pinned_files_from_the_npm_package(tmp_path, fake_vendor, monkeypatch):
