@@ -262,6 +262,20 @@ def score(
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+@app.command("fetch-web-runtime")
+@report_errors
+def fetch_web_runtime(
+    vendor: Optional[str] = typer.Option(None, help="where to put the files (default: where the export stage "
+                                                    "reads them, vendor/onnxruntime-web)"),
+):
+    """Get the pinned onnxruntime-web files for the export's browser page (npm pack; sha256-checked)."""
+    from tinygan.page import ORT_WEB_VERSION, VENDOR_DIR, fetch_runtime
+
+    for path in fetch_runtime(vendor or VENDOR_DIR):
+        typer.echo(path)
+    typer.echo(f"onnxruntime-web {ORT_WEB_VERSION}: ok")
+
+
 def main() -> None:
     app()
 

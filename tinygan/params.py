@@ -244,6 +244,8 @@ SCHEMA: dict[str, Any] = {
         "quality_samples": Int(2, help="images (fp32 vs int8 / fp16, same z and y) for the quality cost of the "
                                        "reduced-precision exports, measured with the evaluate extractor"),
         "calibration_samples": Int(1, help="latents the int8 quantisation is calibrated on"),
+        "page": Bool(help="build the browser page (export/page/: onnxruntime-web, vendored by `tinygan "
+                          "fetch-web-runtime`, which needs npm); false: export without it"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).
