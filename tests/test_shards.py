@@ -371,18 +371,23 @@ def _fresh_process(monkeypatch, tmp_path):
     monkeypatch.delenv(shards.REHASH_ENV, raising=False)
 
 
-def test_verify_record_skips_unchanged_shards(tmp_path, monkeypatch):
+def _verified(tmp_path, monkeypatch) -> Path:
+    """A teacher shard dir verified once (its record written), then a fresh process."""
     d = tmp_path / "t"
     d.mkdir()
     make_teacher(d)
     _fresh_process(monkeypatch, tmp_path)
-    calls = _count_hashes(monkeypatch)
     shards.verify(d)
-    assert sorted(calls) == ["teacher-00000.h5", "teacher-00001.h5", "teacher-00002.h5"]
-    record = shards.read_record(d)
-    assert set(record) == set(calls) and all(len(k) == 5 for k, _ in record.values())
-    calls.clear()
     _fresh_process(monkeypatch, tmp_path)
+    return d
+
+
+def test_verify_record_skips_unchanged_shards(tmp_path, monkeypatch):
+    d = _verified(tmp_path, monkeypatch)
+    record = shards.read_record(d)
+    assert sorted(record) == ["teacher-00000.h5", "teacher-00001.h5", "teacher-00002.h5"]
+    assert all(k == shards._stat_key((d / n).stat()) for n, (k, _) in record.items())
+    calls = _count_hashes(monkeypatch)
     ds = shards.ShardDataset(d)  # a new start: nothing re-hashed, data still read right
     assert calls == [] and len(ds) == 16
     assert np.array_equal(ds.read([0, 15], raw=True)["z"], all_raw(d)["z"][[0, 15]])
@@ -401,11 +406,7 @@ def test_verify_record_skips_unchanged_shards(tmp_path, monkeypatch):
 
 
 def test_verify_record_rehashes_a_changed_shard_and_catches_corruption(tmp_path, monkeypatch):
-    d = tmp_path / "t"
-    d.mkdir()
-    make_teacher(d)
-    _fresh_process(monkeypatch, tmp_path)
-    shards.verify(d)
+    d = _verified(tmp_path, monkeypatch)
     p = d / "teacher-00001.h5"
     st = p.stat()
     with h5py.File(p, "r") as f:
@@ -425,11 +426,7 @@ def test_verify_record_rehashes_a_changed_shard_and_catches_corruption(tmp_path,
 
 
 def test_verify_record_is_bounded_and_damage_only_costs_a_rehash(tmp_path, monkeypatch):
-    d = tmp_path / "t"
-    d.mkdir()
-    make_teacher(d)
-    _fresh_process(monkeypatch, tmp_path)
-    shards.verify(d)
+    d = _verified(tmp_path, monkeypatch)
     path = shards._record_path(d)
     assert path.parent == tmp_path / "records" and not any(d.glob("*record*"))  # outside the shard dir
     rec = json.loads(path.read_text())
