@@ -14,9 +14,9 @@ CMYK, palette and RGBA included), centre-cropped to a square on its long edge an
 ``resolution`` with PIL BILINEAR (antialiased), as BigGAN-PyTorch's ``CenterCropLongEdge`` +
 ``Resize`` do. ``resolution`` is a power of two 8-1024; smaller images are upscaled, and images
 with a side below 8 px are skipped (``too_small``). With ``jpeg_draft`` (param ``prepare.jpeg_draft``) a JPEG
-is decoded by libjpeg at the smallest DCT scale (1/8, 1/4, 1/2 or 1) whose short side is still >= ``resolution``
-(PIL's ``Image.draft``), then cropped and resized the same way: several times faster for ImageNet-sized
-photos, and within a few grey levels of the full decode (README "Shards" states the measured tolerance;
+is decoded by libjpeg reduced by the largest DCT factor (8, 4, 2 or none) that keeps its short side >=
+``resolution`` (PIL's ``Image.draft``), then cropped and resized the same way: over twice as fast for
+ImageNet-sized photos, and within a few grey levels of the full decode (README "Shards" states the measured tolerance;
 tests/test_prepare.py pins it). It changes the output pixels, so it is part of every shard's fingerprint.
 
 Output: ``real-00000.h5``, ... (see ``tinygan.shards``) in (class index, file name) order, plus
