@@ -175,6 +175,9 @@ SCHEMA: dict[str, Any] = {
         "max_per_class": Int(1, optional=True, help="images per class (null = all)"),
         "resolution": PowerOfTwo(8, 1024, help="side of the real shards' images (I128 preprocessing)"),
         "shard_size": Int(1, help="images per HDF5 shard"),
+        "jpeg_draft": Bool(help="decode JPEGs reduced by the largest DCT factor (8, 4, 2) that keeps the short "
+                                "side >= resolution, then crop + resize as usual: over twice the images/s, pixels "
+                                "within the tolerance README 'Shards' states; false: full-size decode (old bytes)"),
     },
     "sample": {
         "teacher": Str(help="the teacher: a local SavedModel dir / TorchScript file, or a TF-Hub URL"),
