@@ -11,7 +11,7 @@ def main(params_file: ParamsFile = "params.yaml") -> None:
     q = p["prepare"]
     prepare.prepare(q["imagenet_train"], OUT, classes=p["classes"], max_per_class=q["max_per_class"],
                     resolution=q["resolution"], shard_size=q["shard_size"], workers=p["runtime"]["prepare"]["workers"],
-                    layout=q["layout"])
+                    layout=q["layout"], jpeg_draft=q["jpeg_draft"])
 
 
 if __name__ == "__main__":

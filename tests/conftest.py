@@ -13,6 +13,12 @@ from tinygan.models import Generator
 torch.set_num_threads(1)  # tiny models on a 2-core box: one thread avoids oversubscription
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _verify_records(tmp_path_factory):
+    """Shard verify records (tinygan.shards.record_dir) go to a temp dir, not the user's cache."""
+    os.environ[shards.RECORD_ENV] = str(tmp_path_factory.mktemp("verify-records"))
+
+
 def pair_arrays(classes, per_class, seed):
     """(z, y, images): images are a simple, learnable function of (z, y)."""
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tinygan import card
 from tinygan import export as ex
 from tinygan.errors import TinyGANError
 from tinygan.generate import load_generator
@@ -15,7 +16,17 @@ from tinygan.train import save_generator
 from conftest import random_generator, stand_in_encoder
 
 CLASSES = [1, 9, 207]
-
+METRICS = {  # as the evaluate stage writes them (demo judge, a teacher of unknown size)
+    "extractor": "demo-judge (not Inception; demo figures only)", "extractor_note": "not Inception; demo figures only",
+    "is": 7.184338243944818, "is_std": 0.044741038802790324, "fid": 12.5, "intra_fid": 30.25, "kid": 0.0100357,
+    "teacher_is": 7.61, "teacher_is_std": 0.011, "teacher_fid": 0.84, "teacher_intra_fid": 1.86,
+    "teacher_kid": -0.0077, "g_params": 634611, "d_params": 302841, "g_macs": 34859008, "teacher_g_params": None,
+    "teacher_g_macs": None, "teacher_figures": "procedural demo teacher, n/a", "compression_ratio": None,
+    "macs_ratio": None, "teacher_note": "teacher IS/FID/KID use the 24 stored teacher images"}
+TEACHER_MANIFEST = {"teacher": "data/demo/teacher", "teacher_sha256": "ab" * 32, "n": 192, "per_class": 64,
+                    "classes": CLASSES, "truncation": 0.5, "seed": 0,
+                    "teacher_info": {"name": "procedural demo teacher", "g_params": None, "g_macs": None,
+                                     "source": "procedural demo teacher, n/a"}}
 
 
 def save_train_output(G: Generator, path) -> str:
@@ -33,16 +44,17 @@ def exported(tmp_path_factory):
     from PIL import Image
     Image.new("RGB", (64, 32), (200, 10, 10)).save(grid)
     metrics = root / "metrics.json"
-    metrics.write_text(json.dumps({"extractor": "demo-judge", "extractor_note": "not Inception; demo figures only",
-                                   "fid": 12.5, "intra_fid": {"mean": 30.25}, "is_mean": 3.5}))
+    metrics.write_text(json.dumps(METRICS))
     judge = root / "judge.pt"
     torch.jit.save(stand_in_encoder(), str(judge))
     out = root / "model"
     report = ex.export(src, str(out), CLASSES, metrics_path=str(metrics),
-                       train_summary={"train_pairs": 480, "heldout_pairs": 32, "steps": 360},
+                       train_summary={"train_pairs": 480, "heldout_pairs": 32, "steps": 360, "loss_g": 0.25},
                        params_snapshot={"train": {"ch": 4, "epochs": 12}}, grid_png=str(grid),
                        teacher="data/demo/teacher", truncation=0.5, extractor="judge", extractor_path=str(judge),
-                       quality_samples=24, calibration_samples=8)
+                       quality_samples=24, calibration_samples=8, teacher_manifest=TEACHER_MANIFEST,
+                       real_manifest={"n": 323, "classes": CLASSES},
+                       dataset=card.dataset_info("data/demo/imagenet/train", "imagenet", "data/demo/teacher"))
     return G, out, report, grid
 
 
@@ -51,8 +63,8 @@ def test_files_and_parity_report(exported):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["generator.safetensors", "config.json", "generator.torchscript.pt", "generator.onnx", "parity.json",
          "generator.openvino.xml", "generator.openvino.bin", "generator.int8.onnx", "generator.fp16.onnx",
-         "samples.png", "MODEL_CARD.md"])  # no external-data side files, no temp files left
-    assert sorted(ex.OUT_FILES) == sorted(p.name for p in out.iterdir())
+         "samples.png", "README.md"])  # no external-data side files, no temp files left
+    assert sorted(f for f in ex.OUT_FILES if f != "page/") == sorted(p.name for p in out.iterdir())  # no page asked for
     assert set(report) == {"parity_version", "atol", "inputs", "formats", "quantized"}
     assert set(report["formats"]) == {"safetensors", "torchscript", "onnx", "openvino"}
     for fmt, e in report["formats"].items():
@@ -135,17 +147,62 @@ def test_parity_failure_names_the_format(exported):
 
 def test_model_card(exported):
     G, out, _, grid = exported
-    card = (out / "MODEL_CARD.md").read_text()
-    assert ("**Feature extractor: `demo-judge`** — not Inception; demo figures only: these figures are NOT "
-            "comparable") in card
-    assert "| extractor_note |" not in card  # shown once, in the extractor line
-    assert f"{sum(p.numel() for p in G.parameters()):,}" in card  # parameter count
-    assert "MACs per image" in card and "data/demo/teacher" in card
-    assert "intra_fid.mean" in card and "30.25" in card
-    assert "train_pairs" in card and "480" in card and "epochs" in card
-    assert "](samples.png)" in card and (out / "samples.png").read_bytes() == grid.read_bytes()
+    text = (out / "README.md").read_text()
+    assert ("**Feature extractor: `demo-judge (not Inception; demo figures only)`** — not Inception; demo figures "
+            "only: these figures are NOT comparable") in text
+    assert f"{sum(p.numel() for p in G.parameters()):,}" in text  # parameter count
+    assert "MACs per image" in text and "`data/demo/teacher` (procedural demo teacher)" in text
+    assert f"`{'ab' * 32}`" in text  # the teacher's content hash, from its manifest
+    assert "| teacher pairs used for training | 480 |" in text and "| real images | 323 of 3 classes" in text
+    assert "loss_g" not in text  # the run summary, not the last logged losses
+    assert "| `train.epochs` | 12 |" in text
+    assert "](samples.png)" in text and (out / "samples.png").read_bytes() == grid.read_bytes()
     for snippet in ("torch.jit.load", "onnxruntime", "load_generator"):
-        assert snippet in card
+        assert snippet in text
+    assert "## In the browser" not in text  # no page/ was built
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("|") and not line.startswith("|---")][1:]
+
+
+def test_model_card_front_matter_and_metric_table(exported):
+    text = (exported[1] / "README.md").read_text()
+    meta = card.read_front_matter(text)
+    assert {"license", "library_name", "tags", "model-index"} <= set(meta)
+    assert "datasets" not in meta  # demo data is no Hub dataset
+    [entry] = meta["model-index"]
+    [result] = entry["results"]
+    assert result["task"]["type"] and result["dataset"]["type"] and result["dataset"]["name"]
+    got = {m["type"]: m["value"] for m in result["metrics"]}
+    assert got == {"inception_score": METRICS["is"], "fid": METRICS["fid"], "intra-fid": METRICS["intra_fid"],
+                   "kid": METRICS["kid"]}  # exactly metrics.json's values
+    assert all(m["args"]["feature_extractor"] == METRICS["extractor"] for m in result["metrics"])
+    rows = _table_rows(text, "Evaluation")
+    assert [r[0].split(" (")[0] for r in rows] == ["IS", "FID", "intra-FID", "KID"]  # metrics only, once each
+    assert rows[1][1:3] == ["12.5", "0.84"] and rows[0][1] == "7.184 ± 0.045"
+    assert "None" not in text and "| extractor" not in text and "g_params" not in text
+    assert METRICS["teacher_note"] in text
+
+
+def test_card_names_imagenet_and_teacher_size_only_when_known():
+    from tinygan.teacher import PUBLISHED
+
+    hub = "https://tfhub.dev/deepmind/biggan-deep-128/1"
+    assert card.dataset_info("/data/train", "imagenet", hub)["hub_id"] == "ILSVRC/imagenet-1k"
+    assert card.dataset_info("/data/train", "folders", hub)["hub_id"] is None
+    cfg = ex.make_config({"variant": "dw", "ch": 32, "n_classes": 1000, "z_dim": 128, "emb_dim": 128,
+                          "resolution": 128}, [1, 2], 0.5)
+    meta = card.front_matter(cfg, None, card.dataset_info("/d", "imagenet", hub))
+    assert meta["datasets"] == ["ILSVRC/imagenet-1k"] and "model-index" not in meta and "pipeline_tag" not in meta
+    teacher = PUBLISHED[hub]
+    lines = card.compression_section(3_000_000, 1_000_000_000, {"teacher_g_params": teacher["g_params"],
+                                                                "teacher_g_macs": teacher["g_macs"]}, None)
+    assert "| generator parameters | 3,000,000 | 50,400,000 | 16.8× |" in "\n".join(lines)
+    unconditional = {**cfg, "n_classes": 0, "classes": [0]}
+    assert card.front_matter(unconditional, None, None)["pipeline_tag"] == "unconditional-image-generation"
 
 
 @pytest.mark.parametrize("metrics, shown, warned", [
@@ -154,7 +211,7 @@ def test_model_card(exported):
     ({}, "not recorded in `m.json`", False),
 ])
 def test_extractor_line_shows_the_recorded_note(metrics, shown, warned):
-    line = ex._extractor_line(metrics, "m.json")
+    line = card.extractor_line(metrics, "m.json")
     assert shown in line and ("NOT comparable" in line) == warned
 
 
@@ -163,8 +220,7 @@ def test_export_without_metrics_renders_samples(tmp_path):
     ex.export(src, str(tmp_path / "m"), [207], None, None, None, None)
     from PIL import Image
     assert Image.open(tmp_path / "m" / "samples.png").size == (8 * 128, 128)
-    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
-    assert "No metrics were given" in card
+    assert "No metrics were given" in (tmp_path / "m" / "README.md").read_text()
 
 
 def test_export_bad_inputs(tmp_path):
@@ -235,9 +291,9 @@ def test_export_and_parity_at_other_shapes(tmp_path, shape, classes):
     if not shape["n_classes"]:
         other = sess.run(["image"], {"z": z.numpy(), "y": np.array([5, 7, 11])})[0]
         assert np.array_equal(other, img)
-        card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
-        assert "none (unconditional: y is ignored)" in card and "4 residual up-blocks" in card
-        assert "Unconditional 64×64 image generator" in card and "[N,3,64,64]" in card
+        text = (tmp_path / "m" / "README.md").read_text()
+        assert "none (unconditional: y is ignored)" in text and "4 residual up-blocks" in text
+        assert "Unconditional 64×64 image generator" in text and "[N,3,64,64]" in text
         from PIL import Image
 
         from tinygan import generate as gen
@@ -298,7 +354,7 @@ def fail_in(monkeypatch, name):
     monkeypatch.setattr(ex, name, boom)
 
 
-@pytest.mark.parametrize("step", ["save_onnx", "check_parity", "model_card"])
+@pytest.mark.parametrize("step", ["save_onnx", "check_parity", "model_size"])
 def test_crash_mid_export_keeps_the_previous_export(previous_export, monkeypatch, step):
     src, out = previous_export
     before = tree(out)
@@ -346,7 +402,7 @@ def test_next_export_removes_what_a_killed_one_left(previous_export):
     (out.parent / ".model.k1lled00.tmp" / "generator.safetensors").write_bytes(b"half")
     (out / ".generator.onnx.k1lled01.tmp").write_bytes(b"half")  # as older versions left (and DVC cached)
     report = ex.export(src, str(out), [1, 9], None, None, None, None)
-    assert sorted(tree(out)) == sorted(ex.OUT_FILES)
+    assert sorted(tree(out)) == sorted(f for f in ex.OUT_FILES if f != "page/")  # no page asked for
     assert temp_leftovers(out, out.parent) == []
     assert json.loads((out / "parity.json").read_text()) == report
     assert json.loads((out / "config.json").read_text())["classes"] == [1, 9]
@@ -374,8 +430,8 @@ def test_stylegan_folder_data_export_records_latent_and_names_and_generate_uses_
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["latent"] == "stylegan" and cfg["class_names"] == {"0": "cats", "2": "ferrets"}
     assert "class_wnids" not in cfg and "standard normal" in cfg["z_distribution"]
-    card = (out / "MODEL_CARD.md").read_text()
-    assert "0 (cats), 2 (ferrets)" in card and "n01440764" not in card
+    text = (out / "README.md").read_text()
+    assert "0 (cats), 2 (ferrets)" in text and "n01440764" not in text
     # generate: -c NAME resolves against the recorded names; z is the teacher's standard normal
     png = gen.generate(str(out / "generator.onnx"), str(tmp_path / "g.png"), ["ferrets"], 2, 0.7, 0)[0]
     z = draw_z("stylegan", 0, [2, 2], [0, 1], 0.7, 128)
@@ -420,7 +476,7 @@ def test_quantized_exports_report_size_diff_and_a_finite_quality_cost(exported):
         assert e["extractor"].startswith("demo-judge") and e["n_images"] == 24 and e["seed"] == 0
     assert q["onnx-int8"]["calibration"] == {"n": 8, "seed": 1}
     assert q["onnx-int8"]["bytes"] < 0.5 * fp32_bytes
-    card = (out / "MODEL_CARD.md").read_text()
+    card = (out / "README.md").read_text()
     assert "`generator.int8.onnx`" in card and "`generator.openvino.xml`" in card
 
 
@@ -455,7 +511,7 @@ def test_export_is_byte_identical_when_repeated(tmp_path):
                        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=600)
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     ex.export(src, str(tmp_path / "c"), [1, 9], **kw)  # a third time, in this process
-    per_process = {"generator.torchscript.pt", "parity.json", "MODEL_CARD.md"}
+    per_process = {"generator.torchscript.pt", "parity.json", "README.md"}
     assert {k: v for k, v in tree(tmp_path / "c").items() if k not in per_process} == \
         {k: v for k, v in tree(tmp_path / "a").items() if k not in per_process}
 
@@ -465,7 +521,7 @@ def test_export_without_an_extractor_records_no_quality_figures(tmp_path):
     report = ex.export(src, str(tmp_path / "m"), [1], calibration_samples=4)
     for e in report["quantized"].values():
         assert e["fid_vs_fp32"] is None and e["kid_vs_fp32"] is None and e["extractor"] is None
-    assert "not measured" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "not measured" in (tmp_path / "m" / "README.md").read_text()
 
 
 def test_export_refuses_a_missing_extractor_before_writing(tmp_path):
@@ -473,3 +529,26 @@ def test_export_refuses_a_missing_extractor_before_writing(tmp_path):
     with pytest.raises(TinyGANError, match="demo judge not found"):
         ex.export(src, str(tmp_path / "m"), [1], extractor="judge", extractor_path=str(tmp_path / "no.pt"))
     assert not (tmp_path / "m").exists()
+
+
+def test_card_files_table_reads_parity_v2_with_quantized_formats(tmp_path):
+    """The parity.json v2 layout (issue 13): every fp32 format and every reduced-precision one gets a row, the
+    latter with its quality cost (or why there is none); nothing is hard-coded to a format list."""
+    entry = {"bytes": 2_500_000, "sha256": "c" * 64, "max_abs_diff": 3e-6}
+    parity = {"parity_version": 2, "atol": 1e-4, "inputs": {"n": 8, "batches": [1, 5, 2], "seed": 12345},
+              "formats": {"onnx": {"file": "generator.onnx", **entry},
+                          "openvino": {"file": "generator.openvino.xml", "weights_file": "generator.openvino.bin",
+                                       "weights_sha256": "d" * 64, **entry}},
+              "quantized": {
+                  "onnx-int8": {"file": "generator.int8.onnx", "bytes": 700_000, "sha256": "e" * 64,
+                                "max_abs_diff": 0.031, "method": "static QDQ", "fid_vs_fp32": 1.25,
+                                "kid_vs_fp32": 0.002, "extractor": "demo-judge (not Inception)", "n_images": 256},
+                  "onnx-fp16": {"file": "generator.fp16.onnx", "bytes": 1_300_000, "sha256": "f" * 64,
+                                "max_abs_diff": 0.001, "method": "fp16", "fid_vs_fp32": None, "kid_vs_fp32": None,
+                                "extractor": None, "n_images": 256}}}
+    text = "\n".join(card.files_section(tmp_path, parity))
+    assert "| `generator.openvino.xml` + `generator.openvino.bin` | openvino | 2.50 MB | 3.00e-06 |" in text
+    assert "| `generator.int8.onnx` | onnx-int8 | 0.70 MB | 0.031 | FID 1.25 / KID 0.002 vs fp32 images" in text
+    assert "`demo-judge (not Inception)` features" in text and "1, 5, 2" in text
+    assert "| `generator.fp16.onnx` | onnx-fp16 | 1.30 MB | 0.001 | not measured" in text
+    assert "None" not in text

@@ -54,7 +54,11 @@ def sh(cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def copy_repo(dst: Path) -> None:
-    """Copy the repo's tracked (and untracked, not ignored) files to ``dst``, without data/ (but its .gitignore)."""
+    """Copy the repo's tracked (and untracked, not ignored) files to ``dst``, without data/ (but its .gitignore),
+    plus the onnxruntime-web files `.ci/install` fetches (git-ignored) for the export's browser page; where they
+    were never fetched, the copy's profiles set export.page: false."""
+    from tinygan import page
+
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     for f in filter(None, files):
@@ -62,6 +66,11 @@ def copy_repo(dst: Path) -> None:
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
+    if (ROOT / page.VENDOR_DIR).is_dir():
+        shutil.copytree(ROOT / page.VENDOR_DIR, dst / page.VENDOR_DIR)
+    else:
+        for conf in (dst / "conf" / "profile").glob("*.yaml"):
+            conf.write_text(conf.read_text().replace("\n  page: true", "\n  page: false"))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +92,7 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
     for path in ("data/demo/teacher/saved_model.pb", "data/demo/judge.pt", "data/real/manifest.json",
                  "data/teacher/manifest.json", "data/student/generator.safetensors", "eval/metrics.json",
                  "eval/per_class.csv", "eval/worst10.png", "eval/interpolation.png", "eval/fid_curve.csv",
-                 "export/generator.onnx", "export/generator.torchscript.pt", "export/MODEL_CARD.md",
+                 "export/generator.onnx", "export/generator.torchscript.pt", "export/README.md",
                  "dvclive/train/plots/images/grid.png"):
         assert (dst / path).exists(), path
     real = json.loads((dst / "data/real/manifest.json").read_text())
@@ -96,7 +105,8 @@ def test_repro_runs_every_stage_and_writes_declared_outputs(repo):
     metrics = json.loads((dst / "eval/metrics.json").read_text())
     assert "demo-judge" in metrics["extractor"]
     assert metrics["extractor_note"] == "not Inception; demo figures only"  # what the judge says of itself
-    card = (dst / "export/MODEL_CARD.md").read_text()
+    card = (dst / "export/README.md").read_text()
+    assert (dst / "export/page/index.html").is_file() == (dst / "vendor/onnxruntime-web").is_dir()
     assert "not Inception; demo figures only: these figures are NOT comparable" in card
     for key in ("is", "is_std", "fid", "intra_fid", "kid", "teacher_is", "teacher_fid", "teacher_intra_fid",
                 "g_params", "d_params", "g_macs"):

@@ -410,3 +410,68 @@ def test_stages_select_folder_classes_by_name(cifar, monkeypatch):
     monkeypatch.setattr(sample, "sample", lambda *a, **kw: got.update(kw))
     stages.sample.main(shard="")
     assert got["classes"] == [1, 5]
+
+
+# ---- JPEG draft decoding (prepare.jpeg_draft) --------------------------------------------------------------
+
+DRAFT_SIZES = [(375, 500), (500, 375), (333, 500), (350, 400), (900, 1200), (1066, 1600), (300, 450), (1500, 2000)]
+DRAFT_MAX_DIFF, DRAFT_MEAN_DIFF = 40, 1.2  # the pinned tolerance (README "Shards")
+
+
+def photo_jpeg(path: Path, rng: np.random.Generator, h: int, w: int) -> None:
+    """A photo-like JPEG: smooth colour field, hard-edged patches, a fine texture, sensor noise."""
+    low = rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8)
+    img = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), np.float32)
+    for _ in range(6):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        img[y0:y0 + rng.integers(h // 8, h // 2), x0:x0 + rng.integers(w // 8, w // 2)] = rng.uniform(0, 255, 3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img += (25 * np.sin(xx / rng.uniform(2, 9)) * np.cos(yy / rng.uniform(2, 9)) * (xx > w // 2))[..., None]
+    img += rng.normal(0, 3, img.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=int(rng.integers(75, 96)))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d, rng = tmp_path_factory.mktemp("photos"), np.random.default_rng(0)
+    for i, (h, w) in enumerate(DRAFT_SIZES):
+        photo_jpeg(d / f"p{i}.JPEG", rng, h, w)
+    Image.open(d / "p4.JPEG").convert("L").save(d / "gray.JPEG", quality=90)
+    Image.open(d / "p5.JPEG").convert("CMYK").save(d / "cmyk.JPEG", quality=90)
+    return d
+
+
+@pytest.mark.parametrize("res", [32, 128, 256])
+def test_jpeg_draft_stays_within_the_tolerance(photos, res):
+    from tinygan.prepare import load_image
+
+    diffs = []
+    for p in sorted(photos.iterdir()):
+        full, notes = load_image(str(p), res)
+        fast, fast_notes = load_image(str(p), res, draft=True)
+        assert fast.shape == full.shape == (res, res, 3) and fast_notes == notes  # mode notes: the file's own
+        diffs.append(np.abs(full.astype(int) - fast))
+        if min(Image.open(p).size) < 2 * res:  # no DCT scale fits: the very same pixels
+            np.testing.assert_array_equal(fast, full)
+    d = np.stack(diffs)
+    assert d.max() <= DRAFT_MAX_DIFF and d.mean() <= DRAFT_MEAN_DIFF, (d.max(), d.mean())
+    assert d.max() > 0  # the draft does change pixels here (else the test tests nothing)
+
+
+def test_without_draft_the_bytes_are_todays(photos, tmp_path):
+    from tinygan.prepare import load_image
+
+    for p in sorted(photos.iterdir()):
+        with Image.open(p) as im:
+            im.load()
+            np.testing.assert_array_equal(load_image(str(p), 128)[0], center_crop_resize(im, 128))
+    tree = tmp_path / "train"
+    (tree / C0).mkdir(parents=True)
+    for i in range(2):
+        (tree / C0 / f"{C0}_{i}.JPEG").write_bytes((photos / f"p{i}.JPEG").read_bytes())
+    off = prepare(tree, tmp_path / "off", [0], None, 128, progress=False, workers=1)
+    on = prepare(tree, tmp_path / "on", [0], None, 128, progress=False, workers=1, jpeg_draft=True)
+    assert "jpeg_draft" not in off and on["jpeg_draft"] is True  # off: the manifest (and fingerprint) of old
+    assert off["fingerprint"] != on["fingerprint"] and off["shards"][0]["sha256"] != on["shards"][0]["sha256"]
+    again = prepare(tree, tmp_path / "off", [0], None, 128, progress=False, workers=1)
+    assert again == off

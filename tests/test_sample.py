@@ -191,6 +191,30 @@ def test_nan_teacher_is_a_clear_error_and_keeps_finished_shards(ts_path, tmp_pat
     assert sorted(files(tmp_path)) == ["teacher-00000.h5", "teacher-00000.h5.sha256"]
 
 
+def test_a_failed_shard_write_is_one_line_and_the_shards_before_it_land(clean, ts_path, tmp_path, monkeypatch):
+    """Shards are written by their own thread, overlapping the next shard's batches: a write that fails
+    (here a full disk on shard 2) still stops the run with its one-line error, and the shards before it land."""
+    from tinygan.io import DiskFullError
+
+    real = shards.write_shard
+
+    def write(path, arrays, attrs):
+        if Path(path).name == "teacher-00002.h5":
+            raise DiskFullError(path)
+        return real(path, arrays, attrs)
+
+    monkeypatch.setattr(shards, "write_shard", write)
+    with pytest.raises(DiskFullError, match="teacher-00002.h5"):
+        sample(ts_path, "torchscript", str(tmp_path), batch_size=3, **ARGS)
+    landed = files(tmp_path)
+    assert sorted(landed) == ["teacher-00000.h5", "teacher-00000.h5.sha256", "teacher-00001.h5",
+                              "teacher-00001.h5.sha256"]
+    assert all(landed[n] == files(clean[0])[n] for n in landed)  # the same bytes as the clean run
+    monkeypatch.setattr(shards, "write_shard", real)
+    sample(ts_path, "torchscript", str(tmp_path), batch_size=3, **ARGS)  # resumes: the clean run's bytes
+    assert files(tmp_path) == files(clean[0])
+
+
 def test_shard_file_names():
     assert shards.shard_index("teacher", "teacher-00012.h5") == 12
     assert shards.shard_index("teacher", "teacher-00012.h5.sha256") == 12

@@ -353,3 +353,94 @@ def test_manifest_shard_paths_stay_inside_the_directory(tmp_path):
     m["shards"][0]["file"] = "inside.h5"  # a symlink that stays inside is fine
     mpath.write_text(json.dumps(m))
     assert shards.verify(d)["n"] == 16
+
+
+# ---- the verify record: shards hashed once per file state -----------------------------------------------------
+
+def _count_hashes(monkeypatch) -> list:
+    calls = []
+    real = shards.sha256_file
+    monkeypatch.setattr(shards, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
+    return calls
+
+
+def _fresh_process(monkeypatch, tmp_path):
+    """Forget this process's checksums (a new train / evaluate start); records live in tmp_path/records."""
+    monkeypatch.setattr(shards, "_HASHES", {})
+    monkeypatch.setenv(shards.RECORD_ENV, str(tmp_path / "records"))
+    monkeypatch.delenv(shards.REHASH_ENV, raising=False)
+
+
+def _verified(tmp_path, monkeypatch) -> Path:
+    """A teacher shard dir verified once (its record written), then a fresh process."""
+    d = tmp_path / "t"
+    d.mkdir()
+    make_teacher(d)
+    _fresh_process(monkeypatch, tmp_path)
+    shards.verify(d)
+    _fresh_process(monkeypatch, tmp_path)
+    return d
+
+
+def test_verify_record_skips_unchanged_shards(tmp_path, monkeypatch):
+    d = _verified(tmp_path, monkeypatch)
+    record = shards.read_record(d)
+    assert sorted(record) == ["teacher-00000.h5", "teacher-00001.h5", "teacher-00002.h5"]
+    assert all(k == shards._stat_key((d / n).stat()) for n, (k, _) in record.items())
+    calls = _count_hashes(monkeypatch)
+    ds = shards.ShardDataset(d)  # a new start: nothing re-hashed, data still read right
+    assert calls == [] and len(ds) == 16
+    assert np.array_equal(ds.read([0, 15], raw=True)["z"], all_raw(d)["z"][[0, 15]])
+    # forced re-verify: the argument, the environment variable and the CLI flag
+    shards.verify(d, rehash=True)
+    assert len(calls) == 3
+    monkeypatch.setenv(shards.REHASH_ENV, "1")
+    shards.ShardDataset(d)
+    assert len(calls) == 6
+    monkeypatch.delenv(shards.REHASH_ENV)
+    from typer.testing import CliRunner
+
+    from tinygan.cli import app
+    res = CliRunner().invoke(app, ["verify", str(d), "--rehash"])
+    assert res.exit_code == 0 and "rehashed" in res.output and len(calls) == 9
+
+
+def test_verify_record_rehashes_a_changed_shard_and_catches_corruption(tmp_path, monkeypatch):
+    d = _verified(tmp_path, monkeypatch)
+    p = d / "teacher-00001.h5"
+    st = p.stat()
+    with h5py.File(p, "r") as f:
+        pixel = f["images"].id.get_offset() + 3
+    data = bytearray(p.read_bytes())
+    data[pixel] ^= 0xFF
+    p.write_bytes(bytes(data))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: ctime still tells
+    _fresh_process(monkeypatch, tmp_path)
+    calls = _count_hashes(monkeypatch)
+    with pytest.raises(TinyGANError, match="checksum"):
+        shards.ShardDataset(d)
+    assert calls == ["teacher-00001.h5"]  # only the changed shard is read again
+    p.write_bytes(bytes(data[:pixel]) + bytes([data[pixel] ^ 0xFF]) + bytes(data[pixel + 1:]))  # restored
+    shards.verify(d)
+    assert shards.read_record(d)["teacher-00001.h5"][0] == shards._stat_key(p.stat())
+
+
+def test_verify_record_is_bounded_and_damage_only_costs_a_rehash(tmp_path, monkeypatch):
+    d = _verified(tmp_path, monkeypatch)
+    path = shards._record_path(d)
+    assert path.parent == tmp_path / "records" and not any(d.glob("*record*"))  # outside the shard dir
+    rec = json.loads(path.read_text())
+    rec["shards"]["teacher-00000.h5"]["sha256"] = "0" * 64  # a lying record cannot pass a changed file...
+    rec["shards"]["teacher-00000.h5"]["stat"][1] += 1  # ...its key no longer matches the file
+    rec["shards"]["teacher-00002.h5"] = "garbage"
+    path.write_text(json.dumps(rec))
+    calls = _count_hashes(monkeypatch)
+    _fresh_process(monkeypatch, tmp_path)
+    shards.verify(d)
+    assert sorted(calls) == ["teacher-00000.h5", "teacher-00002.h5"]
+    path.write_bytes(b"{" * 100)
+    assert shards.read_record(d) == {}
+    monkeypatch.setattr(shards, "RECORD_MAX_FILES", 2)
+    for i in range(4):
+        shards.write_record(tmp_path / f"other{i}", {})
+    assert len(list(path.parent.glob("*.json"))) == 2

@@ -100,12 +100,16 @@ def profile(name: Optional[str] = typer.Argument(None, help="a profile in conf/p
 
 @app.command()
 @report_errors
-def verify(directory: str = typer.Argument(..., help="a shard directory (data/real, data/teacher)")):
-    """Check every shard's sha256, length and layout against its manifest.json."""
+def verify(directory: str = typer.Argument(..., help="a shard directory (data/real, data/teacher)"),
+           rehash: bool = typer.Option(False, "--rehash", help="hash every shard again, even those the verify "
+                                       "record has seen unchanged, and renew the record")):
+    """Check every shard's sha256, length and layout against its manifest.json (shards verified before and
+    unchanged since are trusted from the verify record unless --rehash)."""
     from tinygan import shards
 
-    report = shards.verify(directory)
-    typer.echo(f"ok: {directory}: {report['n']} samples in {len(report['shards'])} shards, checksums match")
+    report = shards.verify(directory, rehash=rehash)
+    how = "rehashed, " if rehash else ""
+    typer.echo(f"ok: {directory}: {report['n']} samples in {len(report['shards'])} shards, {how}checksums match")
 
 
 @app.command()
@@ -260,6 +264,20 @@ def score(
     if out:
         write_json(out, metrics)
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+@app.command("fetch-web-runtime")
+@report_errors
+def fetch_web_runtime(
+    vendor: Optional[str] = typer.Option(None, help="where to put the files (default: where the export stage "
+                                                    "reads them, vendor/onnxruntime-web)"),
+):
+    """Get the pinned onnxruntime-web files for the export's browser page (npm pack; sha256-checked)."""
+    from tinygan.page import ORT_WEB_VERSION, VENDOR_DIR, fetch_runtime
+
+    for path in fetch_runtime(vendor or VENDOR_DIR):
+        typer.echo(path)
+    typer.echo(f"onnxruntime-web {ORT_WEB_VERSION}: ok")
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ is killed, the previous export untouched:
   for the reduced-precision files also the quality cost (FID / KID vs the fp32 model's images, the evaluation's
   extractor). Schema: ``parity_report``.
 - ``samples.png``            the sample grid (copied from ``grid_png``, or rendered from the model).
-- ``MODEL_CARD.md``          generated from the artifacts above.
+- ``README.md``              the model card (``tinygan.card``: Hugging Face-style, YAML metadata first),
+  generated from the artifacts above, so the folder reads as a model repository.
+- ``page/``                  the student in the browser (``tinygan.page``), when ``page_vendor`` is given.
 
 Truncation is not a model input: the student maps the z it is given. Draw z as the teacher's z was drawn
 (``tinygan.teacher.draw_z`` with the teacher's latent recipe, config ``latent``, "biggan" when absent):
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 
 from tinygan import classes as imagenet
-from tinygan import quantize
+from tinygan import card, page, quantize
 from tinygan.errors import TinyGANError
 from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, OPENVINO_PRECISION, TORCHSCRIPT_CONFIG, class_count,
                               class_grid, import_openvino, load_generator, onnx_session, png_bytes, tile)
@@ -56,7 +58,7 @@ FILES = {"safetensors": "generator.safetensors", "torchscript": "generator.torch
 OPENVINO_WEIGHTS = "generator.openvino.bin"  # beside the .xml, which names it
 QUANTIZED = {"onnx-int8": "generator.int8.onnx", "onnx-fp16": "generator.fp16.onnx"}  # not held to atol
 OUT_FILES = (*FILES.values(), OPENVINO_WEIGHTS, *QUANTIZED.values(), "config.json", "parity.json", "samples.png",
-             "MODEL_CARD.md")  # all of out_dir
+             "README.md", "page/")  # all of out_dir
 PARITY_BATCHES = (1, 5, 2)  # 8 fixed (z, y) pairs, run as batches of 1, 5 and 2 (dynamic batch)
 PARITY_SEED = 12345
 
@@ -66,7 +68,8 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
            opset: int = 17, atol: float = 1e-4, truncation: float = 0.5, teacher: str | None = None,
            seed: int = 0, latent: str = "biggan", class_names: dict[int, str] | None = None,
            extractor: str | None = None, extractor_path: str | None = None, quality_samples: int = 64,
-           calibration_samples: int = 32) -> dict:
+           calibration_samples: int = 32, page_vendor: str | None = None, teacher_manifest: dict | None = None,
+           real_manifest: dict | None = None, dataset: dict | None = None) -> dict:
     """Export the generator at ``generator_path`` (the train stage's safetensors) into ``out_dir``.
 
     ``classes``: the class indices the student was trained on (recorded in config.json and the card).
@@ -75,11 +78,14 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     ``train_summary``: the train stage's summary (data counts, held-out L1); ``params_snapshot``: the training
     params to list in the card; ``grid_png``: a sample grid to copy to ``samples.png`` (else one is rendered
     from the model, ``seed``-seeded). ``truncation``: the default truncation recorded in config.json (use the
-    teacher's). ``teacher``: the teacher handle, for the card. ``latent``: the teacher's latent recipe
-    (its shard manifest's); ``class_names``: names of the data's own classes (None: ImageNet's); see
-    ``make_config``. ``extractor`` / ``extractor_path``: the evaluation's feature extractor (kind, file) that
-    measures the quality cost of the int8 / fp16 files on ``quality_samples`` images (None: not measured, the
-    figures are null); ``calibration_samples``: latents the int8 quantisation is calibrated on.
+    teacher's). ``teacher``: the teacher handle; ``teacher_manifest`` / ``real_manifest``: the shards'
+    manifests (teacher content hash, data counts); ``dataset``: ``tinygan.card.dataset_info``; all for the
+    card. ``latent``: the teacher's latent recipe (its shard manifest's); ``class_names``: names of the data's
+    own classes (None: ImageNet's); see ``make_config``. ``extractor`` / ``extractor_path``: the evaluation's
+    feature extractor (kind, file) that measures the quality cost of the int8 / fp16 files on
+    ``quality_samples`` images (None: not measured, the figures are null); ``calibration_samples``: latents the
+    int8 quantisation is calibrated on. ``page_vendor``: the onnxruntime-web files for the browser page
+    ``page/`` (``tinygan.page``); None: no page.
     Raises TinyGANError if any float32 format differs from the eager model by more than ``atol``.
     Returns the parity report (``parity_report``; also written to parity.json).
     """
@@ -87,6 +93,8 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
     check_truncation(truncation, "export (sample.truncation)")
     check_latent(latent)
     metrics = _read_metrics(metrics_path)  # check every input before writing anything
+    if page_vendor is not None:
+        page.vendor_files(page_vendor)
     if grid_png and not Path(grid_png).is_file():
         raise TinyGANError(f"sample grid {grid_png} does not exist; run the train stage first")
     if quality_samples < 2 or calibration_samples < 1:
@@ -105,14 +113,17 @@ def export(generator_path: str, out_dir: str, classes: list[int], metrics_path: 
         quality = _write_quantized(G, tmp, config, ext, seed, quality_samples, calibration_samples)
         report = parity_report(tmp, diffs, atol, quality)
         write_json(tmp / "parity.json", report)
+        if page_vendor is not None:
+            page.build(tmp / "page", config, (tmp / FILES["onnx"]).stat().st_size, page_vendor)
         if grid_png:
             write_bytes(tmp / "samples.png", Path(grid_png).read_bytes())
         else:
             shown = class_list[:8]
             write_bytes(tmp / "samples.png",
                         png_bytes(tile(class_grid(G, shown, 8, truncation, seed, latent), len(shown), 8)))
-        card = model_card(G, config, tmp, report, metrics, metrics_path, train_summary, params_snapshot, teacher)
-        write_text(tmp / "MODEL_CARD.md", card)
+        write_text(tmp / "README.md", card.model_card(
+            config, tmp, report, metrics, metrics_path, model_size(G), train_summary,
+            params_snapshot, teacher, teacher_manifest, real_manifest, dataset))
     return report
 
 
@@ -376,168 +387,11 @@ def _read_metrics(metrics_path: str | None) -> dict | None:
         raise TinyGANError(f"metrics file {path} is not readable JSON ({e})") from None
 
 
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    rows = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            rows.extend(_flatten(v, key + "."))
-        else:
-            rows.append((key, v))
-    return rows
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    if isinstance(v, (list, tuple)) and len(v) > 12:
-        return f"{len(v)} items: {', '.join(str(x) for x in v[:6])}, ..."
-    return str(v)
-
-
-def _table(rows: list[tuple[str, object]], head: tuple[str, str] = ("key", "value")) -> str:
-    lines = [f"| {head[0]} | {head[1]} |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v).replace('|', '/')} |" for k, v in rows]
-    return "\n".join(lines)
-
-
-def _extractor_line(metrics: dict, metrics_path: str) -> str:
-    name = metrics.get("extractor") or metrics.get("feature_extractor")
-    if not name:
-        return (f"**Feature extractor: not recorded in `{metrics_path}`** — do not compare these numbers with "
-                f"published Inception-based figures.")
-    line = f"**Feature extractor: `{name}`**"
-    if metrics.get("extractor_note"):  # the extractor's own caveat, recorded by evaluate
-        line += (f" — {metrics['extractor_note']}: these figures are NOT comparable with the paper's "
-                 f"IS / FID / intra-FID.")
-    return line
-
-
-def model_card(G: torch.nn.Module, config: dict, out: Path, parity: dict, metrics: dict | None,
-               metrics_path: str | None, train_summary: dict | None, params_snapshot: dict | None,
-               teacher: str | None) -> str:
-    """MODEL_CARD.md text, generated from the exported artifacts."""
-    title = f"TinyGAN-{config['variant']} (ch={config['ch']})"
-    s = [f"# {title}: a distilled BigGAN-deep-128 student", ""]
-    kind, r = "Class-conditional" if config["n_classes"] else "Unconditional", config["resolution"]
-    s += [f"{kind} {r}×{r} image generator distilled from **{teacher or 'the teacher (not recorded)'}** "
-          f"with TinyGAN (Chang & Lu, ACCV 2020). Generated by `tinygan export` from the trained weights.", ""]
-    s += _card_model(G, config, teacher) + _card_evaluation(metrics, metrics_path)
-    s += _card_training(train_summary, params_snapshot)
-    s += ["## Samples", "", "![samples from the student](samples.png)", "",
-          "`samples.png`: a sample grid of the trained classes.", ""]
-    s += _card_files(out, parity) + _card_usage(config) + _card_limitations(config)
-    return "\n".join(s)
-
-
-def _card_model(G: torch.nn.Module, config: dict, teacher: str | None) -> list[str]:
+def model_size(G: torch.nn.Module) -> tuple[int, int, int]:
+    """(residual blocks, parameters, MACs per image) of G, measured by ``tinygan.summary``."""
     from tinygan.summary import count_macs, count_params
 
     z, y = _example_inputs(G, 1)
-    macs = count_macs(G, z, y)
-    cls, v = config["classes"], config["variant"]
-    names = config.get("class_names")
-    shown = ", ".join(f"{c} ({names[str(c)]})" if names is not None else
-                      f"{c} {imagenet.wnid_of(c)} ({imagenet.name_of(c)})" for c in cls[:10])
-    if len(cls) > 10:
-        shown += f", ... ({len(cls)} in all; see config.json)"
-    convs = "depthwise-separable" if v == "dw" else "standard 3×3"
-    n_cls, blocks = config["n_classes"], len(G.blocks)
-    norm = "conditional BatchNorm from a shared class embedding" if n_cls else "BatchNorm; unconditional"
-    if not n_cls:
-        shown = "none (unconditional: y is ignored)"
-    return ["## Model", "",
-            _table([("architecture", f"TinyGAN-{v}: fc → {blocks} residual up-blocks ({convs} convs, {norm}) "
-                                     "→ BN-ReLU-conv3×3-tanh"),
-                    ("teacher", teacher or "not recorded"),
-                    ("variant / channel multiplier", f"{v} / {config['ch']}"),
-                    ("parameters", count_params(G)),
-                    ("MACs per image", f"{macs:,} ({macs / 1e9:.3f} G)"),
-                    ("class embedding", f"{n_cls} × {config['emb_dim']}" if n_cls else "none"),
-                    ("trained classes", f"{len(cls)}: {shown}" if n_cls else shown),
-                    ("input", f"z float32 [N, {config['z_dim']}], y int64 [N] "
-                              + (f"(class index 0-{n_cls - 1})" if n_cls else "(ignored)")),
-                    ("output", f"image float32 [N, 3, {config['resolution']}, {config['resolution']}] (NCHW) in [-1, 1]"),
-                    ("noise", _card_noise(config))]), ""]
+    return len(G.blocks), count_params(G), count_macs(G, z, y)
 
 
-def _card_noise(config: dict) -> str:
-    if config.get("latent", "biggan") == "stylegan":
-        return ("z = standard normal (the teacher's StyleGAN latent: its truncation ψ "
-                f"{config['truncation']} acted inside the teacher, so z is not truncated).")
-    return (f"z = truncation × truncated normal (±2); default truncation {config['truncation']}. "
-            "Truncation is not a model input: apply it when drawing z.")
-
-
-def _card_evaluation(metrics: dict | None, metrics_path: str | None) -> list[str]:
-    if metrics is None:
-        return ["## Evaluation", "", "No metrics were given to the export (run the evaluate stage).", ""]
-    rows = [(k, val) for k, val in _flatten(metrics) if k not in ("extractor", "feature_extractor", "extractor_note")]
-    return ["## Evaluation", "", _extractor_line(metrics, metrics_path), "", _table(rows, ("metric", "value")), "",
-            f"Source: `{metrics_path}`.", ""]
-
-
-def _card_training(train_summary: dict | None, params_snapshot: dict | None) -> list[str]:
-    s = ["## Training", ""]
-    if train_summary:
-        s += ["Data and run summary (from the train stage):", "", _table(_flatten(train_summary)), ""]
-    if params_snapshot:
-        s += ["Training parameters:", "", _table(_flatten(params_snapshot), ("param", "value")), ""]
-    if not train_summary and not params_snapshot:
-        s += ["No training summary was given to the export.", ""]
-    return s
-
-
-def _card_files(out: Path, parity: dict) -> list[str]:
-    s = ["## Files and parity", "",
-         "Each format was checked against the PyTorch eager model on 8 fixed (z, y) pairs (batches of 1, 5, 2); "
-         f"max |difference| (tolerance {parity['atol']:g}):", "",
-         "| file | max abs diff | size | sha256 |", "|---|---|---|---|"]
-    for name in FORMATS:
-        e = parity["formats"][name]
-        s.append(f"| `{e['file']}` | {e['max_abs_diff']:.2e} | {e['bytes']:,} B | `{e['sha256'][:16]}…` |")
-    s += ["", "Reduced precision (not held to the tolerance; quality cost = FID / KID of its images vs the float32 "
-          "ONNX model's, same z and y):", "",
-          "| file | max abs diff | size | FID vs fp32 | KID vs fp32 | extractor, images |", "|---|---|---|---|---|---|"]
-    for e in parity["quantized"].values():
-        fid, kid = (_fmt(e[k]) if e[k] is not None else "not measured" for k in ("fid_vs_fp32", "kid_vs_fp32"))
-        s.append(f"| `{e['file']}` | {e['max_abs_diff']:.2e} | {e['bytes']:,} B | {fid} | {kid} | "
-                 f"{e['extractor'] or 'none'}, {e['n_images']} |")
-    return s + ["", "`config.json` holds the architecture, the trained classes and the input/output contract; "
-                    "`parity.json` all of the above.", ""]
-
-
-def _card_usage(config: dict) -> list[str]:
-    z, r = config["z_dim"], config["resolution"]
-    return ["## How to load", "", "safetensors (PyTorch + this package):", "", "```python",
-            "from tinygan.generate import load_generator",
-            "G = load_generator('generator.safetensors')  # eval mode",
-            f"img = G(z, y)  # z float32 [N,{z}] = truncation * truncated normal, y int64 [N]", "```", "",
-            "TorchScript (PyTorch only, no tinygan needed):", "", "```python", "import torch",
-            "G = torch.jit.load('generator.torchscript.pt')",
-            f"img = G(z, y)  # [N,3,{r},{r}] in [-1,1]", "```", "",
-            "ONNX (onnxruntime, no PyTorch):", "", "```python", "import onnxruntime as ort",
-            "sess = ort.InferenceSession('generator.onnx', providers=['CPUExecutionProvider'])",
-            "img = sess.run(['image'], {'z': z, 'y': y})[0]  # numpy float32 z, int64 y", "```", "",
-            "`generator.int8.onnx` / `generator.fp16.onnx` are called the same way (smaller; see their quality "
-            "cost above).", "", "OpenVINO (no PyTorch):", "", "```python", "import openvino as ov",
-            "m = ov.Core().compile_model('generator.openvino.xml', 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})",
-            "img = m({'z': z, 'y': y})['image']", "```", "",
-            "Or from the command line: `tinygan generate` (see `tinygan generate --help`).", ""]
-
-
-def _card_limitations(config: dict) -> list[str]:
-    n = len(config["classes"])
-    return ["## Intended use and limitations", "",
-            "- Research and teaching: a small, fast stand-in for BigGAN-deep-128 on the trained classes "
-            "(knowledge-distillation experiments, demos, CPU/edge inference).",
-            f"- Only the {n} trained classes are meaningful; the embedding table has {config['n_classes']} "
-            "rows, but untrained rows are random.",
-            "- The student imitates its teacher, including its failure modes and the biases of ImageNet "
-            "(class imbalance, photographer and geographic bias); it is not a model of the real world.",
-            "- Quality is below the teacher's (paper Table 1: FID 24.2 vs 19.8 on 398 animal classes for the "
-            "full-scale model); small or briefly trained students are far worse.",
-            "- Outputs are synthetic images; do not present them as photographs. The teacher and ImageNet carry "
-            "their own licence terms (ImageNet: non-commercial research).", ""]

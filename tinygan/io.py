@@ -108,7 +108,8 @@ def _umask() -> int:
 
 def check_replaceable(path: str | os.PathLike, owned: Iterable[str]) -> None:
     """TinyGANError unless ``path`` is absent or a directory holding only files named in ``owned`` (and temp
-    leftovers): what ``atomic_dir`` may delete when it swaps a new directory in."""
+    leftovers): what ``atomic_dir`` may delete when it swaps a new directory in. An entry ``"name/"`` of
+    ``owned`` names a subdirectory owned as a whole (e.g. ``page/``)."""
     path = Path(path)
     if not os.path.lexists(path):
         return
@@ -117,11 +118,15 @@ def check_replaceable(path: str | os.PathLike, owned: Iterable[str]) -> None:
                            f"output directory")
     owned = set(owned)
     for entry in sorted(path.iterdir()):
-        real_dir = entry.is_dir() and not entry.is_symlink()
-        if not is_temp_name(entry.name) and (entry.name not in owned or real_dir):
+        if not is_temp_name(entry.name) and _owned_name(entry) not in owned:
             raise TinyGANError(f"output directory {path} holds {entry.name}, which tinygan does not write there; "
                                f"it would be deleted when the directory is replaced: move it away or choose "
                                f"another output directory")
+
+
+def _owned_name(entry: Path) -> str:
+    """How ``owned`` names ``entry``: its name, with a trailing "/" for a real (not symlinked) directory."""
+    return entry.name + "/" if entry.is_dir() and not entry.is_symlink() else entry.name
 
 
 @contextlib.contextmanager
@@ -129,10 +134,10 @@ def atomic_dir(path: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
     """Yield a fresh temp directory beside ``path`` (``.<name>.<random>.tmp``) to write every output into; on
     clean exit it replaces ``path`` in one step, so readers see the old directory or the new one, never a mix.
 
-    ``owned``: the file names the directory may hold. An existing ``path`` holding anything else is refused
-    before anything is written (``check_replaceable``). On error the temp directory is removed and ``path``
-    is untouched. Temp leftovers of a killed run (beside ``path`` and inside it) are removed first. A
-    symlink ``path`` is followed: the directory it points to is replaced.
+    ``owned``: the file names the directory may hold ("name/": a subdirectory). An existing ``path`` holding
+    anything else is refused before anything is written (``check_replaceable``). On error the temp directory
+    is removed and ``path`` is untouched. Temp leftovers of a killed run (beside ``path`` and inside it) are
+    removed first. A symlink ``path`` is followed: the directory it points to is replaced.
     """
     path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     owned = frozenset(owned)
@@ -146,7 +151,7 @@ def atomic_dir(path: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
             if not e.path.is_relative_to(tmp):
                 raise
             raise DiskFullError(path / e.path.relative_to(tmp)) from None
-        stray = sorted(p.name for p in tmp.iterdir() if p.name not in owned)
+        stray = sorted(p.name for p in tmp.iterdir() if _owned_name(p) not in owned)
         if stray:
             raise RuntimeError(f"atomic_dir({path}): wrote {stray}, which are not in owned")
         _fsync_dir(tmp)

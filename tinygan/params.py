@@ -175,6 +175,9 @@ SCHEMA: dict[str, Any] = {
         "max_per_class": Int(1, optional=True, help="images per class (null = all)"),
         "resolution": PowerOfTwo(8, 1024, help="side of the real shards' images (I128 preprocessing)"),
         "shard_size": Int(1, help="images per HDF5 shard"),
+        "jpeg_draft": Bool(help="decode JPEGs reduced by the largest DCT factor (8, 4, 2) that keeps the short "
+                                "side >= resolution, then crop + resize as usual: over twice the images/s, pixels "
+                                "within the tolerance README 'Shards' states; false: full-size decode (old bytes)"),
     },
     "sample": {
         "teacher": Str(help="the teacher: a local SavedModel dir / TorchScript file, or a TF-Hub URL"),
@@ -247,6 +250,8 @@ SCHEMA: dict[str, Any] = {
         "quality_samples": Int(2, help="images (fp32 vs int8 / fp16, same z and y) for the quality cost of the "
                                        "reduced-precision exports, measured with the evaluate extractor"),
         "calibration_samples": Int(1, help="latents the int8 quantisation is calibrated on"),
+        "page": Bool(help="build the browser page (export/page/: onnxruntime-web, vendored by `tinygan "
+                          "fetch-web-runtime`, which needs npm); false: export without it"),
     },
     # Knobs that change speed or logging, never an artifact. No stage lists this group in dvc.yaml, so
     # changing them re-runs nothing (tests/test_dvc.py checks both directions).

@@ -13,7 +13,11 @@ Each image is opened with PIL, converted to RGB (grayscale,
 CMYK, palette and RGBA included), centre-cropped to a square on its long edge and resized to
 ``resolution`` with PIL BILINEAR (antialiased), as BigGAN-PyTorch's ``CenterCropLongEdge`` +
 ``Resize`` do. ``resolution`` is a power of two 8-1024; smaller images are upscaled, and images
-with a side below 8 px are skipped (``too_small``).
+with a side below 8 px are skipped (``too_small``). With ``jpeg_draft`` (param ``prepare.jpeg_draft``) a JPEG
+is decoded by libjpeg reduced by the largest DCT factor (8, 4, 2 or none) that keeps its short side >=
+``resolution`` (PIL's ``Image.draft``), then cropped and resized the same way: over twice as fast for
+ImageNet-sized photos, and within a few grey levels of the full decode (README "Shards" states the measured tolerance;
+tests/test_prepare.py pins it). It changes the output pixels, so it is part of every shard's fingerprint.
 
 Output: ``real-00000.h5``, ... (see ``tinygan.shards``) in (class index, file name) order, plus
 ``manifest.json`` with per-class counts, skipped files with their reason, notes (non-JPEG formats,
@@ -59,24 +63,31 @@ _HINTS = {  # what a train dir of each layout looks like, for error messages
 
 # ---- one image ------------------------------------------------------------------------------------------
 
-def center_crop_resize(img: Image.Image, resolution: int) -> np.ndarray:
+def center_crop_resize(img: Image.Image, resolution: int, scale: int = 1,
+                       size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB, centre crop of the long edge to a square, BILINEAR resize: uint8 [resolution, resolution, 3].
 
-    The crop offset is ``int(round((w - s) / 2))`` like torchvision's ``center_crop``.
+    The crop offset is ``int(round((w - s) / 2))`` like torchvision's ``center_crop``. ``scale`` > 1: ``img``
+    is a JPEG draft decode of an image of ``size`` (w, h) at 1/scale; the same crop, in that image's
+    coordinates (a fractional box, so the draft does not shift the geometry), is resized in one step.
     """
     img = img.convert("RGB")
-    w, h = img.size
+    w, h = size if scale > 1 else img.size
     s = min(w, h)
     left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))
+    if scale > 1:
+        box = (left / scale, top / scale, (left + s) / scale, (top + s) / scale)
+        return np.asarray(img.resize((resolution, resolution), Image.BILINEAR, box=box), dtype=np.uint8)
     img = img.crop((left, top, left + s, top + s))
     img = img.resize((resolution, resolution), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
+
 SHOW_CLASSES = 8  # classes named in a one-line error about missing images
 
 
-def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str, ...] | str]:
-    """Decode and preprocess one file.
+def load_image(path: str, resolution: int, draft: bool = False) -> tuple[np.ndarray | None, tuple[str, ...] | str]:
+    """Decode and preprocess one file (``draft``: JPEGs decoded at a reduced DCT scale, see the module docstring).
 
     Returns ``(image, notes)`` for a readable image, where ``notes`` lists what was unusual about it
     (``format_PNG``, ``mode_CMYK``, ...), or ``(None, reason)`` for a file that is skipped:
@@ -91,11 +102,13 @@ def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF / palette warnings: the pixels are what matter
             with Image.open(path) as im:
-                fmt, mode = im.format, im.mode
+                fmt, mode, size, scale = im.format, im.mode, im.size, 1
+                if draft and fmt == "JPEG" and (reduced := im.draft(None, (resolution, resolution))):
+                    scale = round(size[0] / reduced[1][2])  # the largest 1/scale keeping min(size)/scale >= res
                 im.load()
-                if min(im.size) < MIN_SIDE:
+                if min(size) < MIN_SIDE:
                     return None, "too_small"
-                arr = center_crop_resize(im, resolution)
+                arr = center_crop_resize(im, resolution, scale, size)
     except PermissionError:
         return None, "unreadable"
     except Image.DecompressionBombError:
@@ -115,7 +128,7 @@ def load_image(path: str, resolution: int) -> tuple[np.ndarray | None, tuple[str
     return arr, tuple(notes)
 
 
-def _decode(task: tuple[str, int]):
+def _decode(task: tuple[str, int, bool]):
     return load_image(*task)
 
 
@@ -270,7 +283,8 @@ def _check_args(train_dir, layout, max_per_class, resolution, shard_size, worker
         raise TinyGANError(f"prepare: max_per_class must be a positive integer or null (all), got {max_per_class!r}")
 
 
-def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int) -> Iterator[tuple[int, Iterable]]:
+def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int,
+             draft: bool = False) -> Iterator[tuple[int, Iterable]]:
     """Yield ``(shard index, iterator of load_image results)`` for each shard to build, in order.
 
     With a pool, the next shard is queued before the current one is handed out, so decoding goes on
@@ -280,14 +294,14 @@ def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int) -
         return
     if workers == 1:
         for k, paths in todo:
-            yield k, map(_decode, [(p, resolution) for p in paths])
+            yield k, map(_decode, [(p, resolution, draft) for p in paths])
         return
     per_shard = max(len(p) for _, p in todo)
     chunksize = max(1, min(16, per_shard // (4 * workers)))
     with multiprocessing.Pool(workers) as pool:
         pending = collections.deque()
         for k, paths in todo:
-            pending.append((k, pool.imap(_decode, [(p, resolution) for p in paths], chunksize)))
+            pending.append((k, pool.imap(_decode, [(p, resolution, draft) for p in paths], chunksize)))
             if len(pending) > 1:
                 yield pending.popleft()
         while pending:
@@ -296,14 +310,15 @@ def _decoded(todo: list[tuple[int, list[str]]], resolution: int, workers: int) -
 
 def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: Sequence[int | str] | str,
             max_per_class: int | None, resolution: int = 128, shard_size: int = 1000, workers: int = 0,
-            progress: bool = True, layout: str = "imagenet") -> dict:
+            progress: bool = True, layout: str = "imagenet", jpeg_draft: bool = False) -> dict:
     """Write real-image shards of the selected classes of a train dir of ``layout`` (see the module
     docstring); return the manifest.
 
     ``classes``: class indices (or anything ``tinygan.classes.resolve`` accepts; for ``folders`` against the
     folder names; ignored for ``flat``). ``max_per_class``:
     use the first N files (sorted by name) of each class, None for all. ``workers``: decoding
-    processes, 0 = all cores. Finished shards from an earlier (interrupted) run are reused.
+    processes, 0 = all cores. ``jpeg_draft``: decode JPEGs at a reduced DCT scale (faster, slightly different
+    pixels; see the module docstring). Finished shards from an earlier (interrupted) run are reused.
 
     Validates before deleting: a selected class without a dir or without image files fails at once, and
     the old manifest and stale shards go only once a new shard has decoded at least one image (or every
@@ -317,20 +332,21 @@ def prepare(train_dir: str | os.PathLike, out_dir: str | os.PathLike, classes: S
     fplan = file_plan(root, classes, max_per_class, layout)
     plan = fplan.files
     groups = [plan[a:a + shard_size] for a in range(0, len(plan), shard_size)]
-    fps = [shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution,
+    draft = {"jpeg_draft": True} if jpeg_draft else {}  # (absent when off: older shards keep their fingerprint)
+    fps = [shards.fingerprint({"kind": PREFIX, "version": PREPROCESS_VERSION, "resolution": resolution, **draft,
                                "files": [[c, rel, _size(str(root / rel))] for c, rel in group]}) for group in groups]
-    args = {"max_per_class": max_per_class, "shard_size": shard_size}
+    args = {"max_per_class": max_per_class, "shard_size": shard_size, **draft}
     described = {"kind": "real", "classes": fplan.selected, **args, "resolution": resolution, "shards": fps}
     if layout != "imagenet":  # (the ImageNet fingerprint stays as it was: its shards are reused)
         described.update(layout=layout, class_names=fplan.class_names)
     run = shards.ShardRun(out, PREFIX, fps, shards.fingerprint(described))
-    _build_shards(run, root, groups, run.find_reusable(), resolution, workers, progress)
+    _build_shards(run, root, groups, run.find_reusable(), (resolution, jpeg_draft), workers, progress)
     return _write_manifest(run, root, fplan, layout, args, resolution)
 
 
-def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution: int, workers: int,
+def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], decode: tuple[int, bool], workers: int,
                   progress: bool) -> None:
-    """Decode the shards ``todo`` and write them (``run.write``).
+    """Decode the shards ``todo`` (``decode``: resolution, jpeg_draft) and write them (``run.write``).
 
     ``run.start()`` (stale outputs go, the shards held back so far are written) comes once a shard with a
     readable image has been decoded: shards without images decoded before that are held back (they hold no
@@ -338,6 +354,7 @@ def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution
     """
     from tqdm import tqdm
 
+    resolution = decode[0]
     n_todo = sum(len(groups[k]) for k in todo)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_workers = max(1, min(workers or cores, n_todo))
@@ -346,7 +363,7 @@ def _build_shards(run: ShardRun, root: Path, groups, todo: list[int], resolution
     if not todo:
         run.start()
     for k, results in _decoded([(k, [str(root / rel) for _, rel in groups[k]]) for k in todo], resolution,
-                               n_workers):
+                               n_workers, decode[1]):
         shard = _decode_shard(groups[k], results, resolution, bar)
         reasons.update(why for _, why in shard.skipped)
         shard.write(run, k, resolution)

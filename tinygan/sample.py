@@ -137,17 +137,22 @@ def _check_finite(handle: str, k: int, start: int, x: np.ndarray) -> None:
 
 
 class _ShardWriter:
-    """A thread that turns teacher batches into shards while the main thread keeps the teacher busy.
+    """Threads that turn teacher batches into shards while the main thread keeps the teacher busy.
 
-    It receives float batches (``add``), checks and quantises them into the shard's uint8 buffer, and writes
-    the shard when told (``finish``). The queue is bounded (``depth`` batches), so memory stays flat whatever
-    the number of samples, and the main thread does nothing but call the teacher.
+    One thread receives float batches (``add``), checks and quantises them into the shard's uint8 buffer and,
+    when told (``finish``), hands the complete shard to a second thread that writes it (HDF5, sha256, fsync:
+    the slow part at paper scale, ~245 MB a shard) while the next shard's batches are being quantised. The
+    queue is bounded (``depth`` batches) and one shard is written at a time, so memory stays flat whatever the
+    number of samples (at most two shards' images), and the main thread does nothing but call the teacher.
+    Shards are written in order, by the same ``run.write`` calls as one thread would make: the same bytes.
     """
 
     def __init__(self, handle: str, run: shards.ShardRun, resolution: int, depth: int = 4):
         self.handle, self.run, self.resolution = handle, run, resolution  # finished shards go to run.write
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygan-shard-io")
+        self.pending = None  # the Future of the shard being written
         self.thread = threading.Thread(target=self._run, name="tinygan-shard-writer", daemon=True)
         self.thread.start()
 
@@ -171,11 +176,17 @@ class _ShardWriter:
                     images[start:start + len(x)] = quantize(x)
                 else:
                     _, k, arrays, attrs = item
-                    self.run.write(k, {**arrays, "images": images}, attrs)
+                    self._wait_written()  # one shard in writing at a time (raises its error)
+                    self.pending = self.io.submit(self.run.write, k, {**arrays, "images": images}, attrs)
                     images = None
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
                 self.error = e
                 return
+
+    def _wait_written(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
 
     def _raise(self) -> None:
         if isinstance(self.error, TinyGANError):
@@ -201,6 +212,11 @@ class _ShardWriter:
             except queue.Full:
                 continue
         self.thread.join()
+        try:
+            self._wait_written()
+        except BaseException as e:  # noqa: BLE001 - reported like the writer thread's errors
+            self.error = self.error or e
+        self.io.shutdown(wait=True)
         if raise_error:
             self._raise()
 

@@ -102,17 +102,119 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# ---- checksums, cached per (path, inode, size, mtime): re-opens and forked workers do not re-hash -------------
+# ---- checksums: verified once, remembered per file state ------------------------------------------------------
+#
+# Hashing every shard at every train / evaluate start would read the whole dataset (58 GB at paper scale) each
+# time. A shard's sha256 is therefore remembered for the exact state of the file it was computed on: its stat key
+# (device, inode, size, mtime_ns, ctime_ns). Any write, replacement, truncation, ``touch`` or copy changes the key
+# (ctime cannot be set back from user space), so the file is hashed again. Two levels: a dict in this process,
+# and a *verify record* on disk, one small JSON per shard directory in ``record_dir()`` (outside the repository
+# and every DVC output, so it never changes an artifact). Records are written atomically (temp file + rename:
+# concurrent DDP ranks read the old or the new one, and the last writer wins; a lost entry costs one re-hash),
+# read only up to RECORD_MAX_BYTES, and at most RECORD_MAX_FILES are kept (oldest pruned). ``rehash=True``,
+# ``tinygan verify --rehash`` or TINYGAN_REHASH=1 ignore both levels and re-hash everything.
 
-_HASHES: dict[tuple[str, int, int, int], str] = {}
+RECORD_ENV, REHASH_ENV = "TINYGAN_CACHE_DIR", "TINYGAN_REHASH"
+RECORD_VERSION, RECORD_MAX_BYTES, RECORD_MAX_FILES = 1, 32 << 20, 256
+_HASHES: dict[tuple, str] = {}
 
 
-def _sha256_cached(path: Path, st: os.stat_result | None = None) -> str:
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (int(st.st_dev), int(st.st_ino), int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns))
+
+
+def _sha256_cached(path: Path, st: os.stat_result | None = None, rehash: bool = False) -> str:
+    """sha256 of ``path``, hashed once per file state in this process (``rehash``: hash anyway)."""
     st = st or path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
+    key = (str(path.resolve()),) + _stat_key(st)
+    if rehash or key not in _HASHES:
         _HASHES[key] = sha256_file(path)
     return _HASHES[key]
+
+
+def rehash_requested() -> bool:
+    """Whether the environment asks to ignore remembered checksums (TINYGAN_REHASH=1/true/yes)."""
+    return os.environ.get(REHASH_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def record_dir() -> Path:
+    """Where verify records live: $TINYGAN_CACHE_DIR, else $XDG_CACHE_HOME/tinygan/verified, else
+    ~/.cache/tinygan/verified."""
+    if os.environ.get(RECORD_ENV):
+        return Path(os.environ[RECORD_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tinygan" / "verified"
+
+
+def _record_path(directory: Path) -> Path:
+    digest = hashlib.sha256(str(directory.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    return record_dir() / f"{digest[:32]}.json"
+
+
+def read_record(directory: Path) -> dict[str, tuple[tuple, str]]:
+    """file name -> (stat key, sha256) of the shards of ``directory`` verified before; {} when there is no
+    usable record (missing, too large, malformed or of another directory: entries that do not parse are
+    dropped, so a damaged record only costs re-hashing)."""
+    path = _record_path(directory)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(RECORD_MAX_BYTES + 1)
+        rec = json.loads(raw) if len(raw) <= RECORD_MAX_BYTES else None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(rec, dict) or rec.get("version") != RECORD_VERSION or \
+            rec.get("directory") != str(directory.resolve()) or not isinstance(rec.get("shards"), dict):
+        return {}
+    out = {}
+    for name, e in rec["shards"].items():
+        ok = isinstance(e, dict) and isinstance(e.get("sha256"), str) and _SHA256.fullmatch(e["sha256"])
+        key = e.get("stat") if ok else None
+        if isinstance(key, list) and len(key) == 5 and all(type(v) is int for v in key):
+            out[name] = (tuple(key), e["sha256"])
+    return out
+
+
+def write_record(directory: Path, entries: Mapping[str, tuple[tuple, str]]) -> None:
+    """Replace the verify record of ``directory`` by ``entries`` (file name -> (stat key, sha256)), atomically;
+    prune old records. A cache dir that cannot be written is warned about, not fatal (the next open re-hashes)."""
+    import tempfile
+    import warnings
+
+    path = _record_path(directory)
+    rec = {"version": RECORD_VERSION, "directory": str(directory.resolve()),
+           "shards": {n: {"stat": list(k), "sha256": h} for n, (k, h) in sorted(entries.items())}}
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(rec, f, sort_keys=True)
+        os.replace(tmp, path)
+        tmp = None
+        _prune_records(path.parent)
+    except OSError as e:
+        warnings.warn(f"cannot write the shard verify record {path} ({e.strerror or e}); shards will be "
+                      f"re-hashed at the next open (set {RECORD_ENV} to a writable directory)", stacklevel=3)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _prune_records(folder: Path) -> None:
+    """Keep the RECORD_MAX_FILES newest records; drop temp files older than an hour (a killed writer's)."""
+    import time
+
+    found = []
+    for p in folder.iterdir():
+        try:
+            found.append((p.stat().st_mtime, p))
+        except OSError:  # removed meanwhile by another process
+            continue
+    found.sort()
+    records = [p for _, p in found if p.suffix == ".json"]
+    stale = [p for t, p in found if p.name.endswith(".tmp") and t < time.time() - 3600]
+    for p in stale + records[:max(0, len(records) - RECORD_MAX_FILES)]:
+        p.unlink(missing_ok=True)
 
 
 # ---- writing --------------------------------------------------------------------------------------------
@@ -525,8 +627,12 @@ def _inspect(path: Path, st: os.stat_result, manifest: Mapping, n: int) -> _Shar
     return info
 
 
-def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[dict, list[_ShardInfo]]:
+def _verify(directory: Path, kind: str | None, checksums: bool = True,
+            rehash: bool = False) -> tuple[dict, list[_ShardInfo]]:
     manifest = read_manifest(directory)
+    rehash = rehash or rehash_requested()
+    record = read_record(directory) if checksums and not rehash else {}
+    verified, hashed = {}, False
     mpath = directory / MANIFEST
     if kind is not None and manifest["kind"] != kind:
         raise TinyGANError(f"{directory} holds {manifest['kind']!r} shards, expected {kind!r}: check the path")
@@ -543,10 +649,17 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
             what = "truncated" if st.st_size < entry["bytes"] else "changed"
             raise TinyGANError(f"shard {path} is {what}: {st.st_size} bytes on disk, {entry['bytes']} in {mpath}; "
                                f"delete it and {fix}")
-        sha = _sha256_cached(path, st) if checksums else entry["sha256"]
+        sha = entry["sha256"]
+        if checksums:
+            known = record.get(entry["file"])
+            if known is None or known[0] != _stat_key(st):
+                sha, hashed = _sha256_cached(path, st, rehash), True
+            else:
+                sha = known[1]
         if sha != entry["sha256"]:
             raise TinyGANError(f"shard {path} fails its checksum: sha256 {sha[:16]}... on disk, "
                                f"{entry['sha256'][:16]}... in {mpath}; delete it and {fix}")
+        verified[entry["file"]] = (_stat_key(st), sha)
         info = _inspect(path, st, manifest, int(entry["n"]))
         counts += np.bincount(info.y, minlength=len(counts))
         infos.append(info)
@@ -559,24 +672,30 @@ def _verify(directory: Path, kind: str | None, checksums: bool = True) -> tuple[
     if not np.array_equal(counts, listed):
         bad = np.flatnonzero(counts != listed)[:5].tolist()
         raise TinyGANError(f"{mpath}: class_counts disagree with the labels in the shards (classes {bad}): {fix}")
+    if checksums and (hashed or set(verified) != set(record)):
+        write_record(directory, verified)
     return manifest, infos
 
 
-def verify(directory: str | os.PathLike, kind: str | None = None, checksums: bool = True) -> dict:
+def verify(directory: str | os.PathLike, kind: str | None = None, checksums: bool = True,
+           rehash: bool = False) -> dict:
     """Check a shard directory against its manifest and return the manifest.
 
     Every shard must exist, have the recorded size and sha256, the datasets of its kind with the right
     dtypes and shapes, and labels that match ``class_counts``. Any problem raises TinyGANError naming
-    the shard path and what differs. Checksums are cached per (path, inode, size, mtime) in this
-    process; ``checksums=False`` skips hashing (sizes, layout and labels are still checked).
+    the shard path and what differs. A shard is hashed once per file state (device, inode, size, mtime,
+    ctime) and the result kept in its directory's verify record (see ``record_dir``), so later opens of
+    unchanged shards read no shard bytes; ``rehash=True`` (or TINYGAN_REHASH=1) hashes every shard again and
+    renews the record. ``checksums=False`` skips hashing (sizes, layout and labels are still checked).
     """
-    return _verify(Path(directory), kind, checksums)[0]
+    return _verify(Path(directory), kind, checksums, rehash)[0]
 
 
 # ---- reading samples ------------------------------------------------------------------------------------
 
 class ShardDataset(torch.utils.data.Dataset):
-    """Random access to the samples of a shard directory (verified on open, see ``verify``).
+    """Random access to the samples of a shard directory (verified on open, see ``verify``: shards verified
+    before and unchanged since are not hashed again).
 
     ``ds[i]`` returns one sample; ``ds.__getitems__(indices)`` (used by DataLoader with a batch sampler)
     returns a batch as a dict of tensors: ``images`` float32 NCHW in [-1, 1] (x / 127.5 - 1), ``z``
@@ -591,9 +710,9 @@ class ShardDataset(torch.utils.data.Dataset):
     MAX_OPEN = 128  # open files kept per process (LRU)
 
     def __init__(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
-                 kind: str | None = None, checksums: bool = True):
+                 kind: str | None = None, checksums: bool = True, rehash: bool = False):
         self.directory = Path(directory)
-        self.manifest, infos = _verify(self.directory, kind, checksums)
+        self.manifest, infos = _verify(self.directory, kind, checksums, rehash)
         self.kind = self.manifest["kind"]
         known = self._layout = manifest_layout(self.manifest)
         self.fields = tuple(fields) if fields is not None else default_fields(self.kind)
