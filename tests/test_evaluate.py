@@ -515,14 +515,19 @@ def test_reference_without_class_features_leaves_that_class_blank_and_says_so(wo
     assert m["intra_fid"] == pytest.approx(world["metrics"]["intra_fid"], rel=1e-6)  # FID needs no raw features
 
 
-def test_a_features_only_encoder_gives_fid_and_no_is(world, tmp_path):
-    """evaluate.extractor torchscript (any image encoder, e.g. DINOv2): FID / intra-FID / KID, IS null with a note,
-    under the authors' protocol (float images)."""
+def _tiny_encoder(path) -> dict:
+    """A features-only TorchScript encoder (d = 5) saved at ``path``; returns its evaluate.encoder settings."""
     torch.manual_seed(0)
     enc = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten())
-    torch.jit.save(torch.jit.script(enc), str(tmp_path / "enc.pt"))
-    encoder = {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    torch.jit.save(torch.jit.script(enc), str(path))
+    return {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def test_a_features_only_encoder_gives_fid_and_no_is(world, tmp_path):
+    """evaluate.extractor torchscript (any image encoder, e.g. DINOv2): FID / intra-FID / KID, IS null with a note,
+    under the authors' protocol (float images)."""
+    encoder = _tiny_encoder(tmp_path / "enc.pt")
     info = reference_stats(world["root"] / "real", tmp_path / "enc.pt", "torchscript", tmp_path / "ref", batch_size=16,
                            progress=False, kid_reservoir=20, protocol="authors", encoder=encoder)
     assert info["extractor"] == "torchscript enc.pt" and info["feature_dim"] == 5
@@ -552,11 +557,7 @@ def test_the_authors_protocol_end_to_end_with_the_judge(world, tmp_path):
 def test_classes_with_more_images_than_dimensions_keep_a_seeded_sample_for_precision_recall(world, tmp_path):
     """A class with n > d keeps a scatter matrix, not its features: refstats then stores a reservoir of pr_samples
     rows of it (and none for a class whose features are kept: they are the sample)."""
-    torch.manual_seed(0)
-    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten())
-    torch.jit.save(torch.jit.script(enc), str(tmp_path / "enc.pt"))
-    encoder = {"input_size": 32, "input_range": "signed", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    encoder = _tiny_encoder(tmp_path / "enc.pt")
     info = reference_stats(world["root"] / "real", tmp_path / "enc.pt", "torchscript", tmp_path / "ref", batch_size=16,
                            progress=False, kid_reservoir=20, encoder=encoder, pr_samples=10)
     assert info["pr_samples"] == 10
