@@ -124,7 +124,8 @@ def test_any_teacher_end_to_end(tmp_path, name):
     report = export(str(gen), str(tmp_path / "export"), case.classes, truncation=0.7, latent=case.latent,
                     class_names=shards.own_class_names(real) or None,
                     metrics_path=str(tmp_path / "eval" / "metrics.json"))
-    assert max(report[f] for f in ("safetensors", "torchscript", "onnx")) <= report["atol"]
+    assert max(e["max_abs_diff"] for e in report["formats"].values()) <= report["atol"]
+    assert set(report["formats"]) == {"safetensors", "torchscript", "onnx", "openvino"}
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert (config["resolution"], config["z_dim"], config.get("latent", "biggan")) == (side, z_dim, case.latent)
     out = generate(str(tmp_path / "export" / "generator.onnx"), str(tmp_path / "g.png"), case.picked, 3, 0.7, 0)
