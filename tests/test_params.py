@@ -64,7 +64,7 @@ def test_numbers_written_by_dvc_exp_set_are_accepted():
     ("prepare.resolution", 2048, "'prepare.resolution'"),
     ("prepare.resolution", 4, "'prepare.resolution'"),
     ("train.ema", "maybe", "'train.ema'"),
-    ("train.holdout_per_class", 64, "'train.holdout_per_class'"),
+    ("train.holdout_per_class", 10**6, "'train.holdout_per_class'"),  # not below sample.per_class
     ("runtime.train.device", "tpu", "'runtime.train.device'"),
     ("runtime.sample.batch_size", 0, "'runtime.sample.batch_size'"),
     ("lambda_dime", -1, "'lambda_dime'"),
