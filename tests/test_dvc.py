@@ -226,6 +226,20 @@ def test_train_depends_on_the_dime_encoder_file(committed):
     assert "train" in changed and changed <= {"demo@imagenet", "train", "refstats", "evaluate"}
 
 
+def test_train_depends_on_the_embed_init_file(committed):
+    # train.embed_init_dep is a dependency of train: the placeholder while embed_init is null, else the .npy
+    raw = yaml.safe_load((committed / "params.yaml").read_text())
+    dep = committed / raw["train"]["embed_init_dep"]
+    old = dep.read_bytes()
+    dep.write_bytes(old + b"changed")
+    try:
+        with dvc_repo(committed) as repo:
+            changed = {name.split(":")[-1] for name in repo.status()}
+    finally:
+        dep.write_bytes(old)
+    assert changed == {"train"}
+
+
 @pytest.mark.parametrize("profile,teacher_conf", [("paper", "conf/teacher/biggan-deep-128.yaml"),
                                                    ("paper256", "conf/teacher/biggan-deep-256.yaml")])
 def test_paper_profile_has_no_demo_stage_and_no_demo_dependency(tmp_path, profile, teacher_conf):
