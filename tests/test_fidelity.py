@@ -11,7 +11,7 @@ from tinygan.errors import TinyGANError
 from tinygan import train as train_mod
 from tinygan.train import D_NOISE, G_NOISE, _build, _fresh_noise, _iteration, _load_data, _When, load_embed_init
 
-from test_train import column, config, run
+from test_train import _spy_fresh_noise, column, config, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -69,23 +69,17 @@ def test_joint_g_calls_is_one_call_on_both_batches(tiny_data, tmp_path, monkeypa
 
 
 def test_the_g_step_draws_a_fresh_deterministic_z(tiny_data, tmp_path, monkeypatch):
-    drawn, real = [], train_mod._fresh_noise
-
-    def spy(*a, **kw):
-        z = real(*a, **kw)
-        drawn.append((a[1], a[7], z))
-        return z
-    monkeypatch.setattr(train_mod, "_fresh_noise", spy)
+    drawn = _spy_fresh_noise(monkeypatch)
     run(tiny_data, tmp_path, epochs=3)  # 12 steps: adversarial G terms at steps 4 and 9 (0-based)
-    g_draws = {step: z for step, stream, z in drawn if stream == G_NOISE}
-    d_draws = {step: z for step, stream, z in drawn if stream == D_NOISE}
+    g_draws = {step: z for _, _, z, step, stream in drawn if stream == G_NOISE}
+    d_draws = {step: z for _, _, z, step, stream in drawn if stream == D_NOISE}
     assert sorted(g_draws) == [4, 9] and sorted(d_draws) == list(range(12))
     for step, z in g_draws.items():
         assert not torch.allclose(z, d_draws[step])
         assert torch.equal(z, _fresh_noise(0, step, 0, 6, 0.5, "biggan", 128, G_NOISE))  # a function of the step
     drawn.clear()
     run(tiny_data, tmp_path / "reuse", epochs=3, g_noise="reuse")
-    assert {stream for _, stream, _ in drawn} == {D_NOISE}
+    assert {stream for *_, stream in drawn} == {D_NOISE}
 
 
 def test_precision_fp16_on_cpu_is_one_line(tiny_data, tmp_path):
