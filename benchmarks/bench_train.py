@@ -3,6 +3,7 @@ iteration (the authors' solver.py as the facts file describes it), side by side 
 (dw ch32, d_ch32, batch 32, 128²) and the demo config. Prints JSON; not a test.
 
     python benchmarks/bench_train.py [--steps 5] [--threads N] [--configs paper,demo] [--device auto]
+                                     [--loader 1024] [--workers 4]
 
 Official iteration (baseline): our Generator/Discriminator modules (bit-exact with the authors' model code),
 contiguous fp32, plain Adam; D step: D(x_T), G(z, y) no grad -> D, D(x_r), G(z', y_r) no grad -> D (four D calls);
@@ -13,9 +14,11 @@ the teacher batch for both steps, batched D, uint8 images converted on the devic
 Per row: sec_per_step (mean over the measured steps, which include the adversarial 5th iteration when
 --steps >= 5), images_per_s (teacher batch / s), macs_per_step (counted by tinygan.summary.count_macs, x3 for a
 forward + backward), fraction_of_matmul_peak (achieved MAC rate x2 over this machine's measured fp32 matmul
-FLOP/s), projected_paper_schedule_h (741k iterations at this speed). Data loading from disk is not measured (the
-batch is in memory, as uint8 NHWC for ours: its host->device copy and conversion are timed; float NCHW for the
-official). On CUDA ours is also measured at each train.precision, compile on and off.
+FLOP/s), projected_paper_schedule_h (741k iterations at this speed). The iteration rows take the batch from memory
+(uint8 NHWC for ours: its host->device copy and conversion are timed; float NCHW for the official); the data path
+(shards -> StepBatches -> DataLoader workers -> device) is measured on its own ("data_loading": it runs in worker
+processes alongside the step, so a run goes at the slower of the two). On CUDA ours is also measured at each
+train.precision, compile on and off.
 """
 import argparse
 import dataclasses
@@ -168,12 +171,51 @@ def bench_config(cfg: TrainConfig, device: torch.device, steps: int, peak: float
     return out
 
 
+def bench_loader(device: torch.device, n: int, workers: int, batch: int = 32, res: int = 128) -> dict:
+    """The data path alone: teacher-pair and real-image shards of ``n`` random samples each (in a temp dir), read
+    by the train stage's step loader (StepBatches + DataLoader, ``workers`` processes, pinned on CUDA) for two
+    epochs; images/s of teacher batches delivered (page cache warm after the first epoch, as in a long run)."""
+    import tempfile
+
+    import numpy as np
+
+    from tinygan import shards
+    from tinygan.train import StepBatches, step_loader
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        y = rng.integers(0, 10, n)
+        data = {"teacher": {"z": rng.standard_normal((n, 128)).astype(np.float32), "y": y,
+                            "images": rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8)},
+                "real": {"images": rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8), "y": y,
+                         "names": np.asarray([f"{i}.png" for i in range(n)], dtype=object)}}
+        sources = {}
+        for stream, (kind, arrays) in enumerate(data.items(), start=1):
+            info = shards.write_shard(f"{tmp}/{kind}/{kind}-00000.h5", arrays, {"kind": kind, "fingerprint": "b"})
+            shards.write_manifest(f"{tmp}/{kind}", kind, [info], {int(c): int((y == c).sum()) for c in set(y)},
+                                  fingerprint="b", resolution=res)
+            ds = shards.ShardDataset(f"{tmp}/{kind}", fields=("z", "y", "images") if kind == "teacher" else
+                                     ("images", "y"))
+            sources[kind[0]] = StepBatches(ds, np.arange(n), batch, 0, 1, 0, stream)
+        steps = 2 * (n // batch)
+        t = time.perf_counter()
+        for b in step_loader(sources, 0, steps, workers, pin_memory=device.type == "cuda"):
+            for part in b.values():
+                for v in part.values():
+                    v.to(device, non_blocking=True)
+        _sync(device)
+        sec = time.perf_counter() - t
+    return {"samples": n, "workers": workers, "steps": steps, "images_per_s": steps * batch / sec}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5, help="timed iterations per variant (5 includes one adversarial)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--configs", default="paper,demo", help="comma list of: paper, demo")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--loader", type=int, default=1024, help="samples of the data-path measurement (0 = skip)")
+    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the data-path measurement")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -187,6 +229,8 @@ def main():
     for name in a.configs.split(","):
         cfg = TrainConfig.from_params(params.validate(profiles.compose(profile[name])))
         out[name] = bench_config(cfg, device, a.steps, peak)
+    if a.loader:
+        out["data_loading"] = bench_loader(device, a.loader, a.workers)
     print(json.dumps(out, indent=2))
 
 

@@ -317,7 +317,7 @@ class GCalls(torch.nn.Module):
         groups = [g for g in groups if g[-1] < len(zs)]
         out = []
         for g in groups:
-            with nullcontext() if any(grads[i] for i in g) else torch.no_grad():
+            with torch.set_grad_enabled(any(grads[i] for i in g)):  # (a context torch.compile traces)
                 x = self.G(torch.cat([zs[i] for i in g]), torch.cat([ys[i] for i in g]))
             out += list(x.split([len(zs[i]) for i in g])) if len(g) > 1 else [x]
         return out
@@ -655,9 +655,10 @@ def _iteration(run: _Run, batch: dict, when: _When, data: _Data) -> dict:
 
 
 def _noise(run: _Run, step: int, n: int, data: _Data, stream: int) -> torch.Tensor:
-    """Fresh noise of ``stream`` for this step and rank, drawn on the CPU (the same on any device)."""
+    """Fresh noise of ``stream`` for this step and rank, drawn on the CPU (the same on any device); to a GPU from
+    pinned memory, so the copy does not wait for the queued work (no host sync)."""
     z = _fresh_noise(run.cfg.seed, step, run.rank, n, run.cfg.truncation, data.latent, data.shape["z_dim"], stream)
-    return z.to(run.device, non_blocking=False)
+    return z.pin_memory().to(run.device, non_blocking=True) if run.device.type == "cuda" else z
 
 
 def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tuple[dict, list | None]:
