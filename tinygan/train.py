@@ -11,7 +11,7 @@ the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`
 of the teacher batch come from one G forward, used by the D step (detached) and the G step (README "Fidelity").
 
 Speed: G and D in channels_last (CPU and CUDA), images cross to the device as uint8 and become float there, no
-host sync in a step (losses stay tensors until a logging step), fused Adam and pinned copies on CUDA.
+host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA.
 
 Determinism: the data of step s (teacher batch, real batch, fresh noise z') is a pure function of (seed, s), so a
 run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; with the model, optimiser and
@@ -483,7 +483,7 @@ def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world
         init_embedding(G, cfg.embed_init)
     G = G.to(device, memory_format=fmt)
     D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device, memory_format=fmt)
-    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per parameter group
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel per parameter group
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **fused)
     ema = make_ema(G, cfg.ema_decay) if cfg.ema else None
