@@ -216,18 +216,29 @@ def test_result_params_invalidate_exactly_their_stages(committed, key, value, st
     assert _changed_stages(committed, key, value) == stages
 
 
+def _changed_when_edited(repo_dir: Path, rel: str) -> set[str]:
+    """The stages DVC finds changed once the file ``rel`` (a path in the repo copy) gains a few bytes."""
+    path = repo_dir / rel
+    old = path.read_bytes()
+    path.write_bytes(old + b"changed")
+    try:
+        with dvc_repo(repo_dir) as repo:
+            return {name.split(":")[-1] for name in repo.status()}
+    finally:
+        path.write_bytes(old)
+
+
 def test_train_depends_on_the_dime_encoder_file(committed):
     # DVC tracks L_DiME's encoder (train.dime_encoder; the demo judge here): a new encoder re-runs train
     raw = yaml.safe_load((committed / "params.yaml").read_text())
-    enc = committed / raw["train"]["dime_encoder"]
-    old = enc.read_bytes()
-    enc.write_bytes(old + b"changed")
-    try:
-        with dvc_repo(committed) as repo:
-            changed = {name.split(":")[-1] for name in repo.status()}
-    finally:
-        enc.write_bytes(old)
+    changed = _changed_when_edited(committed, raw["train"]["dime_encoder"])
     assert "train" in changed and changed <= {"demo@imagenet", "train", "refstats", "evaluate", "export"}
+
+
+def test_train_depends_on_the_embed_init_file(committed):
+    # train.embed_init_dep is a dependency of train: the placeholder while embed_init is null, else the .npy
+    raw = yaml.safe_load((committed / "params.yaml").read_text())
+    assert _changed_when_edited(committed, raw["train"]["embed_init_dep"]) == {"train"}
 
 
 @pytest.mark.parametrize("profile,teacher_conf", [("paper", "conf/teacher/biggan-deep-128.yaml"),

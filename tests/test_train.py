@@ -235,14 +235,14 @@ def test_step_loader_same_batches_with_worker_processes(tiny_data):
 
 
 def _spy_fresh_noise(monkeypatch):
-    """Record (latent, z_dim, z') of every fresh-noise draw of a training run."""
+    """Record (latent, z_dim, z', step, stream) of every fresh-noise draw of a training run."""
     import tinygan.train as train_mod
 
     calls, real = [], train_mod._fresh_noise
 
     def spy(*a, **kw):
         z = real(*a, **kw)
-        calls.append((a[5], a[6], z))
+        calls.append((a[5], a[6], z, a[1], a[7]))
         return z
     monkeypatch.setattr(train_mod, "_fresh_noise", spy)
     return calls
@@ -255,7 +255,7 @@ def test_fresh_noise_follows_a_stylegan_teachers_latent(tmp_path, monkeypatch):
     make_real(str(tmp_path / "real"))
     calls = _spy_fresh_noise(monkeypatch)
     run(tmp_path, tmp_path / "out", epochs=1)
-    assert calls and {(latent, z_dim) for latent, z_dim, _ in calls} == {("stylegan", 128)}
+    assert calls and {(latent, z_dim) for latent, z_dim, *_ in calls} == {("stylegan", 128)}
     z = torch.cat([c[2] for c in calls])
     assert z.abs().max() > 2.5  # untruncated: the teacher's truncation ψ does not touch z
     assert abs(float(z.std()) - 1.0) < 0.1 and abs(float(z.mean())) < 0.1
@@ -265,7 +265,7 @@ def test_fresh_noise_of_an_old_manifest_is_biggans_truncated_normal(tiny_data, t
     calls = _spy_fresh_noise(monkeypatch)
     cfg = config()
     run(tiny_data, tmp_path, epochs=1)
-    assert calls and {(latent, z_dim) for latent, z_dim, _ in calls} == {("biggan", 128)}
+    assert calls and {(latent, z_dim) for latent, z_dim, *_ in calls} == {("biggan", 128)}
     assert float(torch.cat([c[2] for c in calls]).abs().max()) <= 2 * cfg.truncation
 
 

@@ -84,12 +84,14 @@ def Bool(help: str = "") -> Spec:
     return Spec(check, "true or false", help)
 
 
-def Str(help: str = "") -> Spec:
+def Str(optional: bool = False, help: str = "") -> Spec:
     def check(key, v):
+        if v is None and optional:
+            return None
         if not isinstance(v, str) or not v.strip():
-            raise _bad(key, v, "a non-empty string")
+            raise _bad(key, v, "a non-empty string" + (" or null" if optional else ""))
         return os.path.expandvars(os.path.expanduser(v))
-    return Spec(check, "a string", help)
+    return Spec(check, "a string" + (" or null" if optional else ""), help)
 
 
 def Choice(*choices: str, help: str = "") -> Spec:
@@ -216,6 +218,19 @@ SCHEMA: dict[str, Any] = {
                                  "loaded only when lambda_dime > 0"),
         "dime_kernel": Choice("gaussian", "polynomial", help="L_DiME's MMD kernel: gaussian (median-heuristic "
                                                              "bandwidth) or polynomial (KID's cubic)"),
+        "precision": Choice("fp32", "bf16", "fp16", help="forward precision: fp32 (official) | bf16 autocast | "
+                                                         "fp16 autocast with loss scaling (CUDA only)"),
+        "compile": Bool(help="torch.compile G and D (fused kernels: faster on CUDA, float results differ slightly)"),
+        "g_calls": Choice("separate", "joint", help="separate: G runs once per batch (BatchNorm statistics over "
+                                                    "batch_size images, official) | joint: teacher z and z' in one "
+                                                    "call (statistics over both)"),
+        "g_noise": Choice("fresh", "reuse", help="z' of the adversarial G terms: fresh (a new draw, official) | "
+                                                 "reuse (the D step's z' and its student images)"),
+        "embed_init": Str(optional=True, help=".npy [classes, 128] initialising the student's class embedding "
+                                               "(row i = class i; the authors' cls_weight_reduce.npy); null = "
+                                               "random init"),
+        "embed_init_dep": Str(help="what DVC tracks for train.embed_init: the file itself when set, else the "
+                                   "placeholder conf/train/no-embed-init.txt"),
     },
     "evaluate": {
         "protocol": Choice("authors", "stylegan2-ada", help="how images and logits reach the metrics: authors "
@@ -340,6 +355,15 @@ def _cross_checks(p: dict) -> None:
                            f"'evaluate.per_class_samples' ({e['per_class_samples']}): the teacher's intra-FID uses "
                            f"that many fresh images per class")
     _check_teacher_dep(p["sample"])
+    _check_embed_init_dep(t)
+
+
+def _check_embed_init_dep(t: dict) -> None:
+    """DVC must track the class-embedding init when one is set: train.embed_init_dep names the same file."""
+    if t["embed_init"] is not None and os.path.normpath(t["embed_init_dep"]) != os.path.normpath(t["embed_init"]):
+        raise TinyGANError(f"params: 'train.embed_init_dep' ({t['embed_init_dep']}) must equal 'train.embed_init' "
+                           f"({t['embed_init']}) so DVC re-trains when the file changes; pass both "
+                           f"(-S train.embed_init=F -S train.embed_init_dep=F)")
 
 
 def _check_teacher_dep(s: dict) -> None:

@@ -6,6 +6,12 @@ Every iteration:
                 [+ lambda_dime·L_DiME(S(z,y), T(z,y)) when lambda_dime > 0: MMD² of frozen-encoder embeddings]
 Official schedule: G every iteration, adversarial G terms every 5th (`adv_every=5`, `g_every=1`).
 Paper text: one G update per 10 D updates (`g_every=10`, `adv_every=1`).
+As the official code: G runs once per batch (BatchNorm statistics over batch_size images, `g_calls=separate`),
+the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`). Unlike it, the student images
+of the teacher batch come from one G forward, used by the D step (detached) and the G step (README "Fidelity").
+
+Speed: G and D in channels_last (CPU and CUDA), images cross to the device as uint8 and become float there, no
+host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA.
 
 Determinism: the data of step s (teacher batch, real batch, fresh noise z') is a pure function of (seed, s), so a
 run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; with the model, optimiser and
@@ -65,6 +71,12 @@ class TrainConfig:
     snapshot_every: int  # keep G weights every N steps for FID-over-training (0 = off)
     dime_encoder: str  # L_DiME's frozen TorchScript encoder, loaded only when lambda_dime > 0
     dime_kernel: str  # gaussian | polynomial
+    precision: str  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler per optimiser, CUDA only)
+    compile: bool  # torch.compile the G and D forwards
+    g_calls: str  # separate (one G call per batch, official) | joint (teacher z and z' in one call)
+    g_noise: str  # fresh (a new z' for the adversarial G terms, official) | reuse (the D step's)
+    embed_init: str | None  # .npy [n_classes, emb_dim] starting the student's class embedding (None: random)
+    embed_init_dep: str  # what DVC tracks for embed_init (unused here)
     log_every: int
     workers: int
     device: str  # auto | cpu | cuda
@@ -129,17 +141,23 @@ class StepBatches:
             self._plan = shards.epoch_batches(len(self.indices), self.batch * self.world, self.seed, epoch)
             self._plan_epoch = epoch
         mine = np.sort(self.indices[self._plan[k][self.rank * self.batch:(self.rank + 1) * self.batch]])
-        return self.ds.__getitems__(mine.tolist())
+        # as stored (images uint8 NHWC: a quarter of the bytes to pin and copy); floats on the device (_to_device)
+        return {k: torch.from_numpy(v) for k, v in self.ds.read(mine, raw=True).items()}
+
+
+# the random streams of fresh noise: z' of the D step (and of the G step with g_noise=reuse), z' of the G step
+D_NOISE, G_NOISE = 7, 11
 
 
 def _fresh_noise(seed: int, step: int, rank: int, n: int, truncation: float, latent: str = "biggan",
-                 z_dim: int = 128) -> torch.Tensor:
-    """z' for the GAN terms, seeded by (seed, step, rank), drawn with the teacher's latent recipe (its shard
-    manifest's ``latent``, see ``tinygan.teacher.draw_z``) at its ``z_dim``: "biggan": truncation × truncated
-    normal (±2); "stylegan": standard normal — the z the teacher got, since its truncation ψ acted inside the
-    teacher (on w), not on z, so the student is fed untruncated z."""
+                 z_dim: int = 128, stream: int = D_NOISE) -> torch.Tensor:
+    """z' for the GAN terms, seeded by (seed, stream, step, rank), drawn with the teacher's latent recipe (its
+    shard manifest's ``latent``, see ``tinygan.teacher.draw_z``) at its ``z_dim``: "biggan": truncation ×
+    truncated normal (±2); "stylegan": standard normal — the z the teacher got, since its truncation ψ acted
+    inside the teacher (on w), not on z, so the student is fed untruncated z. ``stream``: D_NOISE for the D
+    step's z', G_NOISE for the G step's fresh z' (official: a new draw)."""
     check_latent(latent)
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7, step, rank]).generate_state(1)[0]))
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, step, rank]).generate_state(1)[0]))
     z = torch.empty(n, z_dim)
     if latent == "stylegan":
         return z.normal_(generator=g)
@@ -166,6 +184,7 @@ class _Prefetch(torch.utils.data.Dataset):
 # what a checkpoint holds: key -> accepted types
 CHECKPOINT_KEYS = {"G": dict, "D": dict, "opt_g": dict, "opt_d": dict, "ema": dict, "step": int, "epoch": int,
                    "lambda_pix": (int, float), "rng": dict, "config": str, "heldout_l1_start": (int, float)}
+OPTIONAL_KEYS = {"scalers": dict}  # fp16's loss scalers (name -> GradScaler state)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -193,7 +212,7 @@ def load_checkpoint(path: Path) -> dict | None:
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing:
         raise _bad_checkpoint(path, f"lacks {missing} (not a checkpoint of this train stage)")
-    for key, types in CHECKPOINT_KEYS.items():
+    for key, types in {**CHECKPOINT_KEYS, **{k: v for k, v in OPTIONAL_KEYS.items() if k in state}}.items():
         if isinstance(state[key], bool) or not isinstance(state[key], types):
             raise _bad_checkpoint(path, f"has {key} of type {type(state[key]).__name__}")
     rng = state["rng"].get("torch")
@@ -262,19 +281,46 @@ class _Run:
     device: torch.device
     rank: int
     world: int
-    g_ddp: torch.nn.Module | None = None  # forwards with gradients go through these: G and D, or their DDP
-    d_ddp: torch.nn.Module | None = None  # wrappers when world > 1 (see _wrap_ddp)
+    g_ddp: torch.nn.Module | None = None  # forwards with gradients go through these: GCalls(G) and D, their
+    d_ddp: torch.nn.Module | None = None  # DDP wrappers when world > 1 (see _wrap_ddp), compiled with train.compile
+    g_plain: torch.nn.Module | None = None  # GCalls(G) for forwards without gradients (and compiled D for the
+    d_frozen: torch.nn.Module | None = None  # G step's frozen-D forward)
     autocast: Any = dataclasses.field(default_factory=nullcontext)
+    scalers: dict | None = None  # fp16: a GradScaler per optimiser ("g", "d"); else None
+    fmt: torch.memory_format = torch.channels_last  # of the models and the images given to them
     encoder: torch.nn.Module | None = None  # L_DiME's frozen encoder; None when lambda_dime == 0 (never loaded)
 
     def __post_init__(self):
-        self.g_ddp = self.G if self.g_ddp is None else self.g_ddp
+        self.g_plain = GCalls(self.G) if self.g_plain is None else self.g_plain
+        self.g_ddp = self.g_plain if self.g_ddp is None else self.g_ddp
         self.d_ddp = self.D if self.d_ddp is None else self.d_ddp
+        self.d_frozen = self.D if self.d_frozen is None else self.d_frozen
 
     @property
     def sampler(self) -> torch.nn.Module:
         """The generator to sample and export: the EMA when there is one."""
         return self.ema.module if self.ema is not None else self.G
+
+
+class GCalls(torch.nn.Module):
+    """G over several (z, y) batches in one forward, so DDP sees one forward per backward.
+    ``forward(zs, ys, grads, joint)`` returns G's images of each batch: batch by batch (BatchNorm statistics over
+    each batch, as the official code), or with ``joint`` the first two batches in one call (statistics over
+    both); a batch whose ``grads`` flag is off runs without a graph."""
+
+    def __init__(self, G: torch.nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, zs: list, ys: list, grads: list, joint: bool = False) -> list:
+        groups = ([[0, 1]] if joint else [[0], [1]]) + [[i] for i in range(2, len(zs))]
+        groups = [g for g in groups if g[-1] < len(zs)]
+        out = []
+        for g in groups:
+            with torch.set_grad_enabled(any(grads[i] for i in g)):  # (a context torch.compile traces)
+                x = self.G(torch.cat([zs[i] for i in g]), torch.cat([ys[i] for i in g]))
+            out += list(x.split([len(zs[i]) for i in g])) if len(g) > 1 else [x]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +382,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     bar = tqdm(total=total, initial=step, unit="step", disable=not (progress and master), dynamic_ncols=True,
                desc="train")
     t0, seen = time.perf_counter(), 0
-    for batch in step_loader(data.sources, step, total, cfg.workers):
+    for batch in step_loader(data.sources, step, total, cfg.workers, pin_memory=device.type == "cuda"):
         when = _When.at(cfg, step, data.steps_per_epoch)
         _set_lr(run, step, total)
         logs = _iteration(run, batch, when, data)
@@ -411,34 +457,93 @@ def _shape(manifest: dict) -> dict:
             "z_dim": manifest.get("z_dim", DEFAULT_SHAPE["z_dim"])}
 
 
-def step_loader(sources: dict, first: int, last: int, workers: int) -> torch.utils.data.DataLoader:
-    """The batches of steps [first, last) (``{name: source.get(step)}``); ``workers`` processes prefetch them."""
+def step_loader(sources: dict, first: int, last: int, workers: int, pin_memory: bool = False
+                ) -> torch.utils.data.DataLoader:
+    """The batches of steps [first, last) (``{name: source.get(step)}``); ``workers`` processes prefetch them
+    (each opens its own shard handles: ``ShardDataset`` never shares one across fork); ``pin_memory`` for
+    non-blocking copies to a GPU."""
     return torch.utils.data.DataLoader(_Prefetch(sources, first, last), batch_size=None, shuffle=False,
-                                       num_workers=workers, persistent_workers=False)
+                                       num_workers=workers, persistent_workers=False, pin_memory=pin_memory)
+
+
+# speed only (results equal within float tolerance, tests/test_fidelity.py): conv nets run faster channels-last
+CHANNELS_LAST = True
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world: int) -> _Run:
-    """Fresh G and D of the teacher's ``shape`` (seeded by the caller), their Adam optimisers and the EMA of G."""
-    G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"]).to(device)
-    D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device)
-    if device.type == "cuda":
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    """Fresh G and D of the teacher's ``shape`` (seeded by the caller; the class embedding from
+    ``train.embed_init`` when set), their Adam optimisers, the EMA of G, autocast and loss scalers."""
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise TinyGANError(f"train.precision fp16 needs a CUDA device (its loss scaling is CUDA's), but training "
+                           f"runs on {device.type}; use train.precision fp32 or bf16")
+    fmt = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
+    G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"])
+    if cfg.embed_init is not None:
+        init_embedding(G, cfg.embed_init)
+    G = G.to(device, memory_format=fmt)
+    D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device, memory_format=fmt)
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel per parameter group
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **fused)
     ema = make_ema(G, cfg.ema_decay) if cfg.ema else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    dtype = PRECISIONS[cfg.precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    scalers = {k: torch.amp.GradScaler("cuda") for k in ("g", "d")} if cfg.precision == "fp16" else None
     encoder = None
     if cfg.lambda_dime > 0:  # off: the file is not even opened
         encoder = load_encoder(cfg.dime_encoder, device)
-    return _Run(cfg, G, D, opt_g, opt_d, ema, device, rank, world, autocast=autocast, encoder=encoder)
+    return _Run(cfg, G, D, opt_g, opt_d, ema, device, rank, world, autocast=autocast, scalers=scalers, fmt=fmt,
+                encoder=encoder)
+
+
+def load_embed_init(path: str, n_classes: int, emb_dim: int) -> torch.Tensor:
+    """The [n_classes, emb_dim] float32 array of the .npy at ``path`` (``train.embed_init``): row i starts class
+    i's embedding, in the student's class index space (ImageNet teachers: the 1000 ImageNet indices whatever
+    classes are selected, so the authors' 1000x128 array maps row for row). Checked before use: shape
+    (from the header, before reading), floating dtype, finite values; any problem is one TinyGANError line."""
+    where = f"train.embed_init {path}"
+    if n_classes == 0:
+        raise TinyGANError(f"{where}: the student is unconditional (its teacher has no classes), so it has no class "
+                           f"embedding to initialise; set train.embed_init to null")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise TinyGANError(f"{where} not found; give an existing .npy file or null") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise TinyGANError(f"{where} is not a readable .npy array ({type(e).__name__}); save it with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise TinyGANError(f"{where} is an .npz archive, not one .npy array; save the array with numpy.save")
+    if arr.shape != (n_classes, emb_dim):
+        raise TinyGANError(f"{where} has shape {list(arr.shape)}, but the student's class embedding is "
+                           f"[{n_classes}, {emb_dim}] (row i = class i)")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TinyGANError(f"{where} holds {arr.dtype} values; it must hold floats")
+    arr = np.array(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise TinyGANError(f"{where} holds {int((~np.isfinite(arr)).sum())} non-finite values (nan/inf)")
+    return torch.from_numpy(arr)
+
+
+def init_embedding(G: Generator, path: str) -> None:
+    """Start ``G``'s class embedding from ``load_embed_init``'s array (it stays trainable)."""
+    weights = load_embed_init(path, G.config["n_classes"], G.config["emb_dim"])
+    with torch.no_grad():
+        G.embedding.weight.copy_(weights)
 
 
 def _wrap_ddp(run: _Run) -> None:
-    """Under torchrun, run forwards with gradients through DDP wrappers (after the checkpoint is restored)."""
+    """Under torchrun, run forwards with gradients through DDP wrappers (after the checkpoint is restored); with
+    ``train.compile``, compile the forwards (DDP first, as torch recommends). The plain modules stay as they are
+    (checkpoints, EMA, sampling)."""
     if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [run.device.index] if run.device.type == "cuda" else None
-        run.g_ddp, run.d_ddp = DDP(run.G, device_ids=ids), DDP(run.D, device_ids=ids)
+        run.g_ddp, run.d_ddp = DDP(run.g_plain, device_ids=ids), DDP(run.D, device_ids=ids)
+    if run.cfg.compile:
+        run.g_ddp, run.d_ddp = torch.compile(run.g_ddp), torch.compile(run.d_ddp)
+        run.g_plain = run.g_ddp if run.world == 1 else torch.compile(run.g_plain)
+        run.d_frozen = run.d_ddp if run.world == 1 else torch.compile(run.D)
 
 
 def _resume(run: _Run, out: _Outputs, total: int) -> tuple[dict | None, int]:
@@ -460,6 +565,9 @@ def _resume(run: _Run, out: _Outputs, total: int) -> tuple[dict | None, int]:
     step = restore_checkpoint(out.ckpt_path, state,
                               {"G": run.G, "D": run.D, "ema": run.ema.module if run.ema is not None else None},
                               {"opt_g": run.opt_g, "opt_d": run.opt_d}, total)
+    for name, scaler in (run.scalers or {}).items():  # fp16: the loss scales go on where they were
+        if name in state.get("scalers", {}):
+            scaler.load_state_dict(state["scalers"][name])
     return state, step
 
 
@@ -470,6 +578,8 @@ def _set_lr(run: _Run, step: int, total: int) -> None:
 
 
 def _log_step(run: _Run, live, bar, step: int, when: _When, logs: dict, images_per_s: float) -> None:
+    """Log this step's losses (the only host sync of a step, on logging steps only), schedules and speed."""
+    logs = {k: float(v) for k, v in logs.items()}
     bar.set_postfix(d=f"{logs.get('loss_d', float('nan')):.3f}", g=f"{logs.get('loss_g', float('nan')):.3f}",
                     img_s=f"{images_per_s:.1f}")
     _log(live, step, {**logs, "lambda_pix": when.lam_pix, "lr_g": run.opt_g.param_groups[0]["lr"],
@@ -489,7 +599,8 @@ def _save_step(run: _Run, out: _Outputs, hold: dict, step: int, total: int, when
             "G": run.G.state_dict(), "D": run.D.state_dict(), "opt_g": run.opt_g.state_dict(),
             "opt_d": run.opt_d.state_dict(), "ema": run.ema.module.state_dict() if run.ema is not None else {},
             "step": step, "epoch": when.epoch, "lambda_pix": when.lam_pix, "rng": {"torch": torch.get_rng_state()},
-            "config": _config_key(cfg, run.world, run.G.config), "heldout_l1_start": out.l1_start})
+            "config": _config_key(cfg, run.world, run.G.config), "heldout_l1_start": out.l1_start,
+            **({"scalers": {k: v.state_dict() for k, v in run.scalers.items()}} if run.scalers else {})})
 
 
 def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: int) -> dict:
@@ -505,29 +616,49 @@ def _finish(run: _Run, out: _Outputs, data: _Data, generator_out: str, total: in
     return summary
 
 
+def _to_device(part: dict, run: _Run) -> dict:
+    """A batch on the device: uint8 NHWC images become float32 NCHW in [-1, 1] there (x / 127.5 - 1, as
+    ``ShardDataset`` reads them) in the models' memory format."""
+    out = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
+    if "images" in out:
+        out["images"] = out["images"].permute(0, 3, 1, 2).to(torch.float32, memory_format=run.fmt).div_(127.5).sub_(1.0)
+    return out
+
+
 def _iteration(run: _Run, batch: dict, when: _When, data: _Data) -> dict:
-    """One D step and (maybe) one G step. One G forward and one D forward per DDP module per backward. Fresh
-    noise z' follows the teacher's latent recipe and z width (``data``)."""
+    """One D step and (maybe) one G step; returns the losses as detached tensors (no host sync: ``_log_step``
+    reads them on logging steps only). Fresh noise follows the teacher's latent recipe and z width (``data``).
+    The student images of the teacher batch are made once, with a graph when G is updated this iteration; with
+    ``g_noise=fresh`` the adversarial G terms get their own z' and images. Every G forward of the iteration runs
+    in one ``GCalls`` call (one DDP forward per backward)."""
     cfg = run.cfg
-    t = {k: v.to(run.device, non_blocking=True) for k, v in batch["t"].items()} if cfg.uses_teacher else None
-    r = {k: v.to(run.device, non_blocking=True) for k, v in batch["r"].items()} if cfg.uses_real else None
-    z, y = [], []
+    t = _to_device(batch["t"], run) if cfg.uses_teacher else None
+    r = _to_device(batch["r"], run) if cfg.uses_real else None
+    zs, ys, grads, names = [], [], [], []
+
+    def want(name, z, y, grad):
+        zs.append(z); ys.append(y); grads.append(grad); names.append(name)
     if t is not None:
-        z.append(t["z"]); y.append(t["y"])
+        want("s", t["z"], t["y"], when.update_g)
     if r is not None:  # fresh noise z' with the real batch's labels y_r
-        z.append(_fresh_noise(cfg.seed, when.step, run.rank, len(r["y"]), cfg.truncation, data.latent,
-                              data.shape["z_dim"]).to(run.device))
-        y.append(r["y"])
-    n = len(y[0])
-    # one student forward for both steps (graph kept only when G is updated this iteration)
-    with run.autocast, (nullcontext() if when.update_g else torch.no_grad()):
-        fake = (run.g_ddp if when.update_g else run.G)(torch.cat(z), torch.cat(y))
-    fake_kd = fake[:n] if t is not None else None
-    fake_gan = fake[-n:] if r is not None else None
-    logs, t_feats = _d_step(run, t, r, fake_kd, fake_gan)
+        fresh = cfg.g_noise == "fresh"
+        want("f", _noise(run, when.step, len(r["y"]), data, D_NOISE), r["y"], when.adversarial and not fresh)
+        if when.adversarial and fresh and cfg.lambda_gan_s > 0:
+            want("f_g", _noise(run, when.step, len(r["y"]), data, G_NOISE), r["y"], True)
+    with run.autocast, (nullcontext() if any(grads) else torch.no_grad()):
+        joint = cfg.g_calls == "joint" and names[:2] == ["s", "f"]
+        fakes = dict(zip(names, (run.g_ddp if any(grads) else run.g_plain)(zs, ys, grads, joint)))
+    logs, t_feats = _d_step(run, t, r, fakes.get("s"), fakes.get("f"))
     if when.update_g:
-        logs.update(_g_step(run, when, t, r, fake_kd, fake_gan, t_feats))
+        logs.update(_g_step(run, when, t, r, fakes.get("s"), fakes.get("f_g", fakes.get("f")), t_feats))
     return logs
+
+
+def _noise(run: _Run, step: int, n: int, data: _Data, stream: int) -> torch.Tensor:
+    """Fresh noise of ``stream`` for this step and rank, drawn on the CPU (the same on any device); to a GPU from
+    pinned memory, so the copy does not wait for the queued work (no host sync)."""
+    z = _fresh_noise(run.cfg.seed, step, run.rank, n, run.cfg.truncation, data.latent, data.shape["z_dim"], stream)
+    return z.pin_memory().to(run.device, non_blocking=True) if run.device.type == "cuda" else z
 
 
 def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tuple[dict, list | None]:
@@ -539,7 +670,7 @@ def _d_step(run: _Run, t: dict | None, r: dict | None, fake_kd, fake_gan) -> tup
         d_terms, t_feats = losses.discriminator_terms(
             run.d_ddp, d_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
             real_img=r["images"] if r else None, y_real=r["y"] if r else None, fake_img=fake_gan)
-    return _optimise(run.opt_d, *losses.discriminator_loss(d_terms, d_w), "loss_d"), t_feats
+    return _optimise(run, "d", *losses.discriminator_loss(d_terms, d_w)), t_feats
 
 
 def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fake_gan, t_feats) -> dict:
@@ -556,20 +687,28 @@ def _g_step(run: _Run, when: _When, t: dict | None, r: dict | None, fake_kd, fak
         p.requires_grad_(False)
     with run.autocast:
         g_terms = losses.generator_terms(
-            run.D, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
+            run.d_frozen, g_w, t["y"] if t else None, s_img=fake_kd, t_img=t["images"] if t else None,
             t_feats=t_feats, fake_img=fake_gan, y_fake=r["y"] if r else None, encoder=run.encoder,
             dime_kernel=cfg.dime_kernel)
     for p in run.D.parameters():
         p.requires_grad_(True)
-    return _optimise(run.opt_g, *losses.generator_loss(g_terms, g_w), "loss_g")
+    return _optimise(run, "g", *losses.generator_loss(g_terms, g_w))
 
 
-def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, logs: dict, total_name: str) -> dict:
-    """One optimiser step on ``loss``; returns ``logs`` as floats, the total renamed ``total_name``."""
+def _optimise(run: _Run, who: str, loss: torch.Tensor, logs: dict) -> dict:
+    """One step of ``who``'s optimiser ("g" or "d") on ``loss`` (fp16: through its loss scaler); returns ``logs``
+    (detached tensors), the total renamed loss_g / loss_d."""
+    opt = run.opt_g if who == "g" else run.opt_d
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {(total_name if k == "total" else k): float(v) for k, v in logs.items()}
+    if run.scalers is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler = run.scalers[who]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return {(f"loss_{who}" if k == "total" else k): v for k, v in logs.items()}
 
 
 # ---- evaluation helpers used during training -----------------------------------------------------------------
