@@ -39,7 +39,7 @@ from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
-from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
+from tinygan.models import Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
 from tinygan.classes import N_CLASSES
 from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
 
@@ -468,6 +468,7 @@ def step_loader(sources: dict, first: int, last: int, workers: int, pin_memory: 
 
 # speed only (results equal within float tolerance, tests/test_fidelity.py): conv nets run faster channels-last
 CHANNELS_LAST = True
+FAST_TRAINING = True  # G's training-mode fast path (models.set_fast_training): also float tolerance only
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -481,7 +482,7 @@ def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world
     G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"])
     if cfg.embed_init is not None:
         init_embedding(G, cfg.embed_init)
-    G = G.to(device, memory_format=fmt)
+    G = set_fast_training(G.to(device, memory_format=fmt), FAST_TRAINING)
     D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device, memory_format=fmt)
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel per parameter group
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **fused)
