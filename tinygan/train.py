@@ -11,7 +11,9 @@ the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`
 of the teacher batch come from one G forward, used by the D step (detached) and the G step (README "Fidelity").
 
 Speed: G and D in channels_last (CPU and CUDA), images cross to the device as uint8 and become float there, no
-host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA.
+host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA; G's training-mode
+fast path (models.set_fast_training: shortcut conv before the upsampling, CBN as one addcmul); on CPU, freed
+memory stays in malloc's heap (runtime.keep_freed_memory).
 
 Determinism: the data of step s (teacher batch, real batch, fresh noise z') is a pure function of (seed, s), so a
 run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; with the model, optimiser and
@@ -366,6 +368,8 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
+    if device.type == "cpu":  # speed only: big activations reuse mapped heap pages (runtime.keep_freed_memory)
+        runtime.keep_freed_memory()
     master = rank == 0
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
