@@ -147,11 +147,12 @@ class GBlock(nn.Module):
         self.fast = False  # training speed only: see set_fast_training
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
-        h = F.relu(self.cbn0(x, emb))
+        fast = self.fast and self.training  # (the norms' backward never needs their output: ReLU in place)
+        h = F.relu(self.cbn0(x, emb), inplace=fast)
         h = self.conv0(upsample2x(h))
-        h = F.relu(self.cbn1(h, emb))
+        h = F.relu(self.cbn1(h, emb), inplace=fast)
         h = self.conv1(h)
-        if self.fast and self.training:
+        if fast:
             # the 1x1 conv commutes with bilinear upsampling (both linear; the bilinear weights of every output
             # pixel sum to 1, so the bias passes through): the same math at a quarter of the pixels
             return h + upsample2x(self.shortcut(x))
@@ -194,6 +195,7 @@ class Generator(nn.Module):
         )
         self.bn = nn.BatchNorm2d(channels[-1])
         self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
+        self.fast = False  # training speed only: see set_fast_training
 
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         emb: Optional[torch.Tensor] = None
@@ -204,16 +206,17 @@ class Generator(nn.Module):
         h = self.fc(z).unflatten(1, (self.c0, self.s0, self.s0))
         for block in self.blocks:
             h = block(h, emb)
-        h = F.relu(self.bn(h))
+        h = F.relu(self.bn(h), inplace=self.fast and self.training)
         return torch.tanh(self.to_rgb(h))
 
 
 def set_fast_training(G: nn.Module, on: bool = True) -> nn.Module:
     """Speed of ``G`` in training mode, the same function up to float rounding (tests/test_models.py): each
     up-block's shortcut runs as 1x1 conv then upsampling (a quarter of its MACs), each CBN's affine as one
-    addcmul. Eval mode (sampling, export, MAC counts) keeps the official order of operations."""
+    addcmul, each ReLU after a norm in place. Eval mode (sampling, export, MAC counts) keeps the official order
+    of operations."""
     for m in G.modules():
-        if isinstance(m, (GBlock, ConditionalBatchNorm2d)):
+        if isinstance(m, (Generator, GBlock, ConditionalBatchNorm2d)):
             m.fast = on
     return G
 
