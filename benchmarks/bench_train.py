@@ -9,7 +9,8 @@ Official iteration (baseline): our Generator/Discriminator modules (bit-exact wi
 contiguous fp32, plain Adam; D step: D(x_T), G(z, y) no grad -> D, D(x_r), G(z', y_r) no grad -> D (four D calls);
 G step: G(z, y) with grad -> D features + pixel L1; every 5th iteration also -0.01·D(x_S) and, on a new z'',
 -0.2·0.01·D(G(z'', y_r)). Ours: the train stage's step at the profile's params (channels_last, one G forward of
-the teacher batch for both steps, batched D, uint8 images converted on the device).
+the teacher batch for both steps, batched D, uint8 images converted on the device, G's training-mode fast path,
+freed memory kept in malloc's heap on CPU; the official steps run with glibc's default allocator settings).
 
 Per row: sec_per_step (mean over the measured steps, which include the adversarial 5th iteration when
 --steps >= 5), images_per_s (teacher batch / s), macs_per_step (counted by tinygan.summary.count_macs, x3 for a
@@ -28,7 +29,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tinygan import losses, params, profiles, summary
+from tinygan import losses, params, profiles, runtime, summary
 from tinygan.models import Discriminator, Generator
 from tinygan.train import D_NOISE, G_NOISE, TrainConfig, _build, _fresh_noise, _iteration, _When, _wrap_ddp
 
@@ -78,6 +79,10 @@ class Official:
                   "images": to_float(batch["t"]["images"])}
         self.r = {"y": batch["r"]["y"].to(device), "images": to_float(batch["r"]["images"])}
 
+    def before_step(self) -> None:
+        """glibc malloc's defaults (the train stage keeps freed memory on CPU; the official code does not)."""
+        runtime.keep_freed_memory(False)
+
     def z(self, step: int, stream: int) -> torch.Tensor:
         return _fresh_noise(self.cfg.seed, step, 0, self.cfg.batch_size, 0.5, stream=stream).to(self.device)
 
@@ -115,6 +120,11 @@ class Ours:
         self.run = _build(cfg, {"n_classes": 1000, "z_dim": 128, "resolution": 128}, device, 0, 1)
         _wrap_ddp(self.run)  # one process: compiles the forwards with train.compile
 
+    def before_step(self) -> None:
+        """As the train stage sets it up on CPU (runtime.keep_freed_memory)."""
+        if self.run.device.type == "cpu":
+            runtime.keep_freed_memory()
+
     def step(self, step: int) -> None:
         when = _When(step, 0, 0.2, True, losses.adversarial_g_step(step, self.cfg.adv_every))
         _iteration(self.run, self.batch, when, self.data)
@@ -127,10 +137,12 @@ def time_interleaved(impls: dict, steps: int, device: torch.device) -> dict:
     first = 4 if device.type == "cpu" else 5
     for impl in impls.values():
         for s in range(3 if device.type == "cpu" else 0, first):
+            impl.before_step()
             impl.step(s)
     total = dict.fromkeys(impls, 0.0)
     for s in range(first, first + steps):
         for name, impl in impls.items():
+            impl.before_step()  # (untimed) the process-wide allocator setting of this implementation
             _sync(device)
             t = time.perf_counter()
             impl.step(s)

@@ -125,22 +125,52 @@ def test_losses_stay_on_the_device_until_a_logging_step(tiny_data, tmp_path, mon
         assert all(v == pytest.approx(every[s], rel=1e-6) for s, v in third)
 
 
-def test_channels_last_changes_results_only_within_float_tolerance(tiny_data, monkeypatch):
+@pytest.mark.parametrize("speed_path", ["CHANNELS_LAST", "FAST_TRAINING"])
+def test_speed_paths_change_results_only_within_float_tolerance(tiny_data, monkeypatch, speed_path):
+    """channels_last, and G's training-mode fast path (models.set_fast_training), on vs off."""
     out = {}
     for cl in (True, False):
-        monkeypatch.setattr(train_mod, "CHANNELS_LAST", cl)
+        monkeypatch.setattr(train_mod, speed_path, cl)
         run_, data, cfg = _setup(tiny_data)
         logs = _steps(run_, data, cfg, 1)
         grads = [p.grad for p in run_.G.parameters()]  # the first G step's gradient
         out[cl] = (logs, grads, run_.G.blocks[0].conv0[0].weight)
     (logs_cl, g_cl, w_cl), (logs_c, g_c, w_c) = out[True], out[False]
-    assert w_cl.is_contiguous(memory_format=torch.channels_last) and w_c.is_contiguous()
+    if speed_path == "CHANNELS_LAST":
+        assert w_cl.is_contiguous(memory_format=torch.channels_last) and w_c.is_contiguous()
     a, b = (torch.cat([g.flatten() for g in gs]) for gs in (g_cl, g_c))  # through a D whose Adam step differed
     assert float((a - b).norm()) <= 1e-3 * float(b.norm())                # in the last bits already
     # (later steps drift apart by more: Adam's normalised updates magnify last-bit differences of tiny gradients)
     assert logs_cl[0].keys() == logs_c[0].keys()
     for k, v in logs_cl[0].items():
         assert float(v) == pytest.approx(float(logs_c[0][k]), rel=1e-5), k
+
+
+def test_keep_freed_memory_serves_big_tensors_from_the_heap():
+    """runtime.keep_freed_memory: a 64 MB tensor comes from malloc's heap (no mmap of its own), and off puts
+    glibc's default back (such a block is mmapped again)."""
+    import ctypes
+
+    from tinygan.runtime import keep_freed_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    libc.mallinfo2.restype = MallInfo2
+    size = 64 << 20
+    try:
+        assert keep_freed_memory()
+        mapped = libc.mallinfo2().hblkhd
+        x = torch.ones(size // 4)
+        assert libc.mallinfo2().hblkhd < mapped + size and float(x[-1]) == 1.0
+    finally:
+        assert keep_freed_memory(False)
+    mapped = libc.mallinfo2().hblkhd
+    y = torch.ones(size // 4)
+    assert libc.mallinfo2().hblkhd >= mapped + size and float(y[-1]) == 1.0
 
 
 def _npy(tmp_path, arr, name="emb.npy"):

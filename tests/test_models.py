@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from tinygan.errors import TinyGANError
 from tinygan.models import (ConditionalBatchNorm2d, Discriminator, Generator, PlainBatchNorm2d, d_channel_mults,
-                            g_channel_mults, make_ema, update_ema)
+                            g_channel_mults, make_ema, set_fast_training, update_ema)
 from tinygan.summary import count_macs, count_params, summary
 
 
@@ -148,6 +148,31 @@ def test_generator_every_parameter_gets_a_gradient():
     G(torch.randn(2, 128), torch.tensor([1, 2])).mean().backward()
     missing = [n for n, p in G.named_parameters() if p.grad is None]
     assert missing == []
+
+
+@pytest.mark.parametrize("n_classes", [10, 0])
+def test_fast_training_path_is_the_same_function_within_float_rounding(n_classes):
+    """set_fast_training (shortcut 1x1 conv before the upsampling, CBN affine as one addcmul) changes neither the
+    output, the gradients nor the BN running statistics beyond float rounding; eval mode keeps the official
+    order bit for bit (export, sampling, MAC counts)."""
+    z, y = torch.randn(4, 128, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 3, 7, 9])
+    out = {}
+    for fast in (False, True):
+        G = set_fast_training(small_g(ch=4, n_classes=n_classes).to(memory_format=torch.channels_last), fast)
+        x = G(z, y)
+        (x * torch.linspace(-1, 1, x.numel()).view_as(x)).sum().backward()
+        stats = [b for n, b in G.named_buffers() if "running" in n]
+        with torch.no_grad():
+            G.eval()
+            assert torch.equal(G(z, y), set_fast_training(G, not fast)(z, y))  # eval: the official order
+            out[fast] = (x, [p.grad for p in G.parameters()], stats)
+    (x0, g0, s0), (x1, g1, s1) = out[False], out[True]
+    torch.testing.assert_close(x1, x0, rtol=1e-5, atol=1e-5)
+    # the whole gradient (the biases before a BN have a true gradient of 0: float noise either way)
+    a, b = (torch.cat([g.flatten() for g in gs]) for gs in (g1, g0))
+    assert float((a - b).norm()) <= 1e-4 * float(b.norm())
+    for a, b in zip(s1, s0):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_generator_bf16_autocast_and_channels_last():

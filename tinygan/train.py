@@ -11,7 +11,9 @@ the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`
 of the teacher batch come from one G forward, used by the D step (detached) and the G step (README "Fidelity").
 
 Speed: G and D in channels_last (CPU and CUDA), images cross to the device as uint8 and become float there, no
-host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA.
+host sync in a step (losses stay tensors until a logging step), fused Adam, pinned copies on CUDA; G's training-mode
+fast path (models.set_fast_training: shortcut conv before the upsampling, CBN as one addcmul); on CPU, freed
+memory stays in malloc's heap (runtime.keep_freed_memory).
 
 Determinism: the data of step s (teacher batch, real batch, fresh noise z') is a pure function of (seed, s), so a
 run resumed from a checkpoint sees exactly the batches an uninterrupted run sees; with the model, optimiser and
@@ -39,7 +41,7 @@ from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
-from tinygan.models import Discriminator, Generator, make_ema, save_weights, update_ema
+from tinygan.models import Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
 from tinygan.classes import N_CLASSES
 from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
 
@@ -366,6 +368,8 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
+    if device.type == "cpu":  # speed only: big activations reuse mapped heap pages (runtime.keep_freed_memory)
+        runtime.keep_freed_memory()
     master = rank == 0
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
@@ -468,6 +472,7 @@ def step_loader(sources: dict, first: int, last: int, workers: int, pin_memory: 
 
 # speed only (results equal within float tolerance, tests/test_fidelity.py): conv nets run faster channels-last
 CHANNELS_LAST = True
+FAST_TRAINING = True  # G's training-mode fast path (models.set_fast_training): also float tolerance only
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -481,7 +486,7 @@ def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world
     G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"])
     if cfg.embed_init is not None:
         init_embedding(G, cfg.embed_init)
-    G = G.to(device, memory_format=fmt)
+    G = set_fast_training(G.to(device, memory_format=fmt), FAST_TRAINING)
     D = Discriminator(cfg.d_ch, shape["n_classes"], shape["resolution"]).to(device, memory_format=fmt)
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel per parameter group
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **fused)
