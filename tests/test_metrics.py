@@ -112,6 +112,21 @@ def test_kid_std_is_the_spread_of_the_per_subset_estimates():
     assert got.std() == pytest.approx(np.std(want), rel=1e-9) and got.std() > 0
 
 
+@pytest.mark.parametrize("sizes", [(40, 50, 30), (70, 90, 20)])  # pools <= 2 m (all rows at once); > 2 m
+def test_kid_all_rows_path_equals_per_subset_kernels(sizes):
+    """KID's kernel sums read from the kernel of all pool rows (pools <= ALL_ROWS_FACTOR x m) equal those of the
+    three m x m kernel matrices per subset, to float64 rounding, and kid_subsets takes each path by pool size."""
+    n_real, n_gen, m = sizes
+    real, gen = np.abs(_feats(n_real, 6, d=24)) * 0.3, np.abs(_feats(n_gen, 7, shift=0.1, d=24)) * 0.3
+    rng = np.random.default_rng(2)
+    picks = [(rng.choice(n_gen, m, replace=False), rng.choice(n_real, m, replace=False)) for _ in range(7)]
+    per_subset = metrics._kid_per_subset(gen, real, picks, m)
+    np.testing.assert_allclose(metrics._kid_all_rows(gen, real, picks, m), per_subset, rtol=1e-9, atol=1e-13)
+    got = kid_subsets(real, gen, num_subsets=7, max_subset_size=m, seed=2)
+    np.testing.assert_allclose(got, per_subset, rtol=1e-9, atol=1e-13)
+    assert (max(n_real, n_gen) <= metrics.ALL_ROWS_FACTOR * m) == (sizes == (40, 50, 30))
+
+
 @pytest.mark.parametrize("which", ["real", "generated"])
 def test_kid_rejects_nan_features(which):
     real, gen = _feats(20, 0), _feats(20, 1)
