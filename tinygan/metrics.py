@@ -18,7 +18,7 @@ from tinygan.frechet import Stats, check_finite, frechet_distance
 
 PR_K = 3          # improved precision/recall: k-th nearest neighbour radius (Kynkäänniemi et al.; StyleGAN2-ADA)
 DC_K = 5          # density/coverage: k (Naeem et al.'s recommended value)
-ALL_ROWS_FACTOR = 2  # KID forms the kernel of all pool rows once when both pools hold <= this x subset-size rows
+ALL_ROWS_FACTOR = 2  # KID may form the kernel of all rows once when both sets hold <= this x max_subset_size rows
 BLOCK_ELEMENTS = 1 << 22  # pairwise distances are formed in row blocks of at most this many entries (32 MiB float64)
 
 
@@ -116,7 +116,9 @@ def kid_subsets(feats_real: np.ndarray, feats_gen: np.ndarray, num_subsets: int 
     rng = np.random.default_rng(seed)
     picks = [(rng.choice(len(x_all), m, replace=False), rng.choice(len(y_all), m, replace=False))
              for _ in range(num_subsets)]
-    if max(len(x_all), len(y_all)) <= ALL_ROWS_FACTOR * m:
+    nx, ny, d = len(x_all), len(y_all), x_all.shape[1]
+    all_rows_cost = (nx * nx + ny * ny + nx * ny) * (d + num_subsets)  # multiply-adds: kernels, membership sums
+    if max(nx, ny) <= ALL_ROWS_FACTOR * max_subset_size and all_rows_cost < 3 * num_subsets * m * m * d:
         return _kid_all_rows(x_all, y_all, picks, m)
     return _kid_per_subset(x_all, y_all, picks, m)
 
@@ -133,7 +135,7 @@ def _kid_per_subset(x_all: np.ndarray, y_all: np.ndarray, picks, m: int) -> np.n
 
 
 def _kid_all_rows(x_all: np.ndarray, y_all: np.ndarray, picks, m: int) -> np.ndarray:
-    """As ``_kid_per_subset`` (equal up to float64 rounding), for pools of at most ``ALL_ROWS_FACTOR`` x m rows: the
+    """As ``_kid_per_subset`` (equal up to float64 rounding), for small pools (``kid_subsets`` chooses): the
     kernel of every pair of pool rows is formed once (in row blocks) and each subset's kernel sums are read from it
     through 0/1 subset-membership matrices, sum_{i in S, j in T} k_ij = (W_S^T K W_T)_ss, instead of forming
     3 m x m kernel matrices per subset (100 subsets: ~3 x 100 m^2 d multiply-adds, against <= 3 x 4 m^2 (d + 100))."""
@@ -180,9 +182,10 @@ def kid(feats_real: np.ndarray, feats_gen: np.ndarray, num_subsets: int = 100,
     generated and m real rows without replacement (generated first, from
     ``np.random.default_rng(seed)``) and averages. Computed in float64 (StyleGAN2-ADA's float32 features keep
     their dtype: each estimate is a difference of two sums of m^2 kernel values near 1, so float32 loses digits to
-    cancellation). When both feature sets hold at most ``ALL_ROWS_FACTOR`` x m rows (evaluations of up to a few
-    thousand images) the kernel of all pairs of rows is formed once and every subset's sums read from it
-    (``_kid_all_rows``: 25-100x fewer multiply-adds, equal up to float64 rounding); otherwise three m x m kernel
+    cancellation). When both feature sets hold at most ``ALL_ROWS_FACTOR`` x ``max_subset_size`` rows
+    (evaluations of up to a few thousand images) and that costs fewer multiply-adds, the kernel of all pairs of rows
+    is formed once and every subset's sums read from it (``_kid_all_rows``: up to ~100x fewer multiply-adds, equal
+    up to float64 rounding); otherwise three m x m kernel
     matrices per subset (``_kid_per_subset``). Either way memory is bounded by ``max_subset_size``, not by the sets'
     sizes. Feed it raw features or a ``Stats.reservoir`` (a uniform sample).
     The spread over the subsets (``kid_std``) is ``kid_subsets(...).std()``.
