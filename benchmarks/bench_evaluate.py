@@ -218,6 +218,7 @@ def child_throughput(root: Path, n: int, extractor: str) -> dict:
             "real_rows": len(real), "pr_samples": PR_SAMPLES, "kid_subsets": inp.cfg.kid_subsets,
             "bare_extractor_images_per_s": round(len(images) / bare, 2),
             "evaluate_images_per_s": round(len(images) / stage, 2), "ratio": round(bare / stage, 3),
+            "kid_prdc_share_of_network": round((t_kid + t_prdc) / bare, 4),  # alone, so less exposed to contention
             "seconds": {"bare_extractor": round(bare, 3), "teacher_metrics": round(stage, 3),
                         "kid_alone": round(t_kid, 3), "prdc_alone": round(t_prdc, 3)},
             "teacher_precision": metrics["teacher_precision"]}
@@ -261,6 +262,8 @@ def main() -> None:
                                                   f"299, d=2048, K=1008, {macs / 1e9:.2f} GMAC/image (count_macs)"},
         "stand_in_gmac_per_image": round(macs / 1e9, 3), "generator": "TinyGAN-dw ch=4 (untrained)",
         "throughput": speed, "ratios": {f"{s['extractor']}@T={s['images']}": s["ratio"] for s in speed},
+        "kid_prdc_share_of_network": {f"{s['extractor']}@T={s['images']}": s["kid_prdc_share_of_network"]
+                                      for s in speed},
         "throughput_goal": ">= 0.9",
         "memory_extractor": "judge", "memory_runs": runs,
         "peak_ratio_4n_over_n": round(big["peak_rss_mib"] / small["peak_rss_mib"], 3),
