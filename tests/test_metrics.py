@@ -112,6 +112,24 @@ def test_kid_std_is_the_spread_of_the_per_subset_estimates():
     assert got.std() == pytest.approx(np.std(want), rel=1e-9) and got.std() > 0
 
 
+@pytest.mark.parametrize("sizes", [(40, 50, 30, 30, True), (70, 90, 20, 20, False), (45, 20, 20, 60, True)])
+def test_kid_all_rows_path_equals_per_subset_kernels(sizes, monkeypatch):
+    """KID's kernel sums read from the kernel of all pool rows equal those of the three m x m kernel matrices per
+    subset, to float64 rounding; kid_subsets forms all rows at once only for sets of at most ALL_ROWS_FACTOR x
+    max_subset_size rows, when that is cheaper (here: sets close to m)."""
+    n_real, n_gen, m, max_subset, all_rows = sizes
+    taken, all_rows_kid = [], metrics._kid_all_rows
+    monkeypatch.setattr(metrics, "_kid_all_rows", lambda *a: taken.append(1) or all_rows_kid(*a))
+    real, gen = np.abs(_feats(n_real, 6, d=24)) * 0.3, np.abs(_feats(n_gen, 7, shift=0.1, d=24)) * 0.3
+    rng = np.random.default_rng(2)
+    picks = [(rng.choice(n_gen, m, replace=False), rng.choice(n_real, m, replace=False)) for _ in range(7)]
+    per_subset = metrics._kid_per_subset(gen, real, picks, m)
+    np.testing.assert_allclose(all_rows_kid(gen, real, picks, m), per_subset, rtol=1e-9, atol=1e-13)
+    got = kid_subsets(real, gen, num_subsets=7, max_subset_size=max_subset, seed=2)
+    np.testing.assert_allclose(got, per_subset, rtol=1e-9, atol=1e-13)
+    assert bool(taken) == all_rows
+
+
 @pytest.mark.parametrize("which", ["real", "generated"])
 def test_kid_rejects_nan_features(which):
     real, gen = _feats(20, 0), _feats(20, 1)
