@@ -346,7 +346,7 @@ def _prdc(inp: "Inputs", real: np.ndarray | None, gen: np.ndarray | None, seed) 
 def _generated(G, ys: np.ndarray, ks: np.ndarray, inp: "Inputs") -> Iterator[torch.Tensor]:
     """Student images (float NCHW in [-1, 1], as G made them: the extractor quantises them or not, per protocol)
     of classes ``ys``, image index ``ks`` within each class: the noise of image k of class c is ``draw_z(latent,
-    seed, c, k, truncation)`` with the teacher's latent recipe and z_dim (its manifest); batches of
+    noise_seed, c, k, truncation)`` (``EvalConfig.noise_seed``) with the teacher's latent recipe and z_dim (its manifest); batches of
     ``batch_size``."""
     cfg, device = inp.cfg, inp.device
     for a in range(0, len(ys), cfg.batch_size):
@@ -612,12 +612,14 @@ def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, 
     stats, is_mean, is_std = _measure(inp.ext, images, n, desc, cfg.progress, cfg.is_splits,
                                       max(cfg.kid_reservoir, cfg.pr_samples), cfg.seed)
     ref = inp.ref_overall
-    kids = kid_subsets(ref.reservoir, stats.reservoir, num_subsets=cfg.kid_subsets, max_subset_size=KID_SUBSET,
-                       seed=cfg.seed)
+    kid_mean = kid_std = None  # reference statistics without raw features (an imported mu/sigma file): no KID
+    if ref.reservoir is not None:
+        kids = kid_subsets(ref.reservoir, stats.reservoir, num_subsets=cfg.kid_subsets, max_subset_size=KID_SUBSET,
+                           seed=cfg.seed)
+        kid_mean, kid_std = float(kids.mean()), float(kids.std())
     pr = _prdc(inp, ref.reservoir, stats.reservoir, cfg.seed)
     return {f"{prefix}is": is_mean, f"{prefix}is_std": is_std, f"{prefix}fid": frechet_distance(stats, ref),
-            f"{prefix}kid": float(kids.mean()), f"{prefix}kid_std": float(kids.std()),
-            **{f"{prefix}{k}": v for k, v in pr.items()}}
+            f"{prefix}kid": kid_mean, f"{prefix}kid_std": kid_std, **{f"{prefix}{k}": v for k, v in pr.items()}}
 
 
 def student_metrics(inp: Inputs) -> dict:

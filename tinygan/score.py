@@ -30,9 +30,8 @@ import torch
 
 from tinygan import runtime
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import EvalConfig, _is_fid_kid, _load_refstats, _measure, _student_labels
+from tinygan.evaluate import EvalConfig, _is_fid_kid, _load_refstats, _student_labels
 from tinygan.extractors import load_extractor
-from tinygan.frechet import frechet_distance
 from tinygan.generate import class_count, open_model
 from tinygan.reference import npy_header
 from tinygan.teacher import draw_z
@@ -70,14 +69,10 @@ def score(source: str | os.PathLike, refstats_dir: str | os.PathLike, cfg: EvalC
     batches, count, extra = _open_source(Path(source), kind, cfg, n)
     if count < cfg.is_splits:
         raise TinyGANError(f"score: {source} gives {count} images; IS needs at least {cfg.is_splits}")
-    if overall.reservoir is not None:
-        inp = SimpleNamespace(cfg=cfg, ext=ext, ref_overall=overall, device=dev)  # what evaluate's measurement reads
-        metrics = _is_fid_kid(inp, batches, count, f"scoring {Path(source).name}", "")
-    else:  # an imported mu/sigma file without raw features: no KID
-        stats, is_mean, is_std = _measure(ext, batches, count, f"scoring {Path(source).name}", cfg.progress,
-                                          cfg.is_splits, 0, cfg.seed)
-        metrics = {"is": is_mean, "is_std": is_std, "fid": frechet_distance(stats, overall), "kid": None,
-                   "kid_note": "KID n/a: the reference statistics hold no KID reservoir (an imported mu/sigma file)"}
+    inp = SimpleNamespace(cfg=cfg, ext=ext, ref_overall=overall, device=dev)  # what evaluate's measurement reads
+    metrics = _is_fid_kid(inp, batches, count, f"scoring {Path(source).name}", "")
+    if overall.reservoir is None:  # an imported mu/sigma file without raw features
+        metrics["kid_note"] = "KID n/a: the reference statistics hold no KID reservoir (an imported mu/sigma file)"
     if not ext.has_probs:
         metrics["is_note"] = f"IS n/a: {ext.name} gives features only"
     return {"source": str(source), "source_kind": kind, "n": count, **extra, **metrics, "extractor": ext.name,
