@@ -251,8 +251,7 @@ class StatsAccumulator:
         x = _as_float_array(feats)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"expected features of shape [B, {self.d}], got {tuple(x.shape)}")
-        if not np.isfinite(x).all():
-            raise TinyGANError("non-finite feature values (NaN/inf): the images or the extractor are broken")
+        check_finite(x, "extracted features")
         if len(x) == 0:
             return
         self._update_reservoir(x)
