@@ -105,7 +105,9 @@ def features(model: Callable, z: np.ndarray, y: np.ndarray, extractor, desc: str
 
 def quality_cost(reference: np.ndarray, reduced: np.ndarray, seed: int) -> dict:
     """FID and KID between the features of the fp32 model's images and the reduced model's (same z, y):
-    0 = the extractor cannot tell them apart (KID, unbiased, may dip just below 0)."""
+    FID 0 = the extractor cannot tell them apart. KID here is of paired, nearly identical sets: the unbiased
+    estimator drops the within-set diagonals but keeps the cross-set one, so it sits below 0 by about
+    2·(mean k(x, x) − mean k(x, x'))/m; read FID for the quality cost."""
     from tinygan.frechet import StatsAccumulator, frechet_distance
     from tinygan.metrics import kid
 
