@@ -44,8 +44,8 @@ import torch
 from tinygan import classes as imagenet
 from tinygan import card, page, quantize
 from tinygan.errors import TinyGANError
-from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, OPENVINO_PRECISION, TORCHSCRIPT_CONFIG, class_count,
-                              class_grid, import_openvino, load_generator, onnx_session, png_bytes, tile)
+from tinygan.generate import (CONFIG_KEYS, ONNX_CONFIG_KEY, TORCHSCRIPT_CONFIG, TorchRunner, class_count, class_grid,
+                              import_openvino, load_generator, open_model, png_bytes, tile)
 from tinygan.io import atomic_dir, sha256_file, torchscript_bytes, write_bytes, write_json, write_text
 from tinygan.models import save_weights
 from tinygan.teacher import check_latent, check_truncation
@@ -156,10 +156,10 @@ def _write_quantized(G: torch.nn.Module, out: Path, config: dict, ext, seed: int
     quantize.save_fp16(out / FILES["onnx"], out / QUANTIZED["onnx-fp16"])
     qz, qy = quantize.labelled_z(config["classes"], quality_samples, latent, seed, t, z_dim)
     if ext is not None:
-        fp32 = quantize.features(_session_fn(onnx_session(out / FILES["onnx"])), qz, qy, ext, "fp32 features")
+        fp32 = quantize.features(open_model(out / FILES["onnx"])[0], qz, qy, ext, "fp32 features")
     report = {}
     for name, method in (("onnx-int8", quantize.INT8_METHOD), ("onnx-fp16", quantize.FP16_METHOD)):
-        fn = _session_fn(onnx_session(out / QUANTIZED[name]))
+        fn = open_model(out / QUANTIZED[name])[0]
         cost = (quantize.quality_cost(fp32, quantize.features(fn, qz, qy, ext, f"{name} features"), seed)
                 if ext is not None else {"fid_vs_fp32": None, "kid_vs_fp32": None})
         report[name] = {"max_abs_diff": parity_diffs(G, {name: fn}, config["classes"], t)[name],
@@ -328,21 +328,10 @@ def parity_inputs(class_list: list[int], truncation: float, z_dim: int, n: int =
     return quantize.labelled_z(class_list, n, "biggan", seed, truncation, z_dim)
 
 
-def _torch_fn(model):
-    def run(zb, yb):
-        with torch.no_grad():
-            return model(torch.from_numpy(zb), torch.from_numpy(yb)).numpy()
-    return run
-
-
-def _session_fn(session):
-    return lambda zb, yb: session.run(["image"], {"z": zb, "y": yb})[0]
-
-
 def parity_diffs(G: torch.nn.Module, runners: dict, class_list: list[int], truncation: float) -> dict:
     """{name: max |runner - eager G|} over the 8 fixed pairs, run as batches of 1, 5 and 2."""
     z, y = parity_inputs(class_list, truncation, G.config["z_dim"], n=sum(PARITY_BATCHES))
-    eager = _torch_fn(G.eval())
+    eager = TorchRunner(G.eval())
     diffs = {name: 0.0 for name in runners}
     start = 0
     for b in PARITY_BATCHES:
@@ -359,12 +348,9 @@ def parity_diffs(G: torch.nn.Module, runners: dict, class_list: list[int], trunc
 
 def check_parity(G: torch.nn.Module, out: Path, class_list: list[int], truncation: float,
                  atol: float) -> dict:
-    """{format: max |format - eager|} for the float32 FORMATS in ``out``; TinyGANError above ``atol``."""
-    compiled = import_openvino().Core().compile_model(str(out / FILES["openvino"]), "CPU", OPENVINO_PRECISION)
-    runners = {"safetensors": _torch_fn(load_generator(out / FILES["safetensors"])),
-               "torchscript": _torch_fn(torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")),
-               "onnx": _session_fn(onnx_session(out / FILES["onnx"])),
-               "openvino": lambda zb, yb: compiled({"z": zb, "y": yb})["image"]}
+    """{format: max |format - eager|} for the float32 FORMATS in ``out``, each run as `tinygan generate` runs it
+    (``generate.open_model``); TinyGANError above ``atol``."""
+    runners = {name: open_model(out / FILES[name])[0] for name in FORMATS}
     diffs = parity_diffs(G, runners, class_list, truncation)
     for name, d in diffs.items():
         if not d <= atol:  # also catches NaN
