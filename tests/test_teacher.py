@@ -54,6 +54,25 @@ def test_quantize_edges():
     assert quantize(x).dtype == np.uint8
 
 
+def test_quantize_matches_the_floor_formula_at_every_rounding_edge():
+    """The fast path (clip, then the cast truncates) gives the bytes of floor((x + 1) * 127.5 + 0.5) clipped,
+    computed step by step in float32, on random values and on the floats either side of every rounding edge;
+    ``out``/``work`` give the same bytes."""
+    edges = (np.arange(256, dtype=np.float32) + np.float32(0.5)) / np.float32(127.5) - np.float32(1)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 1e30, -1e30], np.float32)
+    x = np.concatenate([np.random.default_rng(0).uniform(-1.2, 1.2, 100_000).astype(np.float32),
+                        np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-2)), edges, special])
+    with np.errstate(over="ignore"):
+        v = np.add(x, np.float32(1.0), dtype=np.float32)
+        v *= np.float32(127.5)
+        v += np.float32(0.5)
+        expect = np.minimum(np.fmax(np.floor(v), np.float32(0.0)), np.float32(255.0)).astype(np.uint8)
+        np.testing.assert_array_equal(quantize(x), expect)
+        out, work = np.full(x.shape, 7, np.uint8), np.empty(x.shape, np.float32)
+        assert quantize(x, out=out, work=work) is out
+    np.testing.assert_array_equal(out, expect)
+
+
 # ---- TF-Hub / SavedModel adapter ----
 
 def test_tfhub_savedmodel_roundtrip(tf_teacher):

@@ -165,7 +165,7 @@ class _ShardWriter:
         self._put(("end", k, arrays, attrs))
 
     def _run(self) -> None:
-        images = None
+        images, work = None, None
         while (item := self.queue.get()) is not None:
             try:
                 if item[0] == "batch":
@@ -173,7 +173,9 @@ class _ShardWriter:
                     if images is None:
                         images = np.empty((n_k, self.resolution, self.resolution, 3), dtype=np.uint8)
                     _check_finite(self.handle, k, start, x)
-                    images[start:start + len(x)] = quantize(x)
+                    if work is None or work.shape != x.shape:
+                        work = np.empty(x.shape, np.float32)
+                    quantize(x, out=images[start:start + len(x)], work=work)
                 else:
                     _, k, arrays, attrs = item
                     self._wait_written()  # one shard in writing at a time (raises its error)
