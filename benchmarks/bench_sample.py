@@ -6,7 +6,9 @@ Prints one JSON object:
 - ``bare_img_s``: the teacher alone, called on exactly the batches sample() uses (z/y drawn beforehand,
   nothing quantised or written); ``sample_img_s``: sample() end to end (z draws, teacher, quantise, HDF5
   write, checksums, manifest) into a fresh directory; ``ratio`` = sample / bare (goal >= 0.95). Runs are
-  interleaved (bare, sample, bare, sample, ...) and the best of each is reported. ``ratio_cpu``: the same
+  interleaved (bare, sample, bare, sample, ...) and the best of each is reported; ``ratio_paired_median`` is
+  the median over repeats of bare / sample within one pair (the steadier figure when the machine's speed drifts
+  between pairs). ``ratio_cpu``: the same
   with CPU seconds of this process (all threads) instead of wall seconds, the steadier figure on a busy
   machine (it leaves out time spent waiting, e.g. for fsync).
 - ``accelerator_like``: the same comparison with a stand-in for a teacher on an accelerator: it sleeps
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,6 +210,7 @@ def main() -> None:
         "batch_size": a.batch_size, "shard_size": a.shard_size, "repeats": a.repeats,
         "bare_img_s": round(bare, 2), "sample_img_s": round(samp, 2), "ratio": round(samp / bare, 3),
         "ratio_cpu": round(min(bare_cpu) / min(sample_cpu), 3),
+        "ratio_paired_median": round(statistics.median(b / s for b, s in zip(bare_s, sample_s)), 3),
         "bare_s": [round(t, 3) for t in bare_s], "sample_s": [round(t, 3) for t in sample_s],
         "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(), "machine": platform.machine(),
     }, indent=2))
