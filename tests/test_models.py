@@ -396,8 +396,8 @@ def test_ema_update_math_and_buffers():
 
 
 def test_ema_is_bit_equal_to_a_lerp_per_step():
-    """The EMA (AveragedModel + get_ema_multi_avg_fn) gives the bits of shadow.lerp_(param, 1 - decay) per tensor
-    after every G update, as the EMA of earlier versions did: checkpoints and exports keep their bytes."""
+    """The EMA gives the bits of shadow.lerp_(param, 1 - decay) per tensor after every G update, as the EMA of
+    earlier versions (AveragedModel + get_ema_multi_avg_fn) did: checkpoints and exports keep their bytes."""
     G = small_g()
     decay = 0.999
     ema = make_ema(G, decay)
@@ -487,3 +487,20 @@ def test_mac_counter_restores_training_mode():
     G = small_g().train()
     count_macs(G, torch.randn(1, 128), torch.tensor([0]))
     assert all(m.training for m in G.modules())
+
+
+def test_ema_update_never_reads_a_tensor_back_to_the_host(monkeypatch):
+    """update_ema converts no tensor to a Python value (on a GPU each such read is a sync per training step;
+    AveragedModel read its counter twice per update)."""
+    G = small_g()
+    ema = make_ema(G, decay=0.9)
+
+    def host_read(*_a, **_k):
+        raise AssertionError("a tensor was read back to the host")
+    for name in ("__bool__", "item", "__int__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    update_ema(ema, G, copy=True)
+    update_ema(ema, G)
+    monkeypatch.undo()
+    for a, b in zip(ema.module.parameters(), G.parameters()):
+        assert torch.equal(a, b)

@@ -23,6 +23,7 @@ Discriminator (ch=32, 128 px -> 3,300,321 parameters)
 """
 from __future__ import annotations
 
+from copy import deepcopy
 import json
 import math
 from typing import Optional
@@ -31,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError
@@ -308,25 +308,42 @@ class Discriminator(nn.Module):
         return logit, feats
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """Exponential moving average of ``model``'s parameters: ``torch.optim.swa_utils.AveragedModel`` with
-    ``get_ema_multi_avg_fn``, i.e. after each ``update_ema``, shadow = lerp(shadow, param, 1 - decay); buffers
-    such as BN running stats are copied. The shadow starts at ``model``'s current weights. ``ema.module`` is
-    the averaged copy (eval mode, no grad) for sampling; its state dict loads straight into a fresh model of
-    the same config (that is what checkpoints hold)."""
-    if not 0.0 <= decay <= 1.0:
-        raise TinyGANError(f"EMA decay must be in [0, 1], got {decay}")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-    ema.update_parameters(model)  # AveragedModel's first update copies: the shadow starts at the weights
-    return ema.eval().requires_grad_(False)
+class EMA:
+    """Exponential moving average of a generator's parameters; ``module`` is the averaged copy (eval mode, no
+    grad) for sampling, and its state dict loads straight into a fresh model of the same config (that is what
+    checkpoints hold). Buffers such as BN running stats are copied, not averaged.
+
+    Each update is one ``torch._foreach_lerp_`` (shadow = lerp(shadow, param, 1 - decay)): the bits of
+    ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, which earlier versions used, without
+    its counter that the host reads back at every update (a GPU sync per training step)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 <= decay <= 1.0:
+            raise TinyGANError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.module = deepcopy(model).eval().requires_grad_(False)  # the shadow starts at the weights
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, copy: bool = False) -> None:
+        shadow = list(self.module.parameters())
+        params = [p.detach() for p in model.parameters()]
+        if copy:
+            torch._foreach_copy_(shadow, params)
+        else:
+            torch._foreach_lerp_(shadow, params, 1.0 - self.decay)
+        for b_shadow, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_shadow.copy_(b)
 
 
-def update_ema(ema: AveragedModel, model: nn.Module, copy: bool = False) -> None:
+def make_ema(model: nn.Module, decay: float) -> EMA:
+    """An ``EMA`` of ``model`` starting at its current weights."""
+    return EMA(model, decay)
+
+
+def update_ema(ema: EMA, model: nn.Module, copy: bool = False) -> None:
     """Move the shadow towards ``model`` (a plain module, not a DDP wrapper); ``copy=True`` makes it an exact
     copy instead (before ``train.ema_start``)."""
-    if copy:
-        ema.n_averaged.zero_()  # AveragedModel copies on an update with nothing averaged yet
-    ema.update_parameters(model)
+    ema.update(model, copy)
 
 
 def save_weights(module: nn.Module, path, config: dict) -> None:

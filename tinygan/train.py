@@ -34,14 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import write_bytes, write_json
-from tinygan.models import Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
+from tinygan.models import EMA, Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
 from tinygan.classes import N_CLASSES
 from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
 
@@ -279,7 +278,7 @@ class _Run:
     D: torch.nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    ema: AveragedModel | None
+    ema: EMA | None
     device: torch.device
     rank: int
     world: int
