@@ -1,6 +1,7 @@
 """The train loop: learning, resume after kill -9, DDP (gloo, 2 processes), ablations, bad settings."""
 import csv
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -127,7 +128,7 @@ def test_dime_off_never_loads_the_encoder_and_changes_nothing(tiny_data, tmp_pat
     a, b = ((tmp_path / d / "student" / "generator.safetensors").read_bytes() for d in "ab")
     assert a == b
     assert not (tmp_path / "a" / "live" / "plots" / "metrics" / "dime.tsv").exists()
-    assert "dime" not in _config_key(config(), 1, {}) and "lambda_dime" in _config_key(config(lambda_dime=0.1), 1, {})
+    assert "dime" not in _config_key(config(), 1, {}, "") and "lambda_dime" in _config_key(config(lambda_dime=0.1), 1, {}, "")
 
 
 def test_dime_is_trained_and_logged(tiny_data, tmp_path, encoder_file):
@@ -203,6 +204,52 @@ def test_kill_9_then_resume_is_bit_identical(tiny_data, tmp_path):
     # the resumed run's logs continue from the checkpoint without duplicate steps
     steps = [s for s, _ in column(crashed, "loss_d")]
     assert steps == sorted(set(steps))
+
+
+def test_a_finished_run_rerun_writes_the_same_outputs(tiny_data, tmp_path):
+    """`dvc repro -f` (or any re-run of the same params, data and code) deletes the stage's non-persistent outputs
+    and runs train again: it resumes the finished checkpoint at its last step and writes the same generator and
+    summary, keeping the curves (persistent) without duplicate rows."""
+    run(tiny_data, tmp_path, epochs=2)
+    weights = (tmp_path / "student" / "generator.safetensors").read_bytes()
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    curve = column(tmp_path, "loss_d")
+    shutil.rmtree(tmp_path / "student")  # what DVC removes before it re-runs the stage
+    run(tiny_data, tmp_path, epochs=2)
+    assert (tmp_path / "student" / "generator.safetensors").read_bytes() == weights
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == summary
+    assert column(tmp_path, "loss_d") == curve
+
+
+@pytest.mark.parametrize("change", ["code", "data"])
+def test_a_checkpoint_of_other_code_or_data_is_not_resumed(tiny_data, tmp_path, monkeypatch, capsys, change):
+    """The resume key holds the code and the inputs besides the params: after a code change or new teacher
+    shards, a re-run trains afresh instead of finishing the old run into new outputs."""
+    from tinygan import train as train_mod
+
+    run(tiny_data, tmp_path, epochs=1)
+    capsys.readouterr()
+    if change == "code":
+        monkeypatch.setattr(train_mod, "_code_digest", lambda: "other code")
+    else:
+        real_digest = train_mod._inputs_digest
+        monkeypatch.setattr(train_mod, "_inputs_digest", lambda m, f: real_digest(m + [{"new": "shards"}], f))
+    run(tiny_data, tmp_path, epochs=1)
+    assert "starting a fresh run" in capsys.readouterr().out
+    assert [s for s, _ in column(tmp_path, "loss_d")] == sorted({s for s, _ in column(tmp_path, "loss_d")})
+
+
+def test_the_resume_key_follows_inputs_and_code(tmp_path):
+    from tinygan.train import _code_digest, _inputs_digest
+
+    enc = tmp_path / "emb.npy"
+    enc.write_bytes(b"one")
+    a = _inputs_digest([{"shards": [{"sha256": "1"}]}], [str(enc)])
+    assert a != _inputs_digest([{"shards": [{"sha256": "2"}]}], [str(enc)])
+    enc.write_bytes(b"two")
+    assert a != _inputs_digest([{"shards": [{"sha256": "1"}]}], [str(enc)])
+    assert _code_digest() == _code_digest() and len(_code_digest()) == 64
+    assert _config_key(config(), 1, {}, "x") != _config_key(config(), 1, {}, "y")
 
 
 def test_ddp_gloo_two_processes(tiny_data, tmp_path):

@@ -22,6 +22,7 @@ EMA state restored from the checkpoint the result is bit-identical on CPU (same 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
-from tinygan.io import write_bytes, write_json
+from tinygan.io import sha256_file, write_bytes, write_json
 from tinygan.models import EMA, Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
 from tinygan.classes import N_CLASSES
 from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
@@ -352,6 +353,7 @@ class _Data:
     steps_per_epoch: int
     shape: dict                        # the teacher's output: resolution, n_classes, z_dim (see _shape)
     latent: str                        # the teacher's latent recipe: fresh noise z' follows it (at shape z_dim)
+    manifests: list                    # of the shards read (teacher, then real when used): the resume key
 
 
 @dataclasses.dataclass
@@ -361,6 +363,7 @@ class _Outputs:
     snapshot_dir: str | None
     live: Any = None
     l1_start: float = float("nan")
+    key: str = ""                      # what a checkpoint must match to be resumed (_config_key)
 
 
 def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, live_dir: str,
@@ -374,7 +377,9 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
     total = cfg.epochs * data.steps_per_epoch
     run = _build(cfg, data.shape, device, rank, world)
-    out = _Outputs(Path(ckpt_path), snapshot_dir)
+    files = ([cfg.embed_init] if cfg.embed_init else []) + ([cfg.dime_encoder] if cfg.lambda_dime > 0 else [])
+    inputs = _inputs_digest(data.manifests, files)  # (after _build has checked those files)
+    out = _Outputs(Path(ckpt_path), snapshot_dir, key=_config_key(cfg, world, run.G.config, inputs))
     state, step = _resume(run, out, total)
     _wrap_ddp(run)
     out.l1_start = state["heldout_l1_start"] if state is not None else heldout_l1(run.G, data.hold)
@@ -427,7 +432,8 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
                                f"images in {real_dir}; lower train.batch_size")
         sources["r"] = StepBatches(rds, np.arange(len(rds)), cfg.batch_size, rank, world, cfg.seed, stream=2)
     return _Data(sources, _holdout_batch(tds, hold_idx, device), len(train_idx), len(hold_idx),
-                 teacher_batches.steps_per_epoch, _shape(tds.manifest), shards.manifest_latent(tds.manifest)[0])
+                 teacher_batches.steps_per_epoch, _shape(tds.manifest), shards.manifest_latent(tds.manifest)[0],
+                 [tds.manifest] + ([rds.manifest] if cfg.uses_real else []))
 
 
 def _check_same_world(real: dict, teacher: dict, real_dir: str, teacher_dir: str) -> None:
@@ -553,13 +559,13 @@ def _wrap_ddp(run: _Run) -> None:
 def _resume(run: _Run, out: _Outputs, total: int) -> tuple[dict | None, int]:
     """(checkpoint state, step) restored into ``run``, or (None, 0) for a fresh run. A checkpoint of other
     settings starts a fresh run; a fresh run's master drops the old run's snapshots."""
-    cfg, master, snapshot_dir = run.cfg, run.rank == 0, out.snapshot_dir
+    master, snapshot_dir = run.rank == 0, out.snapshot_dir
     if snapshot_dir:
         Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(out.ckpt_path)
-    if state is not None and state["config"] != _config_key(cfg, run.world, run.G.config):
-        if master:  # a new experiment (other params): the old run's checkpoint and snapshots do not apply
-            tqdm.write(f"train: {out.ckpt_path} was made with other settings; starting a fresh run")
+    if state is not None and state["config"] != out.key:
+        if master:  # other params, data or code: the old run's checkpoint and snapshots do not apply
+            tqdm.write(f"train: {out.ckpt_path} was made with other settings, data or code; starting a fresh run")
         state = None
     if state is None:
         if master and snapshot_dir:
@@ -603,7 +609,7 @@ def _save_step(run: _Run, out: _Outputs, hold: dict, step: int, total: int, when
             "G": run.G.state_dict(), "D": run.D.state_dict(), "opt_g": run.opt_g.state_dict(),
             "opt_d": run.opt_d.state_dict(), "ema": run.ema.module.state_dict() if run.ema is not None else {},
             "step": step, "epoch": when.epoch, "lambda_pix": when.lam_pix, "rng": {"torch": torch.get_rng_state()},
-            "config": _config_key(cfg, run.world, run.G.config), "heldout_l1_start": out.l1_start,
+            "config": out.key, "heldout_l1_start": out.l1_start,
             **({"scalers": {k: v.state_dict() for k, v in run.scalers.items()}} if run.scalers else {})})
 
 
@@ -795,9 +801,11 @@ def _log(live, step: int, values: dict) -> None:
             live.log_metric(k, float(v), plot=True)
 
 
-def _config_key(cfg: TrainConfig, world: int, g_config: dict) -> str:
-    """What a checkpoint must match to be resumed: everything but the logging cadence and worker count, and the
-    generator's config (its shape follows the teacher's)."""
+def _config_key(cfg: TrainConfig, world: int, g_config: dict, inputs: str) -> str:
+    """What a checkpoint must match to be resumed: everything but the logging cadence and worker count, the
+    generator's config (its shape follows the teacher's), the inputs (``_inputs_digest``) and the code
+    (``_code_digest``). A crash resumes; a run of other params, data or code starts afresh, so a re-run stage never
+    finishes an old run into new outputs."""
     d = dataclasses.asdict(cfg)
     for k in ("checkpoint_every", "sample_every", "log_every", "workers", "snapshot_every"):
         d.pop(k)
@@ -806,4 +814,26 @@ def _config_key(cfg: TrainConfig, world: int, g_config: dict) -> str:
             d.pop(k)
     d["world"] = world
     d["generator"] = g_config
+    d["inputs"], d["code"] = inputs, _code_digest()
     return json.dumps(d, sort_keys=True)
+
+
+def _inputs_digest(manifests: list[dict], files: list[str]) -> str:
+    """sha256 of what training reads besides its params: the shard manifests (each lists its shards' sha256) and
+    the contents of the extra input files (train.embed_init, the L_DiME encoder)."""
+    h = hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _code_digest() -> str:
+    """sha256 of the tinygan package's code: every .py file outside the demo world, by relative path."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if rel.parts[0] != "demo":
+            code = p.read_bytes()
+            h.update(f"{rel.as_posix()}\0{len(code)}\0".encode() + code)
+    return h.hexdigest()
