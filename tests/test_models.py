@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from tinygan.errors import TinyGANError
-from tinygan.models import (ConditionalBatchNorm2d, Discriminator, Generator, PlainBatchNorm2d, d_channel_mults,
-                            g_channel_mults, make_ema, set_fast_training, update_ema)
+from tinygan.models import (EMA, ConditionalBatchNorm2d, Discriminator, Generator, PlainBatchNorm2d, d_channel_mults,
+                            g_channel_mults, set_fast_training)
 from tinygan.summary import count_macs, count_params, summary
 
 
@@ -370,7 +370,7 @@ def test_discriminator_bf16_autocast():
 def test_ema_update_math_and_buffers():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
-    ema = make_ema(model, decay=0.9)
+    ema = EMA(model, decay=0.9)
     old = {k: v.clone() for k, v in ema.module.state_dict().items()}
     assert all(torch.equal(old[k], v) for k, v in model.state_dict().items())  # starts at the model's weights
     assert all(not p.requires_grad for p in ema.module.parameters()) and not ema.module.training
@@ -378,7 +378,7 @@ def test_ema_update_math_and_buffers():
         for p in model.parameters():
             p.add_(1.0)
     model(torch.randn(4, 3))  # changes BN running stats
-    update_ema(ema, model)
+    ema.update(model)
     new = model.state_dict()
     for name, _ in model.named_parameters():
         torch.testing.assert_close(ema.module.state_dict()[name], 0.9 * old[name] + 0.1 * new[name])
@@ -387,12 +387,12 @@ def test_ema_update_math_and_buffers():
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
-    update_ema(ema, model, copy=True)  # before train.ema_start: an exact copy
+    ema.update(model, copy=True)  # before train.ema_start: an exact copy
     for name, p in model.named_parameters():
         assert torch.equal(ema.module.state_dict()[name], p)
-    update_ema(ema, model)  # and averaging goes on afterwards
+    ema.update(model)  # and averaging goes on afterwards
     with pytest.raises(TinyGANError):
-        make_ema(model, decay=1.5)
+        EMA(model, decay=1.5)
 
 
 def test_ema_is_bit_equal_to_a_lerp_per_step():
@@ -400,14 +400,14 @@ def test_ema_is_bit_equal_to_a_lerp_per_step():
     earlier versions (AveragedModel + get_ema_multi_avg_fn) did: checkpoints and exports keep their bytes."""
     G = small_g()
     decay = 0.999
-    ema = make_ema(G, decay)
+    ema = EMA(G, decay)
     ref = {k: v.clone() for k, v in G.state_dict().items()}
     opt = torch.optim.Adam(G.parameters(), lr=1e-2)
     for step in range(4):
         G(torch.randn(4, 128), torch.randint(0, 10, (4,))).square().mean().backward()
         opt.step()
         opt.zero_grad()
-        update_ema(ema, G, copy=step == 0)
+        ema.update(G, copy=step == 0)
         params = dict(G.named_parameters())
         for k, v in G.state_dict().items():
             ref[k] = ref[k].lerp(v, 1.0 if step == 0 else 1.0 - decay) if k in params else v.clone()
@@ -417,11 +417,11 @@ def test_ema_is_bit_equal_to_a_lerp_per_step():
 
 def test_ema_state_dict_loads_into_a_fresh_generator():
     G = small_g()
-    ema = make_ema(G, decay=0.999)
+    ema = EMA(G, decay=0.999)
     with torch.no_grad():
         for p in G.parameters():
             p.mul_(0.5)
-    update_ema(ema, G)
+    ema.update(G)
     target = small_g()
     target.load_state_dict(roundtrip(ema.module.state_dict()))  # what a checkpoint's "ema" entry holds
     for k, v in target.state_dict().items():
@@ -490,17 +490,17 @@ def test_mac_counter_restores_training_mode():
 
 
 def test_ema_update_never_reads_a_tensor_back_to_the_host(monkeypatch):
-    """update_ema converts no tensor to a Python value (on a GPU each such read is a sync per training step;
+    """EMA.update converts no tensor to a Python value (on a GPU each such read is a sync per training step;
     AveragedModel read its counter twice per update)."""
     G = small_g()
-    ema = make_ema(G, decay=0.9)
+    ema = EMA(G, decay=0.9)
 
     def host_read(*_a, **_k):
         raise AssertionError("a tensor was read back to the host")
     for name in ("__bool__", "item", "__int__", "__float__", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, host_read)
-    update_ema(ema, G, copy=True)
-    update_ema(ema, G)
+    ema.update(G, copy=True)
+    ema.update(G)
     monkeypatch.undo()
     for a, b in zip(ema.module.parameters(), G.parameters()):
         assert torch.equal(a, b)

@@ -325,6 +325,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, copy: bool = False) -> None:
+        """Move the shadow towards ``model`` (a plain module, not a DDP wrapper); ``copy=True`` makes it an exact
+        copy instead (before ``train.ema_start``)."""
         shadow = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         if copy:
@@ -333,17 +335,6 @@ class EMA:
             torch._foreach_lerp_(shadow, params, 1.0 - self.decay)
         for b_shadow, b in zip(self.module.buffers(), model.buffers(), strict=True):
             b_shadow.copy_(b)
-
-
-def make_ema(model: nn.Module, decay: float) -> EMA:
-    """An ``EMA`` of ``model`` starting at its current weights."""
-    return EMA(model, decay)
-
-
-def update_ema(ema: EMA, model: nn.Module, copy: bool = False) -> None:
-    """Move the shadow towards ``model`` (a plain module, not a DDP wrapper); ``copy=True`` makes it an exact
-    copy instead (before ``train.ema_start``)."""
-    ema.update(model, copy)
 
 
 def save_weights(module: nn.Module, path, config: dict) -> None:

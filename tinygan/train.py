@@ -41,7 +41,7 @@ from tinygan import losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import sha256_file, write_bytes, write_json
-from tinygan.models import EMA, Discriminator, Generator, make_ema, save_weights, set_fast_training, update_ema
+from tinygan.models import EMA, Discriminator, Generator, save_weights, set_fast_training
 from tinygan.classes import N_CLASSES
 from tinygan.teacher import RESOLUTION, Z_DIM, check_latent
 
@@ -395,7 +395,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
         _set_lr(run, step, total)
         logs = _iteration(run, batch, when, data)
         if run.ema is not None and when.update_g:
-            update_ema(run.ema, run.G, copy=step < cfg.ema_start)
+            run.ema.update(run.G, copy=step < cfg.ema_start)
         step += 1
         seen += cfg.batch_size * world
         bar.update(1)
@@ -496,7 +496,7 @@ def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel per parameter group
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **fused)
-    ema = make_ema(G, cfg.ema_decay) if cfg.ema else None
+    ema = EMA(G, cfg.ema_decay) if cfg.ema else None
     dtype = PRECISIONS[cfg.precision]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     scalers = {k: torch.amp.GradScaler("cuda") for k in ("g", "d")} if cfg.precision == "fp16" else None
