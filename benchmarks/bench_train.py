@@ -9,8 +9,10 @@ Official iteration (baseline): our Generator/Discriminator modules (bit-exact wi
 contiguous fp32, plain Adam; D step: D(x_T), G(z, y) no grad -> D, D(x_r), G(z', y_r) no grad -> D (four D calls);
 G step: G(z, y) with grad -> D features + pixel L1; every 5th iteration also -0.01·D(x_S) and, on a new z'',
 -0.2·0.01·D(G(z'', y_r)). Ours: the train stage's step at the profile's params (channels_last, one G forward of
-the teacher batch for both steps, batched D, uint8 images converted on the device, G's training-mode fast path,
-freed memory kept in malloc's heap on CPU; the official steps run with glibc's default allocator settings).
+the teacher batch for both steps, batched D, uint8 images converted on the device, G's training-mode fast path
+with its norms + ReLUs as one fused CPU kernel each (tinygan/cbn_relu.py), freed memory kept in malloc's heap on
+CPU; the official steps run with glibc's default allocator settings). On CPU, "ours_eager_norms" is ours with that
+kernel off (the eager batch_norm -> addcmul -> relu ops), and "ours_g_calls_joint" is train.g_calls: joint.
 
 Per row: sec_per_step (mean over the measured steps, which include the adversarial 5th iteration when
 --steps >= 5), images_per_s (teacher batch / s), macs_per_step (counted by tinygan.summary.count_macs, x3 for a
@@ -29,7 +31,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tinygan import losses, params, profiles, runtime, summary
+from tinygan import cbn_relu, losses, params, profiles, runtime, summary
 from tinygan.models import Discriminator, Generator
 from tinygan.train import D_NOISE, G_NOISE, TrainConfig, _build, _fresh_noise, _iteration, _When, _wrap_ddp
 
@@ -113,17 +115,18 @@ class Official:
 class Ours:
     """The train stage's iteration (tinygan.train._iteration) on a run built as `train` builds it."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, batch: dict):
+    def __init__(self, cfg: TrainConfig, device: torch.device, batch: dict, fused_norms: bool = True):
         torch.manual_seed(0)
-        self.cfg, self.batch = cfg, batch
+        self.cfg, self.batch, self.fused_norms = cfg, batch, fused_norms
         self.data = SimpleNamespace(latent="biggan", shape={"z_dim": 128})
         self.run = _build(cfg, {"n_classes": 1000, "z_dim": 128, "resolution": 128}, device, 0, 1)
         _wrap_ddp(self.run)  # one process: compiles the forwards with train.compile
 
     def before_step(self) -> None:
-        """As the train stage sets it up on CPU (runtime.keep_freed_memory)."""
+        """As the train stage sets it up on CPU (runtime.keep_freed_memory); the fused norm kernel on or off."""
         if self.run.device.type == "cpu":
             runtime.keep_freed_memory()
+        cbn_relu.ENABLED = self.fused_norms
 
     def step(self, step: int) -> None:
         when = _When(step, 0, 0.2, True, losses.adversarial_g_step(step, self.cfg.adv_every))
@@ -169,12 +172,13 @@ def row(cfg: TrainConfig, sec: float, work: float, peak: float) -> dict:
 
 def bench_config(cfg: TrainConfig, device: torch.device, steps: int, peak: float) -> dict:
     batch = make_batch(cfg, device)
-    variants = {"ours": {}, "ours_g_calls_joint": {"g_calls": "joint"}}
+    variants = {"ours": {}, "ours_g_calls_joint": {"g_calls": "joint"}, "ours_eager_norms": {}}
     if device.type == "cuda":
         variants = {f"ours_{p}{'_compile' if c else ''}": {"precision": p, "compile": c}
                     for p in ("fp32", "bf16", "fp16") for c in (False, True)}
     cfgs = {name: dataclasses.replace(cfg, **kw, device=str(device)) for name, kw in variants.items()}
-    impls = {"official": Official(cfg, device, batch), **{n: Ours(c, device, batch) for n, c in cfgs.items()}}
+    impls = {"official": Official(cfg, device, batch),
+             **{n: Ours(c, device, batch, fused_norms=n != "ours_eager_norms") for n, c in cfgs.items()}}
     sec = time_interleaved(impls, steps, device)
     out = {"config": {k: getattr(cfg, k) for k in ("variant", "ch", "d_ch", "batch_size", "adv_every")},
            "official": row(cfg, sec["official"], macs(cfg, True), peak)}

@@ -152,27 +152,30 @@ def test_generator_every_parameter_gets_a_gradient():
 
 @pytest.mark.parametrize("n_classes", [10, 0])
 def test_fast_training_path_is_the_same_function_within_float_rounding(n_classes):
-    """set_fast_training (shortcut 1x1 conv before the upsampling, CBN affine as one addcmul) changes neither the
-    output, the gradients nor the BN running statistics beyond float rounding; eval mode keeps the official
-    order bit for bit (export, sampling, MAC counts)."""
+    """set_fast_training (shortcut 1x1 conv before the upsampling, each norm + ReLU as cbn_relu.norm_relu: the
+    fused CPU kernel) changes neither the output, the gradients nor the BN running statistics beyond float
+    rounding: measured against the official order in float64, the fast path's float32 error is no larger than the
+    official order's own float32 error. Eval mode keeps the official order bit for bit (export, sampling, MACs)."""
     z, y = torch.randn(4, 128, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 3, 7, 9])
-    out = {}
-    for fast in (False, True):
-        G = set_fast_training(small_g(ch=4, n_classes=n_classes).to(memory_format=torch.channels_last), fast)
-        x = G(z, y)
-        (x * torch.linspace(-1, 1, x.numel()).view_as(x)).sum().backward()
-        stats = [b for n, b in G.named_buffers() if "running" in n]
+    weight = None
+
+    def run(fast, dtype):
+        G = set_fast_training(small_g(ch=4, n_classes=n_classes).to(dtype, memory_format=torch.channels_last), fast)
+        x = G(z.to(dtype), y)
+        (x * torch.linspace(-1, 1, x.numel(), dtype=dtype).view_as(x)).sum().backward()
+        stats = torch.cat([b.flatten() for n, b in G.named_buffers() if "running" in n])
+        grads = torch.cat([p.grad.flatten() for p in G.parameters()])
         with torch.no_grad():
             G.eval()
-            assert torch.equal(G(z, y), set_fast_training(G, not fast)(z, y))  # eval: the official order
-            out[fast] = (x, [p.grad for p in G.parameters()], stats)
-    (x0, g0, s0), (x1, g1, s1) = out[False], out[True]
-    torch.testing.assert_close(x1, x0, rtol=1e-5, atol=1e-5)
-    # the whole gradient (the biases before a BN have a true gradient of 0: float noise either way)
-    a, b = (torch.cat([g.flatten() for g in gs]) for gs in (g1, g0))
-    assert float((a - b).norm()) <= 1e-4 * float(b.norm())
-    for a, b in zip(s1, s0):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            assert torch.equal(G(z.to(dtype), y), set_fast_training(G, not fast)(z.to(dtype), y))  # official order
+        return [t.double() for t in (x, grads, stats)]
+
+    ref = run(False, torch.float64)
+    err = {fast: [float((a - b).norm() / b.norm()) for a, b in zip(run(fast, torch.float32), ref)]  # relative
+           for fast in (False, True)}
+    for what, official, fast in zip(("output", "gradients", "running stats"), err[False], err[True]):
+        assert fast <= 2 * official + 1e-7, (what, fast, official)
+    assert max(err[True]) < 1e-4
 
 
 def test_generator_bf16_autocast_and_channels_last():

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
+from tinygan.cbn_relu import norm_relu
 from tinygan.classes import N_CLASSES
 from tinygan.errors import TinyGANError
 from tinygan.teacher import RESOLUTION, Z_DIM
@@ -87,14 +88,17 @@ class ConditionalBatchNorm2d(nn.Module):
         with torch.no_grad():
             self.embed.bias[:num_features].fill_(1.0)
             self.embed.bias[num_features:].fill_(0.0)
-        self.fast = False  # training speed only: see set_fast_training
 
     def forward(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
         assert emb is not None, "ConditionalBatchNorm2d needs the class embedding"
         gain, bias = self.embed(emb).chunk(2, dim=1)
-        if self.fast and self.training:  # one pass over h instead of two (gain * h + bias rounded once)
-            return torch.addcmul(bias[:, :, None, None], self.bn(h), gain[:, :, None, None])
         return gain[:, :, None, None] * self.bn(h) + bias[:, :, None, None]
+
+    def forward_relu(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        """relu(forward(h, emb)), the training fast path's way (cbn_relu.norm_relu: fused on CPU)."""
+        assert emb is not None, "ConditionalBatchNorm2d needs the class embedding"
+        gain, bias = self.embed(emb).chunk(2, dim=1)
+        return norm_relu(self.bn, h, gain, bias)
 
 
 class PlainBatchNorm2d(nn.Module):
@@ -108,6 +112,10 @@ class PlainBatchNorm2d(nn.Module):
 
     def forward(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
         return self.bn(h)
+
+    def forward_relu(self, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        """relu(forward(h)), the training fast path's way (cbn_relu.norm_relu: fused on CPU)."""
+        return norm_relu(self.bn, h)
 
 
 def make_norm(num_features: int, emb_dim: int, conditional: bool) -> nn.Module:
@@ -147,16 +155,18 @@ class GBlock(nn.Module):
         self.fast = False  # training speed only: see set_fast_training
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
-        fast = self.fast and self.training  # (the norms' backward never needs their output: ReLU in place)
-        h = F.relu(self.cbn0(x, emb), inplace=fast)
-        h = self.conv0(upsample2x(h))
-        h = F.relu(self.cbn1(h, emb), inplace=fast)
-        h = self.conv1(h)
-        if fast:
-            # the 1x1 conv commutes with bilinear upsampling (both linear; the bilinear weights of every output
-            # pixel sum to 1, so the bias passes through): the same math at a quarter of the pixels
-            return h + upsample2x(self.shortcut(x))
+        if not torch.jit.is_scripting() and self.fast and self.training:  # (TorchScript: the official order)
+            return self._forward_fast(x, emb)
+        h = self.conv0(upsample2x(F.relu(self.cbn0(x, emb))))
+        h = self.conv1(F.relu(self.cbn1(h, emb)))
         return h + self.shortcut(upsample2x(x))
+
+    def _forward_fast(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        h = self.conv0(upsample2x(self.cbn0.forward_relu(x, emb)))
+        h = self.conv1(self.cbn1.forward_relu(h, emb))
+        # the 1x1 conv commutes with bilinear upsampling (both linear; the bilinear weights of every output
+        # pixel sum to 1, so the bias passes through): the same math at a quarter of the pixels
+        return h + upsample2x(self.shortcut(x))
 
 
 class Generator(nn.Module):
@@ -206,17 +216,20 @@ class Generator(nn.Module):
         h = self.fc(z).unflatten(1, (self.c0, self.s0, self.s0))
         for block in self.blocks:
             h = block(h, emb)
-        h = F.relu(self.bn(h), inplace=self.fast and self.training)
+        if not torch.jit.is_scripting() and self.fast and self.training:  # (TorchScript: the official order)
+            h = norm_relu(self.bn, h)
+        else:
+            h = F.relu(self.bn(h))
         return torch.tanh(self.to_rgb(h))
 
 
 def set_fast_training(G: nn.Module, on: bool = True) -> nn.Module:
     """Speed of ``G`` in training mode, the same function up to float rounding (tests/test_models.py): each
-    up-block's shortcut runs as 1x1 conv then upsampling (a quarter of its MACs), each CBN's affine as one
-    addcmul, each ReLU after a norm in place. Eval mode (sampling, export, MAC counts) keeps the official order
-    of operations."""
+    up-block's shortcut runs as 1x1 conv then upsampling (a quarter of its MACs), and each norm with its ReLU
+    runs as ``cbn_relu.norm_relu`` (one fused kernel on CPU; else the CBN affine as one addcmul and the ReLU in
+    place). Eval mode (sampling, export, MAC counts) keeps the official order of operations."""
     for m in G.modules():
-        if isinstance(m, (Generator, GBlock, ConditionalBatchNorm2d)):
+        if isinstance(m, (Generator, GBlock)):
             m.fast = on
     return G
 

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tinygan import losses, runtime, shards
+from tinygan import cbn_relu, losses, runtime, shards
 from tinygan.errors import TinyGANError
 from tinygan.extractors import load_encoder
 from tinygan.io import sha256_file, write_bytes, write_json
@@ -370,9 +370,11 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
+    master = rank == 0
     if device.type == "cpu":  # speed only: big activations reuse mapped heap pages (runtime.keep_freed_memory)
         runtime.keep_freed_memory()
-    master = rank == 0
+        if master and FAST_TRAINING:  # (builds the kernel on a machine's first run, about 30 s)
+            tqdm.write(f"train: G's norms + ReLU run as {cbn_relu.kernel_status()}")
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
     total = cfg.epochs * data.steps_per_epoch
@@ -828,10 +830,10 @@ def _inputs_digest(manifests: list[dict], files: list[str]) -> str:
 
 
 def _code_digest() -> str:
-    """sha256 of the tinygan package's code: every .py file outside the demo world, by relative path."""
+    """sha256 of the tinygan package's code: every .py (and C++) file outside the demo world, by relative path."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
+    for p in sorted(f for f in root.rglob("*") if f.suffix in (".py", ".cpp")):
         rel = p.relative_to(root)
         if rel.parts[0] != "demo":
             code = p.read_bytes()

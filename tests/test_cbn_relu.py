@@ -1,0 +1,148 @@
+"""The fused CPU kernel of (conditional) batch norm + ReLU (tinygan/cbn_relu.py, .cpp): the same function as the
+eager ops up to float rounding (checked against float64), the same running statistics, thread-count independent
+bits, and the eager ops wherever it does not apply or cannot be built."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinygan import cbn_relu
+
+CL = torch.channels_last
+
+
+@pytest.fixture(autouse=True)
+def _kernel_on():
+    assert cbn_relu._load()[0] is not None, cbn_relu.kernel_status()  # this machine has a compiler and ninja
+    yield
+    cbn_relu.ENABLED = True
+
+
+def _inputs(shape, offset=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n, c = shape[:2]
+    x = (torch.randn(*shape, generator=g) * 2 + offset).to(memory_format=CL)
+    gain, bias = torch.randn(n, c, generator=g), torch.randn(n, c, generator=g) * 0.5
+    dy = torch.randn(*shape, generator=g).to(memory_format=CL)
+    return x, gain, bias, dy
+
+
+def _run(fn, x, gain, bias, dy, dtype=torch.float32):
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (x, gain, bias)]
+    y = fn(*leaves)
+    y.backward(dy.to(dtype))
+    return [y.detach().double()] + [t.grad.double() for t in leaves]
+
+
+def _eager(bn):
+    return lambda x, gain, bias: F.relu(torch.addcmul(bias[:, :, None, None], bn(x), gain[:, :, None, None]))
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 7, 9), (2, 64, 16, 16), (3, 3, 1, 70), (8, 32, 8, 8), (2, 16, 32, 32)])
+def test_forward_and_gradients_match_float64_as_closely_as_the_eager_ops(shape):
+    x, gain, bias, dy = _inputs(shape)
+    ref = _run(_eager(torch.nn.BatchNorm2d(shape[1], affine=False).double()), x, gain, bias, dy, torch.float64)
+    eager = _run(_eager(torch.nn.BatchNorm2d(shape[1], affine=False)), x, gain, bias, dy)
+    bn = torch.nn.BatchNorm2d(shape[1], affine=False)
+    fused = _run(lambda *a: cbn_relu.norm_relu(bn, *a), x, gain, bias, dy)
+    for name, f, e, r in zip(("y", "dx", "dgain", "dbias"), fused, eager, ref):
+        assert _rel(f, r) <= 2 * _rel(e, r) + 1e-6, name
+        assert _rel(f, r) < 1e-5, name
+    assert fused[0].min() == 0 and (fused[0] > 0).any()  # the ReLU cut some values and kept others
+
+
+def test_running_statistics_and_batch_count_update_as_batchnorm2d():
+    x, gain, bias, _ = _inputs((6, 12, 10, 10))
+    ref, bn = torch.nn.BatchNorm2d(12, affine=False, momentum=0.3), torch.nn.BatchNorm2d(12, affine=False,
+                                                                                     momentum=0.3)
+    for _ in range(3):
+        ref(x)
+        cbn_relu.norm_relu(bn, x, gain, bias)
+    torch.testing.assert_close(bn.running_mean, ref.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, ref.running_var, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 3
+
+
+def test_a_large_mean_costs_no_precision():
+    # activations far from 0: sums of squares minus the squared mean would cancel; the kernel's do not
+    x, gain, bias, dy = _inputs((4, 8, 16, 16), offset=1000.0)
+    ref = _run(_eager(torch.nn.BatchNorm2d(8, affine=False).double()), x, gain, bias, dy, torch.float64)
+    bn = torch.nn.BatchNorm2d(8, affine=False)
+    fused = _run(lambda *a: cbn_relu.norm_relu(bn, *a), x, gain, bias, dy)
+    for f, r in zip(fused, ref):
+        assert _rel(f, r) < 1e-4
+
+
+def test_affine_batchnorm_without_a_per_sample_gain():
+    x, _, _, dy = _inputs((4, 6, 9, 9))
+    bns = [torch.nn.BatchNorm2d(6) for _ in range(2)]
+    for bn in bns:
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(-1, 2, 6))
+            bn.bias.copy_(torch.linspace(0.5, -0.5, 6))
+    outs = []
+    for bn, fn in zip(bns, (lambda x: F.relu(bns[0](x)), lambda x: cbn_relu.norm_relu(bns[1], x))):
+        xi = x.clone().requires_grad_()
+        fn(xi).backward(dy)
+        outs.append([xi.grad, bn.weight.grad, bn.bias.grad, bn.running_var])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_bits_do_not_depend_on_the_thread_count():
+    x, gain, bias, dy = _inputs((8, 24, 20, 20))
+    threads, out = torch.get_num_threads(), []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            out.append(_run(lambda *a: cbn_relu.norm_relu(torch.nn.BatchNorm2d(24, affine=False), *a),
+                            x, gain, bias, dy))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+
+def test_inputs_it_does_not_take_run_the_eager_ops():
+    x, gain, bias, _ = _inputs((4, 6, 8, 8))
+    want = _eager(torch.nn.BatchNorm2d(6, affine=False))(x, gain, bias)
+    calls = []
+    real = cbn_relu._CBNReLU.apply
+    cbn_relu._CBNReLU.apply = lambda *a: calls.append(1) or real(*a)
+    try:
+        bn = torch.nn.BatchNorm2d(6, affine=False)
+        got = cbn_relu.norm_relu(bn, x.contiguous(), gain, bias)  # NCHW: converted, fused
+        assert calls == [1] and got.is_contiguous(memory_format=CL)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for run in (lambda: cbn_relu.norm_relu(bn.eval(), x, gain, bias),           # eval: running statistics
+                    lambda: cbn_relu.norm_relu(torch.nn.BatchNorm2d(6, affine=False).double(), x.double(),
+                                               gain.double(), bias.double()),
+                    lambda: cbn_relu.norm_relu(torch.nn.BatchNorm2d(6, affine=False, momentum=None), x, gain, bias)):
+            run()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cbn_relu.norm_relu(bn, x, gain, bias)
+        cbn_relu.ENABLED = False
+        torch.testing.assert_close(cbn_relu.norm_relu(torch.nn.BatchNorm2d(6, affine=False), x, gain, bias), want)
+        assert calls == [1]
+    finally:
+        cbn_relu._CBNReLU.apply = real
+
+
+def test_a_failed_build_falls_back_to_the_eager_ops_and_says_why(monkeypatch):
+    import torch.utils.cpp_extension as ext
+
+    def fail(*a, **k):
+        raise RuntimeError("Error building extension\ncc: command not found")
+    monkeypatch.setattr(ext, "load", fail)
+    cbn_relu._load.cache_clear()
+    try:
+        assert cbn_relu.kernel_status() == "eager ops (the fused CPU kernel is unavailable: cc: command not found)"
+        x, gain, bias, _ = _inputs((2, 3, 4, 4))
+        want = _eager(torch.nn.BatchNorm2d(3, affine=False))(x, gain, bias)
+        torch.testing.assert_close(cbn_relu.norm_relu(torch.nn.BatchNorm2d(3, affine=False), x, gain, bias), want)
+    finally:
+        monkeypatch.undo()
+        cbn_relu._load.cache_clear()
+    assert cbn_relu.kernel_status() == "fused CPU kernel"
