@@ -1,6 +1,9 @@
 """The fused CPU kernel of (conditional) batch norm + ReLU (tinygan/cbn_relu.py, .cpp): the same function as the
 eager ops up to float rounding (checked against float64), the same running statistics, thread-count independent
 bits, and the eager ops wherever it does not apply or cannot be built."""
+import os
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,9 @@ CL = torch.channels_last
 
 @pytest.fixture(autouse=True)
 def _kernel_on():
-    assert cbn_relu._load()[0] is not None, cbn_relu.kernel_status()  # this machine has a compiler and ninja
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler here: training runs the eager ops (tests/test_models.py covers them)")
+    assert cbn_relu._load()[0] is not None, cbn_relu.kernel_status()  # a compiler (and the ninja wheel): it builds
     yield
     cbn_relu.ENABLED = True
 
