@@ -151,3 +151,15 @@ def test_a_failed_build_falls_back_to_the_eager_ops_and_says_why(monkeypatch):
         monkeypatch.undo()
         cbn_relu._load.cache_clear()
     assert cbn_relu.kernel_status() == "fused CPU kernel"
+
+
+def test_built_says_whether_a_first_run_will_build(monkeypatch, tmp_path):
+    assert cbn_relu.built()  # (the fixture has loaded it)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    cbn_relu._load.cache_clear()
+    try:
+        assert not cbn_relu.built()  # an empty extensions dir: the train stage says it is building
+    finally:
+        monkeypatch.undo()
+        cbn_relu._load.cache_clear()
+    assert cbn_relu.built()

@@ -53,10 +53,25 @@ def _load():
 
         _ninja_on_path()
         src = Path(__file__).with_name(SOURCE)
-        return load(f"tinygan_cbn_relu_{_cpu_tag()}", [str(src)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-                    verbose=False), None
+        return load(_name(), [str(src)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False), None
     except Exception as e:  # no compiler / ninja, a failed build: the eager ops do the same work
         return None, (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+
+
+def _name() -> str:
+    return f"tinygan_cbn_relu_{_cpu_tag()}"
+
+
+def built() -> bool:
+    """Whether this machine has a build of the kernel already (else the first use builds it, about 30 s)."""
+    if _load.cache_info().currsize:
+        return True
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(_name(), verbose=False)).glob("*.so"))
+    except Exception:  # a private torch helper: if it moved, say nothing rather than fail
+        return True
 
 
 def kernel_status() -> str:

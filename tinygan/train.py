@@ -373,7 +373,9 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
     master = rank == 0
     if device.type == "cpu":  # speed only: big activations reuse mapped heap pages (runtime.keep_freed_memory)
         runtime.keep_freed_memory()
-        if master and FAST_TRAINING:  # (builds the kernel on a machine's first run, about 30 s)
+        if master and FAST_TRAINING:
+            if not cbn_relu.built():
+                tqdm.write("train: building the fused CPU kernel of G's norms (once per machine, about 30 s)")
             tqdm.write(f"train: G's norms + ReLU run as {cbn_relu.kernel_status()}")
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
