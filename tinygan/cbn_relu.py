@@ -99,8 +99,9 @@ class _CBNReLU(torch.autograd.Function):
 
 def _fused(x: torch.Tensor, gain: torch.Tensor):
     """The loaded kernel when it takes these inputs, else None."""
-    if (not ENABLED or x.device.type != "cpu" or x.dtype != torch.float32 or gain.dtype != torch.float32 or x.dim() != 4
-            or torch.is_autocast_cpu_enabled() or torch.compiler.is_compiling()):
+    if not ENABLED or x.device.type != "cpu" or x.dim() != 4 or torch.compiler.is_compiling():
+        return None
+    if x.dtype != torch.float32 or gain.dtype != torch.float32 or torch.is_autocast_cpu_enabled():
         return None
     return _load()[0]
 
