@@ -163,3 +163,12 @@ def test_built_says_whether_a_first_run_will_build(monkeypatch, tmp_path):
         monkeypatch.undo()
         cbn_relu._load.cache_clear()
     assert cbn_relu.built()
+
+
+def test_the_ninja_wheel_goes_on_path_when_ninja_is_not_there(monkeypatch):
+    ninja = pytest.importorskip("ninja")
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setenv("PATH", "/nowhere")
+    cbn_relu._ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/nowhere"]
+    assert os.access(os.path.join(ninja.BIN_DIR, "ninja"), os.X_OK)
