@@ -160,6 +160,62 @@ def test_atomic_path_removes_stale_temps_of_its_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".y.json.k1lled00.tmp", "x.json"]
 
 
+
+def test_a_concurrent_write_keeps_the_other_writers_temp_file(tmp_path):
+    """Two writers of one output (e.g. sample ranks finishing together, each writing the same manifest): the
+    second's start-up clean-up must not delete the temp the first is still writing."""
+    out = tmp_path / "manifest.json"
+    with tio.atomic_path(out) as first:
+        first.write_text("first")
+        tio.write_text(out, "second")  # meanwhile, another writer of the same file
+        assert first.read_text() == "first"
+    assert out.read_text() == "first" and temps(tmp_path) == []
+
+
+def test_a_concurrent_atomic_dir_keeps_the_other_writers_temp_dir(tmp_path):
+    with tio.atomic_dir(tmp_path / "out", OWNED) as first:
+        tio.write_text(first / "a.txt", "first")
+        with tio.atomic_dir(tmp_path / "out", OWNED) as second:
+            tio.write_text(second / "b.txt", "second")
+        assert (first / "a.txt").read_text() == "first"
+    assert snapshot(tmp_path / "out") == {"a.txt": b"first"} and temps(tmp_path) == []
+
+
+
+def test_a_killed_runs_temp_waits_while_others_write_then_goes(tmp_path):
+    """While another writer is at work in the directory, no temp is known dead, so none is deleted; the next
+    write of the output in a quiet moment (or this one's end, once the other has finished) removes it."""
+    leftover = tmp_path / ".x.json.k1lled00.tmp"
+    leftover.write_text("half")
+    with tio.atomic_path(tmp_path / "y.json") as other:
+        other.write_text("{}")
+        tio.write_json(tmp_path / "x.json", {"a": 1})
+        assert leftover.exists()
+    tio.write_json(tmp_path / "x.json", {"a": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "y.json"]
+
+
+def test_another_process_writing_the_same_file_keeps_its_temp(tmp_path):
+    """The same across processes: a child holds its temp open mid-write while this process writes the file."""
+    out = tmp_path / "manifest.json"
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from tinygan import io
+        with io.atomic_path({str(out)!r}) as t:
+            t.write_text("child")
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        tio.write_text(out, "parent")
+        assert out.read_text() == "parent" and len(temps(tmp_path)) == 1  # the child's, still live
+        child.communicate("go\n", timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0 and out.read_text() == "child" and temps(tmp_path) == []
+
+
 def test_temp_names_match_what_tempfile_makes(tmp_path):
     fd, name = tempfile.mkstemp(prefix=".generator.onnx.", suffix=".tmp", dir=tmp_path)
     os.close(fd)

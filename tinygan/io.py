@@ -5,14 +5,18 @@
 - ``atomic_dir``: a whole output directory, all-new or all-old: written into a temp sibling directory and swapped
   into place in one step.
 
-Temp files and directories left by a killed run are removed by the next write of the same output. A full disk
-(ENOSPC / EDQUOT) becomes one ``DiskFullError`` line naming the output.
+Temp files and directories left by a killed run are removed by the next write of the same output, at its start and
+its end. A writer holds a shared ``flock`` on the directory while its temp lives there, and the clean-up runs only
+when it can take that lock exclusively: while another process (e.g. another rank writing the same manifest) is
+writing in the directory, its temps are live and nothing there is deleted. A full disk (ENOSPC / EDQUOT) becomes
+one ``DiskFullError`` line naming the output.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -58,16 +62,43 @@ def is_temp_name(name: str, of: str | None = None) -> bool:
 
 
 def remove_stale_temps(directory: str | os.PathLike, of: str | None = None) -> None:
-    """Delete the temp files/dirs a killed run left in ``directory`` (those of the output ``of`` only, if given)."""
+    """Delete the temp files/dirs a killed run left in ``directory`` (those of the output ``of`` only, if given),
+    unless a writer is at work there (``_dir_lock``): then its temps are live, and the clean-up waits for a quiet
+    moment (the next write's start or end)."""
     directory = Path(directory)
     if not directory.is_dir():
         return
-    for entry in directory.iterdir():
-        if is_temp_name(entry.name, of):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    with _dir_lock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB) as quiet:
+        if not quiet:
+            return
+        for entry in directory.iterdir():
+            if is_temp_name(entry.name, of):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path, op: int) -> Iterator[bool]:
+    """``flock(op)`` on ``directory`` for the block; yields False if a non-blocking ``op`` found it held by
+    another writer, else True (also where the file system has no flock: one writer assumed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, op)
+            got = True
+        except BlockingIOError:
+            got = False
+        except OSError:  # e.g. NFS without lock support
+            got = True
+        yield got
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -81,14 +112,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     remove_stale_temps(path.parent, path.name)
     tmp = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
+        with _dir_lock(path.parent, fcntl.LOCK_SH):  # held while the temp lives: no clean-up deletes it
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+            os.replace(tmp, path)
     except Exception as e:
         if _is_disk_full(e) and not isinstance(e, DiskFullError):
             raise DiskFullError(path) from None
@@ -96,6 +128,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+    remove_stale_temps(path.parent, path.name)  # a killed run's temps, if other writers kept them at the start
 
 
 def _umask() -> int:
@@ -143,8 +176,7 @@ def atomic_dir(path: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
     owned = frozenset(owned)
     check_replaceable(path, owned)
     remove_stale_temps(path)
-    tmp = _temp_dir(path)
-    try:
+    with _temp_dir(path) as tmp:
         try:
             yield tmp
         except DiskFullError as e:
@@ -156,22 +188,35 @@ def atomic_dir(path: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
             raise RuntimeError(f"atomic_dir({path}): wrote {stray}, which are not in owned")
         _fsync_dir(tmp)
         _swap_in(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the new dir on error, the old one after an exchange
 
 
-def _temp_dir(path: Path) -> Path:
+@contextlib.contextmanager
+def _temp_dir(path: Path) -> Iterator[Path]:
+    """A new temp directory beside ``path``, live for the block (the directory lock held), then deleted: the new
+    directory on error, the old one after an exchange."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, path.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as e:
-        if _is_disk_full(e):
-            raise DiskFullError(path) from None
-        raise TinyGANError(f"cannot create output directory {path} ({e.strerror or e}); choose a writable "
-                           f"output directory") from None
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    return tmp
+        raise _dir_error(path, e) from None
+    with _dir_lock(path.parent, fcntl.LOCK_SH):
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        except OSError as e:
+            raise _dir_error(path, e) from None
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temps(path.parent, path.name)  # a killed run's temps, if other writers kept them at the start
+
+
+def _dir_error(path: Path, e: OSError) -> TinyGANError:
+    if _is_disk_full(e):
+        return DiskFullError(path)
+    return TinyGANError(f"cannot create output directory {path} ({e.strerror or e}); choose a writable "
+                        f"output directory")
 
 
 def _swap_in(new: Path, path: Path) -> None:
