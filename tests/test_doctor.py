@@ -57,7 +57,7 @@ def _one(problems: list[str], *words: str) -> str:
 def test_healthy_setup_has_no_problems(healthy):
     assert doctor.check(healthy) == []
     results = doctor.run_checks(healthy)
-    assert len(results) == 5 and all(ok and not problems for ok, problems in results)
+    assert len(results) == 6 and all(ok and not problems for ok, problems in results)
 
 
 def test_missing_teacher(healthy, tmp_path):
@@ -128,6 +128,30 @@ def test_inception_wrong_hash_and_missing(healthy, tmp_path):
     _one(doctor.check(healthy), "not found", str(fake), "download https://")
 
 
+
+def test_torchscript_extractor_must_load_and_run(healthy, tmp_path):
+    """evaluate.extractor torchscript (e.g. a DINOv2 export): the file loads and runs on a probe batch."""
+    enc = tmp_path / "encoder.pt"
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                                        torch.nn.Flatten())), str(enc))
+    healthy["evaluate"].update(extractor="torchscript", extractor_path=str(enc))
+    assert doctor.check(healthy) == []
+    assert "runs on a probe batch" in doctor.run_checks(healthy)[2][0]
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 5, 3)), str(enc))  # maps to feature maps, not vectors
+    _one(doctor.check(healthy), "evaluate.extractor_path", str(enc), "does not run on a probe batch")
+    enc.unlink()
+    _one(doctor.check(healthy), "evaluate.extractor_path", str(enc), "not found")
+
+
+def test_dime_encoder_is_checked_only_when_used(healthy, tmp_path, encoder_file):
+    healthy["train"]["dime_encoder"] = str(tmp_path / "missing.pt")
+    assert doctor.check(healthy) == []  # lambda_dime 0: train never opens it
+    healthy["lambda_dime"] = 0.5
+    _one(doctor.check(healthy), "train.dime_encoder", "missing.pt", "lambda_dime: 0")
+    healthy["train"]["dime_encoder"] = str(encoder_file)
+    assert doctor.check(healthy) == []
+
 def test_disk_needed_vs_free(healthy, monkeypatch):
     healthy["classes"] = list(range(398))  # paper scale (the tree lacks these classes: a separate problem)
     healthy["sample"]["per_class"] = 3000
@@ -170,11 +194,11 @@ def test_cli_exit_codes_and_lines(healthy, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["doctor", _write_params(healthy, tmp_path / "good.yaml")])
     assert res.exit_code == 0, res.output
-    assert res.output.count("ok: ") == 5 and "problem:" not in res.output
+    assert res.output.count("ok: ") == 6 and "problem:" not in res.output
     healthy["prepare"]["imagenet_train"] = str(tmp_path / "no_such_dir")
     res = runner.invoke(app, ["doctor", _write_params(healthy, tmp_path / "bad.yaml")])
     assert res.exit_code == 1
-    assert res.output.count("problem: ") == 1 and res.output.count("ok: ") == 4 and "no_such_dir" in res.output
+    assert res.output.count("problem: ") == 1 and res.output.count("ok: ") == 5 and "no_such_dir" in res.output
     res = runner.invoke(app, ["doctor", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 2 and "neither a profile" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["doctor", "--help"])

@@ -3,8 +3,9 @@
 ``check(p)`` takes validated params (``tinygan.params.load``'s output) and returns one line per problem, each
 saying what is wrong and how to fix it; ``run_checks(p)`` gives the same per check, with a line to print
 when it passes. Checks: the teacher loads offline with BigGAN-deep-128's interface, the ImageNet train dir
-has a non-empty folder for every selected class, the Inception file is in place with its pinned sha256,
-the disk holds the teacher and real shards, and CUDA is visible where a device is set to "cuda".
+has a non-empty folder for every selected class, evaluate's feature extractor is in place (the Inception file
+with its pinned sha256, or a TorchScript encoder that runs on a probe batch), L_DiME's encoder loads when
+lambda_dime > 0, the disk holds the teacher and real shards, and CUDA is visible where a device is set to "cuda".
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def run_checks(p: dict, data_dir: str | os.PathLike = "data") -> list[tuple[str,
         lambda: _teacher(p["sample"]["teacher"], p["sample"]["format"],
                          p["classes"] if p["prepare"]["layout"] == "imagenet" else None),
         lambda: _imagenet(Path(p["prepare"]["imagenet_train"]), p["classes"], p["prepare"]["layout"]),
-        lambda: _inception(p["evaluate"]["extractor"], p["evaluate"]["extractor_path"]),
+        lambda: _extractor(p["evaluate"]),
+        lambda: _dime_encoder(p["lambda_dime"], p["train"]["dime_encoder"]),
         lambda: _disk(p, Path(data_dir)),
         lambda: _cuda(p),
     ]
@@ -80,17 +82,34 @@ def _imagenet(root: Path, classes: list[int] | list[str] | str, layout: str = "i
     return f"{what} {root}: image files for each of the {len(plan.selected)} selected classes", []
 
 
-def _inception(kind: str, path: str) -> tuple[str, list[str]]:
-    """The Inception file exists, has the pinned sha256 and loads (tinygan.extractors does the checking)."""
-    if kind != "inception":
-        return f"evaluate.extractor is {kind}: no Inception file needed", []
+def _extractor(e: dict) -> tuple[str, list[str]]:
+    """evaluate's feature extractor loads: the Inception file with its pinned sha256, or a TorchScript encoder
+    that runs on a probe batch with ``evaluate.encoder``'s settings (tinygan.extractors does the checking)."""
+    kind, path = e["extractor"], e["extractor_path"]
+    if kind == "judge":
+        return "evaluate.extractor is the demo judge: the demo stage builds it", []
     from tinygan.extractors import load_extractor
 
     try:
-        load_extractor(path, "inception", device="cpu")
-    except TinyGANError as e:
-        return "", [f"evaluate.extractor_path: {e}"]
-    return f"Inception weights at {path} match the pinned sha256 and load", []
+        load_extractor(path, kind, device="cpu", encoder=e.get("encoder"))
+    except TinyGANError as err:
+        return "", [f"evaluate.extractor_path: {err}"]
+    if kind == "inception":
+        return f"Inception weights at {path} match the pinned sha256 and load", []
+    return f"image encoder at {path} loads and runs on a probe batch", []
+
+
+def _dime_encoder(lambda_dime: float, path: str) -> tuple[str, list[str]]:
+    """L_DiME's frozen encoder (train.dime_encoder) loads, when lambda_dime > 0 (else train never opens it)."""
+    if lambda_dime <= 0:
+        return "lambda_dime is 0: no L_DiME encoder needed", []
+    from tinygan.extractors import load_encoder
+
+    try:
+        load_encoder(path, device="cpu")
+    except TinyGANError as err:
+        return "", [f"train.dime_encoder: {err}"]
+    return f"L_DiME encoder at {path} loads", []
 
 
 def _shard_bytes(p: dict) -> tuple[int, int]:
