@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import _load_refstats, _measure, reference_stats
+from tinygan.evaluate import _measure, load_refstats, reference_stats
 from tinygan.extractors import AUTHORS_LOGITS, load_extractor
 from tinygan.io import sha256_file
 from tinygan.teacher import quantize
@@ -143,9 +143,9 @@ def test_reference_stats_of_another_protocol_are_refused(inception, tiny_data, t
                            batch_size=5, progress=False, kid_reservoir=10, protocol="authors")
     assert info["protocol"] == "authors" and "first 1000 logits" in info["preprocessing"]
     assert json.loads((tmp_path / "ref" / "refstats.json").read_text())["protocol"] == "authors"
-    _load_refstats(tmp_path / "ref", _load(inception, "authors"), inception, [1, 9])
+    load_refstats(tmp_path / "ref", _load(inception, "authors"), inception, [1, 9])
     with pytest.raises(TinyGANError, match="evaluate.protocol") as e:
-        _load_refstats(tmp_path / "ref", _load(inception, "stylegan2-ada"), inception, [1, 9])
+        load_refstats(tmp_path / "ref", _load(inception, "stylegan2-ada"), inception, [1, 9])
     assert "\n" not in str(e.value)
 
 

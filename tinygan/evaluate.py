@@ -250,8 +250,8 @@ def feature_sample(stats: Stats) -> np.ndarray | None:
     return stats.reservoir if stats.reservoir is not None else stats.feats
 
 
-def _load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: Sequence[int],
-                   need_reservoir: bool = True) -> tuple[ClassStats, Stats]:
+def load_refstats(refstats_dir: Path, ext: Extractor, extractor_path, classes: Sequence[int],
+                  need_reservoir: bool = True) -> tuple[ClassStats, Stats]:
     """The reference statistics (per class, lazily loaded; overall), checked: same extractor (name and
     sha256), the same protocol and preprocessing, every evaluated class, an overall KID reservoir."""
     ref = ClassStats.load(refstats_dir)
@@ -371,7 +371,7 @@ def _round_robin(ds: ShardDataset, classes: Sequence[int], n: int) -> np.ndarray
     return np.asarray(order[:n], dtype=np.int64)
 
 
-def _student_labels(classes: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+def student_labels(classes: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(classes, image index within the class) of ``n`` student images, labels round-robin over ``classes``."""
     ys = np.asarray(classes, dtype=np.int64)[np.arange(n) % len(classes)]
     return ys, np.arange(n, dtype=np.int64) // len(classes)
@@ -560,7 +560,7 @@ def load_inputs(cfg: EvalConfig, generator_path: str | os.PathLike, teacher_dir:
     dev = runtime.device(cfg.device, "runtime.evaluate.device")
     ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev,
                          protocol=cfg.protocol, encoder=cfg.encoder)
-    ref, ref_overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
+    ref, ref_overall = load_refstats(Path(refstats_dir), ext, cfg.extractor_path, cfg.classes)
     G = load_generator(generator_path).to(dev)
     n_classes = class_count(G.config)  # an unconditional model takes class 0 only
     if max(cfg.classes) >= n_classes:
@@ -605,7 +605,7 @@ def teacher_samples_note(cfg: EvalConfig, ds: ShardDataset) -> str:
             f"on the training pairs' noise)")
 
 
-def _is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
+def is_fid_kid(inp: Inputs, images: Iterable[torch.Tensor], n: int, desc: str, prefix: str) -> dict:
     """IS (mean, std over splits), FID, KID (mean, std over subsets), precision, recall, density and coverage of
     ``n`` images, from one pass through the extractor."""
     cfg = inp.cfg
@@ -626,9 +626,9 @@ def student_metrics(inp: Inputs) -> dict:
     """is, is_std, fid, kid, kid_std, precision, recall, density, coverage of ``n_samples`` student images, labels
     round-robin over the classes."""
     cfg = inp.cfg
-    ys, ks = _student_labels(cfg.classes, cfg.n_samples)
+    ys, ks = student_labels(cfg.classes, cfg.n_samples)
     images = _generated(inp.G, ys, ks, inp)
-    return _is_fid_kid(inp, images, cfg.n_samples, "student samples", "")
+    return is_fid_kid(inp, images, cfg.n_samples, "student samples", "")
 
 
 def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
@@ -638,7 +638,7 @@ def teacher_metrics(inp: Inputs) -> tuple[dict, str | None]:
     images = _stored(inp.teacher, inp.teacher_idx, inp.cfg.batch_size)
     note = None if n >= want else (f"teacher IS/FID/KID/precision/recall use the {n} stored teacher images of the "
                                    f"evaluated classes (fewer than n_samples={want})")
-    return _is_fid_kid(inp, images, n, "teacher samples", "teacher_"), note
+    return is_fid_kid(inp, images, n, "teacher samples", "teacher_"), note
 
 
 def intra_fid_metrics(inp: Inputs) -> tuple[list[dict], dict, str | None]:
@@ -696,7 +696,7 @@ def fid_curve(inp: Inputs, snapshots_dir: str | os.PathLike | None) -> tuple[lis
     ``min(curve_samples, n_samples)`` student images' noise; a note saying why when there are none."""
     cfg = inp.cfg
     n = min(cfg.curve_samples, cfg.n_samples)
-    ys, ks = _student_labels(cfg.classes, n)
+    ys, ks = student_labels(cfg.classes, n)
     curve = []
     for step, path in tqdm(_snapshots(snapshots_dir), desc="FID over training", unit="snapshot",
                            disable=not cfg.progress):

@@ -30,7 +30,7 @@ import torch
 
 from tinygan import runtime
 from tinygan.errors import TinyGANError
-from tinygan.evaluate import EvalConfig, _is_fid_kid, _load_refstats, _student_labels
+from tinygan.evaluate import EvalConfig, is_fid_kid, load_refstats, student_labels
 from tinygan.extractors import load_extractor
 from tinygan.generate import class_count, open_model
 from tinygan.reference import npy_header
@@ -65,12 +65,12 @@ def score(source: str | os.PathLike, refstats_dir: str | os.PathLike, cfg: EvalC
     dev = runtime.device(cfg.device, "runtime.evaluate.device")
     ext = load_extractor(cfg.extractor_path, cfg.extractor_kind, sha256=cfg.extractor_sha256, device=dev,
                          protocol=cfg.protocol, encoder=cfg.encoder)
-    _, overall = _load_refstats(Path(refstats_dir), ext, cfg.extractor_path, [], need_reservoir=False)
+    _, overall = load_refstats(Path(refstats_dir), ext, cfg.extractor_path, [], need_reservoir=False)
     batches, count, extra = _open_source(Path(source), kind, cfg, n)
     if count < cfg.is_splits:
         raise TinyGANError(f"score: {source} gives {count} images; IS needs at least {cfg.is_splits}")
     inp = SimpleNamespace(cfg=cfg, ext=ext, ref_overall=overall, device=dev)  # what evaluate's measurement reads
-    metrics = _is_fid_kid(inp, batches, count, f"scoring {Path(source).name}", "")
+    metrics = is_fid_kid(inp, batches, count, f"scoring {Path(source).name}", "")
     if overall.reservoir is None:  # an imported mu/sigma file without raw features
         metrics["kid_note"] = "KID n/a: the reference statistics hold no KID reservoir (an imported mu/sigma file)"
     if not ext.has_probs:
@@ -103,7 +103,7 @@ def _generated(path: Path, cfg: EvalConfig, n: int) -> Iterator[torch.Tensor]:
     if max(cfg.classes) >= class_count(mcfg):
         raise TinyGANError(f"score: class {max(cfg.classes)} is out of range for {path} ({class_count(mcfg)} "
                            f"classes); set classes")
-    ys, ks = _student_labels(cfg.classes, n)
+    ys, ks = student_labels(cfg.classes, n)
     for a in range(0, n, cfg.batch_size):
         y, k = ys[a:a + cfg.batch_size], ks[a:a + cfg.batch_size]
         z = draw_z(mcfg.get("latent", "biggan"), cfg.noise_seed, y, k, cfg.truncation, mcfg["z_dim"])
