@@ -56,6 +56,21 @@ def test_training_reduces_heldout_l1_and_writes_outputs(tiny_data, tmp_path):
         assert column(tmp_path, term), term
 
 
+
+def test_cpu_training_restores_the_malloc_defaults_when_it_ends(tiny_data, tmp_path, monkeypatch):
+    """runtime.keep_freed_memory (CPU speed) holds for the run only: an in-process caller gets glibc's defaults
+    back, also when training fails."""
+    from tinygan import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda on=True: calls.append(on) or True)
+    run(tiny_data, tmp_path, epochs=1, device="cpu")
+    assert calls == [True, False]
+    calls.clear()
+    with pytest.raises(TinyGANError):
+        run(tiny_data, tmp_path / "big", epochs=1, device="cpu", batch_size=10 ** 6)
+    assert calls == [True, False]
+
 def test_student_takes_the_teacher_shape_from_the_manifest(tmp_path):
     """Shards of a 32² unconditional teacher (manifest c_dim 0): G and D are built at 32², without classes."""
     from conftest import make_pairs, make_real

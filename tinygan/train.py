@@ -28,9 +28,9 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -370,13 +370,30 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
+    with _cpu_heap(device):
+        return _train(teacher_dir, real_dir, ckpt_path, generator_out, live_dir, cfg, snapshot_dir, progress,
+                      device, rank, world)
+
+
+@contextmanager
+def _cpu_heap(device: torch.device) -> Iterator[None]:
+    """On CPU, for the run only, big activations reuse mapped heap pages (speed: runtime.keep_freed_memory);
+    glibc's defaults are back afterwards, so an in-process caller (a notebook, the tests) does not keep them."""
+    kept = device.type == "cpu" and runtime.keep_freed_memory()
+    try:
+        yield
+    finally:
+        if kept:
+            runtime.keep_freed_memory(False)
+
+
+def _train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, live_dir: str, cfg: TrainConfig,
+           snapshot_dir: str | None, progress: bool, device: torch.device, rank: int, world: int) -> dict:
     master = rank == 0
-    if device.type == "cpu":  # speed only: big activations reuse mapped heap pages (runtime.keep_freed_memory)
-        runtime.keep_freed_memory()
-        if master and FAST_TRAINING:
-            if not cbn_relu.built():
-                tqdm.write("train: building the fused CPU kernel of G's norms (once per machine, about 30 s)")
-            tqdm.write(f"train: G's norms + ReLU run as {cbn_relu.kernel_status()}")
+    if device.type == "cpu" and master and FAST_TRAINING:
+        if not cbn_relu.built():
+            tqdm.write("train: building the fused CPU kernel of G's norms (once per machine, about 30 s)")
+        tqdm.write(f"train: G's norms + ReLU run as {cbn_relu.kernel_status()}")
     torch.manual_seed(cfg.seed)
     data = _load_data(teacher_dir, real_dir, cfg, rank, world, device)
     total = cfg.epochs * data.steps_per_epoch
