@@ -128,7 +128,6 @@ def test_inception_wrong_hash_and_missing(healthy, tmp_path):
     _one(doctor.check(healthy), "not found", str(fake), "download https://")
 
 
-
 def test_torchscript_extractor_must_load_and_run(healthy, tmp_path):
     """evaluate.extractor torchscript (e.g. a DINOv2 export): the file loads and runs on a probe batch."""
     enc = tmp_path / "encoder.pt"
@@ -151,6 +150,7 @@ def test_dime_encoder_is_checked_only_when_used(healthy, tmp_path, encoder_file)
     _one(doctor.check(healthy), "train.dime_encoder", "missing.pt", "lambda_dime: 0")
     healthy["train"]["dime_encoder"] = str(encoder_file)
     assert doctor.check(healthy) == []
+
 
 def test_disk_needed_vs_free(healthy, monkeypatch):
     healthy["classes"] = list(range(398))  # paper scale (the tree lacks these classes: a separate problem)

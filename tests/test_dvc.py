@@ -241,12 +241,12 @@ def test_train_depends_on_the_embed_init_file(committed):
     assert _changed_when_edited(committed, raw["train"]["embed_init_dep"]) == {"train"}
 
 
-
 def test_sample_depends_on_the_real_class_names(committed):
     # folders layout: `classes` names the tree's folders, which prepare records in data/real/manifest.json; a new
     # class folder re-runs prepare, and through its manifest sample and teacher_eval (their class list shifts)
     changed = _changed_when_edited(committed, "data/real/manifest.json")
     assert {"sample", "teacher_eval"} <= changed
+
 
 @pytest.mark.parametrize("profile,teacher_conf", [("paper", "conf/teacher/biggan-deep-128.yaml"),
                                                    ("paper256", "conf/teacher/biggan-deep-256.yaml")])

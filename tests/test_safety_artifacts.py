@@ -45,6 +45,7 @@ def temps(d: Path) -> list[str]:
 
 # ---- atomic_dir (item 1) -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
 def test_atomic_dir_swaps_in_the_new_directory(tmp_path, monkeypatch, exchange):
     if not exchange:
@@ -160,7 +161,6 @@ def test_atomic_path_removes_stale_temps_of_its_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".y.json.k1lled00.tmp", "x.json"]
 
 
-
 def test_a_concurrent_write_keeps_the_other_writers_temp_file(tmp_path):
     """Two writers of one output (e.g. sample ranks finishing together, each writing the same manifest): the
     second's start-up clean-up must not delete the temp the first is still writing."""
@@ -179,7 +179,6 @@ def test_a_concurrent_atomic_dir_keeps_the_other_writers_temp_dir(tmp_path):
             tio.write_text(second / "b.txt", "second")
         assert (first / "a.txt").read_text() == "first"
     assert snapshot(tmp_path / "out") == {"a.txt": b"first"} and temps(tmp_path) == []
-
 
 
 def test_a_killed_runs_temp_waits_while_others_write_then_goes(tmp_path):
@@ -225,6 +224,7 @@ def test_temp_names_match_what_tempfile_makes(tmp_path):
 
 
 # ---- a full disk (item 2) -------------------------------------------------------------------------------------
+
 
 def fail_writes(monkeypatch, code=errno.ENOSPC, only: str = ""):
     """Path.write_bytes raises OSError(code) (for temp files of outputs named ``only``, if given)."""
@@ -361,6 +361,7 @@ def test_checkpoint_with_wrong_content_is_one_line(tiny_data, trained, tmp_path,
 
 
 # ---- TorchScript and the other export files are the same bytes wherever the checkout lives (item 6) ----------
+
 
 def test_export_bytes_do_not_depend_on_the_checkout_or_output_paths(tmp_path):
     src = tmp_path / "student" / "generator.safetensors"

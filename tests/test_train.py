@@ -56,7 +56,6 @@ def test_training_reduces_heldout_l1_and_writes_outputs(tiny_data, tmp_path):
         assert column(tmp_path, term), term
 
 
-
 def test_cpu_training_restores_the_malloc_defaults_when_it_ends(tiny_data, tmp_path, monkeypatch):
     """runtime.keep_freed_memory (CPU speed) holds for the run only: an in-process caller gets glibc's defaults
     back, also when training fails."""
@@ -70,6 +69,7 @@ def test_cpu_training_restores_the_malloc_defaults_when_it_ends(tiny_data, tmp_p
     with pytest.raises(TinyGANError):
         run(tiny_data, tmp_path / "big", epochs=1, device="cpu", batch_size=10 ** 6)
     assert calls == [True, False]
+
 
 def test_student_takes_the_teacher_shape_from_the_manifest(tmp_path):
     """Shards of a 32² unconditional teacher (manifest c_dim 0): G and D are built at 32², without classes."""

@@ -61,22 +61,23 @@ def is_temp_name(name: str, of: str | None = None) -> bool:
     return re.fullmatch(rf"\.{re.escape(of)}\.{_RANDOM}\.tmp", name) is not None
 
 
-def remove_stale_temps(directory: str | os.PathLike, of: str | None = None) -> None:
+def remove_stale_temps(directory: str | os.PathLike, of: str | None = None) -> bool:
     """Delete the temp files/dirs a killed run left in ``directory`` (those of the output ``of`` only, if given),
     unless a writer is at work there (``_dir_lock``): then its temps are live, and the clean-up waits for a quiet
-    moment (the next write's start or end)."""
+    moment (the next write's start or end). Returns False when it had to wait."""
     directory = Path(directory)
     if not directory.is_dir():
-        return
+        return True
     with _dir_lock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB) as quiet:
         if not quiet:
-            return
+            return False
         for entry in directory.iterdir():
             if is_temp_name(entry.name, of):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+    return True
 
 
 @contextlib.contextmanager
@@ -109,7 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent, path.name)
+    cleaned = remove_stale_temps(path.parent, path.name)
     tmp = None
     try:
         with _dir_lock(path.parent, fcntl.LOCK_SH):  # held while the temp lives: no clean-up deletes it
@@ -128,7 +129,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
-    remove_stale_temps(path.parent, path.name)  # a killed run's temps, if other writers kept them at the start
+    if not cleaned:  # a killed run's temps, which other writers kept at the start
+        remove_stale_temps(path.parent, path.name)
 
 
 def _umask() -> int:
@@ -196,7 +198,7 @@ def _temp_dir(path: Path) -> Iterator[Path]:
     directory on error, the old one after an exchange."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path.parent, path.name)
+        cleaned = remove_stale_temps(path.parent, path.name)
     except OSError as e:
         raise _dir_error(path, e) from None
     with _dir_lock(path.parent, fcntl.LOCK_SH):
@@ -209,7 +211,8 @@ def _temp_dir(path: Path) -> Iterator[Path]:
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    remove_stale_temps(path.parent, path.name)  # a killed run's temps, if other writers kept them at the start
+    if not cleaned:  # a killed run's temps, which other writers kept at the start
+        remove_stale_temps(path.parent, path.name)
 
 
 def _dir_error(path: Path, e: OSError) -> TinyGANError:
