@@ -73,6 +73,24 @@ def test_quantize_matches_the_floor_formula_at_every_rounding_edge():
     np.testing.assert_array_equal(out, expect)
 
 
+def test_quantize_in_range_takes_the_short_path_with_the_same_bytes():
+    """Values whose (x + 1) * 127.5 + 0.5 lies in [0, 256) skip the clip and NaN passes: the bytes are still
+    the floor formula's, up to the last float below 1 and down to -1; ``finite=True`` raises on NaN/inf only."""
+    edges = (np.arange(255, dtype=np.float32) + np.float32(0.5)) / np.float32(127.5) - np.float32(1)
+    x = np.concatenate([np.random.default_rng(1).uniform(-1, 1, 50_000).astype(np.float32), edges,
+                        np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-2)),
+                        np.array([-1.0, 1.0, np.nextafter(np.float32(1), np.float32(2))], np.float32)])
+    v = (x + np.float32(1)) * np.float32(127.5) + np.float32(0.5)
+    assert v.min() >= 0 and v.max() < 256  # all on the short path
+    expect = np.minimum(np.floor(v), np.float32(255.0)).astype(np.uint8)
+    np.testing.assert_array_equal(quantize(x, finite=True), expect)
+    assert quantize(np.array([1e30, -1e30], np.float32), finite=True).tolist() == [255, 0]  # finite: clipped
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            quantize(np.array([0.0, bad], np.float32), finite=True)
+    assert quantize(np.array([0.0, np.nan], np.float32)).tolist() == [128, 0]  # not asked: NaN -> 0
+
+
 # ---- TF-Hub / SavedModel adapter ----
 
 def test_tfhub_savedmodel_roundtrip(tf_teacher):

@@ -172,10 +172,13 @@ class _ShardWriter:
                     _, k, n_k, start, x = item
                     if images is None:
                         images = np.empty((n_k, self.resolution, self.resolution, 3), dtype=np.uint8)
-                    _check_finite(self.handle, k, start, x)
                     if work is None or work.shape != x.shape:
                         work = np.empty(x.shape, np.float32)
-                    quantize(x, out=images[start:start + len(x)], work=work)
+                    try:  # checks finiteness too (in the same passes, as a rule)
+                        quantize(x, out=images[start:start + len(x)], work=work, finite=True)
+                    except ValueError:
+                        _check_finite(self.handle, k, start, x)  # raises, saying where
+                        raise
                 else:
                     _, k, arrays, attrs = item
                     self._wait_written()  # one shard in writing at a time (raises its error)

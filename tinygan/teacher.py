@@ -207,21 +207,28 @@ def resolve_latent(latent: str, teacher: "Teacher") -> str:
     return latent
 
 
-def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray | None = None) -> np.ndarray:
+def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray | None = None,
+             finite: bool = False) -> np.ndarray:
     """Map [-1, 1] floats to uint8: ``floor((x + 1) * 127.5 + 0.5)`` clipped to [0, 255].
 
     That is round-half-up of (x + 1) * 127.5, computed in float32: -1 -> 0, 0 -> 128 (127.5 rounds up),
     1 -> 255. (The official TinyGAN code multiplies by 256, an off-by-one we do not copy.) NaN maps to 0.
     ``out`` (uint8, the shape of ``images``) receives the result; ``work`` (float32, same shape) is reused for
     the intermediate instead of a fresh array (both speed only: the sample stage quantises every teacher batch).
+    ``finite``: raise ``ValueError`` if ``images`` holds NaN or inf.
     """
     v = np.add(images, np.float32(1.0), dtype=np.float32, out=work)
     v *= np.float32(127.5)
     v += np.float32(0.5)
-    np.clip(v, np.float32(0.0), np.float32(255.0), out=v)  # then the cast truncates: floor of a value >= 0
-    nan = np.isnan(v)
-    if nan.any():
-        v[nan] = 0.0
+    # Usually every value is in [0, 256) (a tanh output): the cast alone then truncates to floor, and NaN/inf
+    # cannot be there. Only otherwise are the clip, the NaN pass and the finiteness check paid for.
+    if not (v.size == 0 or (v.min() >= 0 and v.max() < 256)):
+        if finite and not np.isfinite(images).all():
+            raise ValueError("quantize: the images hold NaN or inf")
+        np.clip(v, np.float32(0.0), np.float32(255.0), out=v)
+        nan = np.isnan(v)
+        if nan.any():
+            v[nan] = 0.0
     if out is None:
         return v.astype(np.uint8)
     np.copyto(out, v, casting="unsafe")
