@@ -19,6 +19,14 @@ Prints one JSON object:
   machine the real teacher and sample()'s own work (quantise, HDF5 write, sha256, fsync) fight for the same
   cores; here sample()'s overhead is what remains: shard I/O not overlapped with the teacher, the last
   shard's write, the manifest. ``--sim-per-class`` x classes images, shards of ``--sim-shard`` (default 512).
+- ``overhead_per_shard``: sample()'s own CPU per shard, the steady figure behind ``ratio`` (wall ratios on a
+  shared 2-core machine swing by +-5% between runs): each piece timed alone on one shard of real teacher output
+  (CPU ms of the thread doing it, best of 5): ``draw_z`` (the helper thread), ``quantize`` (with its finiteness check, batch by batch as the
+  writer thread does it), ``write_shard`` (HDF5, fsync, sha256, sidecar). ``teacher_wall_ms`` /
+  ``teacher_cpu_ms``: the bare loop's wall and CPU time per shard. ``ratio_if_serial`` = wall / (wall +
+  overhead): the ratio to expect when the teacher waits out every CPU second sample() spends (what a 2-core
+  machine shows: the teacher's two threads stall while a third runs); ``ratio_if_shared`` = cpu / (cpu +
+  overhead): the ratio if the overhead only took its share of the cores.
 - ``memory``: for a fresh process running sample() at N and at 4N images (and one that only loads the teacher
   and runs one batch): RSS after loading the teacher, peak RSS while sample() ran (sampled every 10 ms), and
   the process's whole-life peak RSS read for that child with ``os.wait4`` (goal: flat in N). The whole-life
@@ -150,6 +158,44 @@ def accelerator_like(handle: str, like, classes: list[int], a, tmp: Path) -> dic
             "ratio": round(min(bare) / min(samp), 3), "sample_s": [round(x, 3) for x in samp]}
 
 
+def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float, bare_cpu_s: float,
+                       n_shards: int) -> dict:
+    """sample()'s own work on one full shard, piece by piece (ms, best of 5); see the module docstring."""
+    import numpy as np
+
+    from tinygan import shards
+    from tinygan.sample import _Plan
+    from tinygan.teacher import draw_z, quantize
+
+    y, idx = _Plan(sorted(classes), a.per_class, a.shard_size).items(0)
+    z = draw_z("biggan", 0, y, idx, 0.5, teacher.z_dim)
+    x = np.concatenate([teacher(z[s:s + a.batch_size], y[s:s + a.batch_size], 0.5)
+                        for s in range(0, len(y), a.batch_size)])
+    images, work = np.empty(x.shape, np.uint8), np.empty((a.batch_size,) + x.shape[1:], np.float32)
+
+    def quantize_all():
+        for s in range(0, len(x), a.batch_size):
+            quantize(x[s:s + a.batch_size], out=images[s:s + a.batch_size], work=work[:len(x[s:s + a.batch_size])],
+                     finite=True)
+
+    def best(f) -> float:
+        times = []
+        for r in range(5):
+            t0 = time.thread_time()  # CPU of this thread: a wait (fsync) costs the teacher nothing
+            f(r)
+            times.append(time.thread_time() - t0)
+        return round(min(times) * 1000, 2)
+
+    parts = {"draw_z": best(lambda r: draw_z("biggan", 0, y, idx, 0.5, teacher.z_dim)),
+             "quantize": best(lambda r: quantize_all()),
+             "write_shard": best(lambda r: shards.write_shard(tmp / f"overhead-{r}.h5", {"z": z, "y": y, "images": images},
+                                                               {"kind": "teacher", "fingerprint": "bench"}))}
+    wall, cpu, total = bare_s / n_shards * 1000, bare_cpu_s / n_shards * 1000, sum(parts.values())
+    return {"shard_size": len(y), "ms": parts, "total_ms": round(total, 2), "teacher_wall_ms": round(wall, 1),
+            "teacher_cpu_ms": round(cpu, 1), "ratio_if_serial": round(wall / (wall + total), 3),
+            "ratio_if_shared": round(cpu / (cpu + total), 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, default=4, help="number of classes (the demo's first ones)")
@@ -202,6 +248,7 @@ def main() -> None:
         n = plan.n
         bare, samp = n / min(bare_s), n / min(sample_s)
         sim = accelerator_like(handle, teacher, classes, a, tmp) if a.sim_ms > 0 else None
+        over = overhead_per_shard(teacher, classes, a, tmp, min(bare_s), min(bare_cpu), plan.n_shards)
 
         rss = {"teacher_only": measure_child(["--child", handle, str(tmp / "rss0"), "--teacher-only",
                                             "--classes", str(a.classes), "--batch-size", str(a.batch_size)])}
@@ -218,7 +265,7 @@ def main() -> None:
         "ratio_cpu": round(min(bare_cpu) / min(sample_cpu), 3),
         "ratio_paired_median": round(statistics.median(b / s for b, s in zip(bare_s, sample_s)), 3),
         "bare_s": [round(t, 3) for t in bare_s], "sample_s": [round(t, 3) for t in sample_s],
-        "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "overhead_per_shard": over, "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(), "machine": platform.machine(),
     }, indent=2))
 
 
