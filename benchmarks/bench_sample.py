@@ -21,11 +21,11 @@ Prints one JSON object:
   shard's write, the manifest. ``--sim-per-class`` x classes images, shards of ``--sim-shard`` (default 512).
 - ``overhead_per_shard``: sample()'s own CPU per shard, the steady figure behind ``ratio`` (wall ratios on a
   shared 2-core machine swing by +-5% between runs): each piece timed alone on one shard of real teacher output
-  (CPU ms of the thread doing it, best of 5): ``draw_z`` (the helper thread), ``quantize`` (with its finiteness check, batch by batch as the
-  writer thread does it), ``write_shard`` (HDF5, fsync, sha256, sidecar). ``teacher_wall_ms`` /
-  ``teacher_cpu_ms``: the bare loop's wall and CPU time per shard. ``ratio_if_serial`` = wall / (wall +
-  overhead): the ratio to expect when the teacher waits out every CPU second sample() spends (what a 2-core
-  machine shows: the teacher's two threads stall while a third runs); ``ratio_if_shared`` = cpu / (cpu +
+  (CPU ms of the thread doing it, best of 5): ``draw_z`` (the helper thread), ``quantize`` (with its finiteness
+  check, batch by batch as the writer thread does it), ``write_shard`` (HDF5, fsync, sha256, sidecar).
+  ``teacher_wall_ms`` / ``teacher_cpu_ms``: the bare loop's wall and CPU time per shard. ``ratio_if_serial`` =
+  wall / (wall + overhead): the ratio to expect when the teacher waits out every CPU second sample() spends (what
+  a 2-core machine shows: the teacher's two threads stall while a third runs); ``ratio_if_shared`` = cpu / (cpu +
   overhead): the ratio if the overhead only took its share of the cores.
 - ``memory``: for a fresh process running sample() at N and at 4N images (and one that only loads the teacher
   and runs one batch): RSS after loading the teacher, peak RSS while sample() ran (sampled every 10 ms), and
@@ -160,7 +160,7 @@ def accelerator_like(handle: str, like, classes: list[int], a, tmp: Path) -> dic
 
 def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float, bare_cpu_s: float,
                        n_shards: int) -> dict:
-    """sample()'s own work on one full shard, piece by piece (ms, best of 5); see the module docstring."""
+    """sample()'s own work on one full shard, piece by piece (CPU ms, best of 5); see the module docstring."""
     import numpy as np
 
     from tinygan import shards
@@ -175,8 +175,8 @@ def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float,
 
     def quantize_all():
         for s in range(0, len(x), a.batch_size):
-            quantize(x[s:s + a.batch_size], out=images[s:s + a.batch_size], work=work[:len(x[s:s + a.batch_size])],
-                     finite=True)
+            batch = x[s:s + a.batch_size]
+            quantize(batch, out=images[s:s + len(batch)], work=work[:len(batch)], finite=True)
 
     def best(f) -> float:
         times = []
@@ -188,7 +188,8 @@ def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float,
 
     parts = {"draw_z": best(lambda r: draw_z("biggan", 0, y, idx, 0.5, teacher.z_dim)),
              "quantize": best(lambda r: quantize_all()),
-             "write_shard": best(lambda r: shards.write_shard(tmp / f"overhead-{r}.h5", {"z": z, "y": y, "images": images},
+             "write_shard": best(lambda r: shards.write_shard(tmp / f"overhead-{r}.h5",
+                                                               {"z": z, "y": y, "images": images},
                                                                {"kind": "teacher", "fingerprint": "bench"}))}
     wall, cpu, total = bare_s / n_shards * 1000, bare_cpu_s / n_shards * 1000, sum(parts.values())
     return {"shard_size": len(y), "ms": parts, "total_ms": round(total, 2), "teacher_wall_ms": round(wall, 1),
@@ -265,7 +266,8 @@ def main() -> None:
         "ratio_cpu": round(min(bare_cpu) / min(sample_cpu), 3),
         "ratio_paired_median": round(statistics.median(b / s for b, s in zip(bare_s, sample_s)), 3),
         "bare_s": [round(t, 3) for t in bare_s], "sample_s": [round(t, 3) for t in sample_s],
-        "overhead_per_shard": over, "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "overhead_per_shard": over, "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(),
+        "machine": platform.machine(),
     }, indent=2))
 
 
