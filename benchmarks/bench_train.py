@@ -12,7 +12,9 @@ G step: G(z, y) with grad -> D features + pixel L1; every 5th iteration also -0.
 the teacher batch for both steps, batched D, uint8 images converted on the device, G's training-mode fast path
 with its norms + ReLUs as one fused CPU kernel each (tinygan/cbn_relu.py), freed memory kept in malloc's heap on
 CPU; the official steps run with glibc's default allocator settings). On CPU, "ours_eager_norms" is ours with that
-kernel off (the eager batch_norm -> addcmul -> relu ops), and "ours_g_calls_joint" is train.g_calls: joint.
+kernel off (the eager batch_norm -> addcmul -> relu ops), "ours_g_calls_joint" is train.g_calls: joint, and on a CPU
+with bf16 instructions (AVX512-BF16 / AMX) "ours_bf16" is train.precision: bf16 (bf16 convolutions, the norms in
+float32 in the fused kernel; its fraction_of_matmul_peak is still against the fp32 peak).
 
 Per row: sec_per_step (mean over the measured steps, which include the adversarial 5th iteration when
 --steps >= 5), images_per_s (teacher batch / s), macs_per_step (counted by tinygan.summary.count_macs, x3 for a
@@ -170,9 +172,19 @@ def row(cfg: TrainConfig, sec: float, work: float, peak: float) -> dict:
             "projected_paper_schedule_h": PAPER_ITERATIONS * sec / 3600}
 
 
+def _native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 / AMX) for oneDNN's bf16 convolutions."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private torch helper: if it moved, skip the row
+        return False
+
+
 def bench_config(cfg: TrainConfig, device: torch.device, steps: int, peak: float) -> dict:
     batch = make_batch(cfg, device)
     variants = {"ours": {}, "ours_g_calls_joint": {"g_calls": "joint"}, "ours_eager_norms": {}}
+    if device.type == "cpu" and _native_bf16():
+        variants["ours_bf16"] = {"precision": "bf16"}
     if device.type == "cuda":
         variants = {f"ours_{p}{'_compile' if c else ''}": {"precision": p, "compile": c}
                     for p in ("fp32", "bf16", "fp16") for c in (False, True)}

@@ -135,6 +135,33 @@ def test_inputs_it_does_not_take_run_the_eager_ops():
         cbn_relu._CBNReLU.apply = real
 
 
+def test_bf16_autocast_runs_the_kernel_in_float32():
+    """train.precision bf16 on CPU: the convolutions give bf16 activations; norm_relu upcasts them and runs the
+    fused kernel in float32 (autograd casts the gradients back to bf16) instead of batch norm in bf16."""
+    x, gain, bias, dy = _inputs((4, 6, 8, 8))
+    xb, gb, bb = (t.to(torch.bfloat16) for t in (x, gain, bias))
+    ref_bn = torch.nn.BatchNorm2d(6, affine=False)
+    want = _run(_eager(ref_bn), xb.float(), gb.float(), bb.float(), dy)  # float32 eager ops on the same values
+    calls = []
+    real = cbn_relu._CBNReLU.apply
+    cbn_relu._CBNReLU.apply = lambda *a: calls.append(a[0].dtype) or real(*a)
+    try:
+        bn = torch.nn.BatchNorm2d(6, affine=False)
+        leaves = [t.detach().requires_grad_() for t in (xb, gb, bb)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = cbn_relu.norm_relu(bn, *leaves)
+        y.backward(dy)
+    finally:
+        cbn_relu._CBNReLU.apply = real
+    assert calls == [torch.float32] and y.dtype == torch.float32
+    assert [t.grad.dtype for t in leaves] == [torch.bfloat16] * 3
+    torch.testing.assert_close(y.double(), want[0], rtol=1e-5, atol=1e-5)
+    for got, ref in zip((t.grad.double() for t in leaves), want[1:]):
+        torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)  # bf16 gradients: 8 significant bits
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var)
+
+
 def test_a_failed_build_falls_back_to_the_eager_ops_and_says_why(monkeypatch):
     import torch.utils.cpp_extension as ext
 
