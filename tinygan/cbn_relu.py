@@ -4,8 +4,8 @@ The same function as ``relu(gain * batch_norm(x) + bias)`` up to float rounding,
 statistics updated the same way; 2.4-2.9x faster forward + backward than the eager ops on CPU (fewer passes
 over the activation: see the .cpp). Built once per machine with torch's C++ extension builder (a C++ compiler
 and ninja), cached under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). Where it cannot be
-built, or for inputs it does not take (CUDA, float64, torch.compile tracing), ``norm_relu`` runs the eager ops, and
-``kernel_status`` says why. Under CPU autocast (``train.precision: bf16``) the kernel runs in float32 on the upcast
+built, or for inputs it does not take (CUDA, dtypes other than float32 outside CPU autocast, torch.compile tracing),
+``norm_relu`` runs the eager ops, and ``kernel_status`` says why. Under CPU autocast (``train.precision: bf16``) the kernel runs in float32 on the upcast
 activation (autograd casts its gradient back), where the eager path would normalise in bf16.
 """
 from __future__ import annotations
