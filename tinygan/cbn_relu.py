@@ -5,8 +5,8 @@ statistics updated the same way; 2.4-2.9x faster forward + backward than the eag
 over the activation: see the .cpp). Built once per machine with torch's C++ extension builder (a C++ compiler
 and ninja), cached under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). Where it cannot be
 built, or for inputs it does not take (CUDA, dtypes other than float32 outside CPU autocast, torch.compile tracing),
-``norm_relu`` runs the eager ops, and ``kernel_status`` says why. Under CPU autocast (``train.precision: bf16``) the kernel runs in float32 on the upcast
-activation (autograd casts its gradient back), where the eager path would normalise in bf16.
+``norm_relu`` runs the eager ops, and ``kernel_status`` says why. Under CPU autocast (``train.precision: bf16``) the
+kernel runs in float32 on the upcast activation (autograd casts its gradient back) instead of batch norm in bf16.
 """
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def _fused(x: torch.Tensor, gain: torch.Tensor):
 
 
 def _kernel_device(x: torch.Tensor) -> bool:
+    """Whether the kernel may run on ``x`` at all (enabled, a 4-d CPU tensor, not under torch.compile tracing)."""
     return ENABLED and x.device.type == "cpu" and x.dim() == 4 and not torch.compiler.is_compiling()
 
 
