@@ -3,7 +3,8 @@ iteration (the authors' solver.py as the facts file describes it), side by side 
 (dw ch32, d_ch32, batch 32, 128²) and the demo config. Prints JSON; not a test.
 
     python benchmarks/bench_train.py [--steps 5] [--threads N] [--configs paper,demo] [--device auto]
-                                     [--loader 1024] [--workers 4]
+                                     [--loader 1024] [--workers 4] [--precisions fp32,tf32,bf16,fp16]
+                                     [--compile both]
 
 Official iteration (baseline): our Generator/Discriminator modules (bit-exact with the authors' model code),
 contiguous fp32, plain Adam; D step: D(x_T), G(z, y) no grad -> D, D(x_r), G(z', y_r) no grad -> D (four D calls);
@@ -23,7 +24,8 @@ FLOP/s), projected_paper_schedule_h (741k iterations at this speed). The iterati
 (uint8 NHWC for ours: its host->device copy and conversion are timed; float NCHW for the official); the data path
 (shards -> StepBatches -> DataLoader workers -> device) is measured on its own ("data_loading": it runs in worker
 processes alongside the step, so a run goes at the slower of the two). On CUDA ours is also measured at each
-train.precision, compile on and off.
+train.precision (fp32: IEEE float32, CUDA's TF32 off, as the official row and the authors' 2080 Ti; tf32; bf16;
+fp16), with compile on and off (--precisions and --compile narrow that list for a short run).
 """
 import argparse
 import dataclasses
@@ -35,9 +37,12 @@ import torch
 
 from tinygan import cbn_relu, losses, params, profiles, runtime, summary
 from tinygan.models import Discriminator, Generator
-from tinygan.train import D_NOISE, G_NOISE, TrainConfig, _build, _fresh_noise, _iteration, _When, _wrap_ddp
+from tinygan.train import (D_NOISE, G_NOISE, PRECISIONS, TrainConfig, _build, _fresh_noise, _iteration, _When,
+                           _wrap_ddp)
 
 PAPER_ITERATIONS = 741_000  # 30 epochs of the paper's 1.2M teacher pairs at batch 32 (facts file)
+CUDA_PRECISIONS = tuple(PRECISIONS)  # every train.precision: fp32, tf32, bf16, fp16
+COMPILE = {"both": (False, True), "off": (False,), "on": (True,)}
 
 
 def matmul_flops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
@@ -91,6 +96,10 @@ class Official:
         return _fresh_noise(self.cfg.seed, step, 0, self.cfg.batch_size, 0.5, stream=stream).to(self.device)
 
     def step(self, step: int) -> None:
+        with runtime.float32_math():  # IEEE float32 on CUDA: the authors' GPU had no TF32
+            self._step(step)
+
+    def _step(self, step: int) -> None:
         G, D, t, r = self.G, self.D, self.t, self.r
         logit_t, feats_t = D(t["images"], t["y"])
         feats_t = [f.detach() for f in feats_t]
@@ -132,7 +141,8 @@ class Ours:
 
     def step(self, step: int) -> None:
         when = _When(step, 0, 0.2, True, losses.adversarial_g_step(step, self.cfg.adv_every))
-        _iteration(self.run, self.batch, when, self.data)
+        with runtime.float32_math(tf32=self.cfg.precision == "tf32"):  # as train() runs it
+            _iteration(self.run, self.batch, when, self.data)
 
 
 def time_interleaved(impls: dict, steps: int, device: torch.device) -> dict:
@@ -158,8 +168,9 @@ def time_interleaved(impls: dict, steps: int, device: torch.device) -> dict:
 
 def macs(cfg: TrainConfig, official: bool) -> float:
     """MACs of one iteration (adversarial terms every adv_every-th averaged in), x3 for forward + backward."""
-    g = summary.count_macs(Generator(cfg.variant, cfg.ch).eval(), torch.zeros(1, 128), torch.zeros(1, dtype=torch.long))
-    d = summary.count_macs(Discriminator(cfg.d_ch).eval(), torch.zeros(1, 3, 128, 128), torch.zeros(1, dtype=torch.long))
+    y = torch.zeros(1, dtype=torch.long)
+    g = summary.count_macs(Generator(cfg.variant, cfg.ch).eval(), torch.zeros(1, 128), y)
+    d = summary.count_macs(Discriminator(cfg.d_ch).eval(), torch.zeros(1, 3, 128, 128), y)
     adv, b = 1 / cfg.adv_every, cfg.batch_size
     g_work = b * ((2 + 3) if official else (1 + 3)) + 3 * b * adv  # no-grad forwards + the G step's (+ G(z''))
     d_work = 3 * 4 * b + 3 * b * (1 + adv)
@@ -180,14 +191,15 @@ def _native_bf16() -> bool:
         return False
 
 
-def bench_config(cfg: TrainConfig, device: torch.device, steps: int, peak: float) -> dict:
+def bench_config(cfg: TrainConfig, device: torch.device, steps: int, peak: float,
+                 precisions: tuple = CUDA_PRECISIONS, compiled: tuple = (False, True)) -> dict:
     batch = make_batch(cfg, device)
     variants = {"ours": {}, "ours_g_calls_joint": {"g_calls": "joint"}, "ours_eager_norms": {}}
     if device.type == "cpu" and _native_bf16():
         variants["ours_bf16"] = {"precision": "bf16"}
     if device.type == "cuda":
         variants = {f"ours_{p}{'_compile' if c else ''}": {"precision": p, "compile": c}
-                    for p in ("fp32", "bf16", "fp16") for c in (False, True)}
+                    for p in precisions for c in compiled}
     cfgs = {name: dataclasses.replace(cfg, **kw, device=str(device)) for name, kw in variants.items()}
     impls = {"official": Official(cfg, device, batch),
              **{n: Ours(c, device, batch, fused_norms=n != "ours_eager_norms") for n, c in cfgs.items()}}
@@ -244,7 +256,12 @@ def main():
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--loader", type=int, default=1024, help="samples of the data-path measurement (0 = skip)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the data-path measurement")
+    ap.add_argument("--precisions", default=",".join(CUDA_PRECISIONS), help="CUDA: the train.precision rows")
+    ap.add_argument("--compile", default="both", choices=sorted(COMPILE), help="CUDA: train.compile off, on or both")
     a = ap.parse_args()
+    precisions = tuple(a.precisions.split(","))
+    if not set(precisions) <= set(CUDA_PRECISIONS):
+        ap.error(f"--precisions: choose from {', '.join(CUDA_PRECISIONS)}")
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
@@ -256,7 +273,7 @@ def main():
     profile = {"paper": "paper", "demo": "demo"}
     for name in a.configs.split(","):
         cfg = TrainConfig.from_params(params.validate(profiles.compose(profile[name])))
-        out[name] = bench_config(cfg, device, a.steps, peak)
+        out[name] = bench_config(cfg, device, a.steps, peak, precisions, COMPILE[a.compile])
     if a.loader:
         out["data_loading"] = bench_loader(device, a.loader, a.workers)
     print(json.dumps(out, indent=2))

@@ -568,3 +568,24 @@ def test_classes_with_more_images_than_dimensions_keep_a_seeded_sample_for_preci
     assert "prdc_note" not in m and all(0 <= m[k] <= 1 for k in ("precision", "recall", "coverage"))
     rows = read_csv(tmp_path / "out" / "per_class.csv")
     assert all(r[f"{who}_{k}"] != "" for r in rows for who in ("student", "teacher") for k in PRDC)
+
+
+def test_student_images_are_made_in_ieee_float32(monkeypatch):
+    """evaluate's student images come from G with CUDA's TF32 off whatever the process allows, as the
+    extractor's features (test_extractors), so a GPU's figures are IEEE float32 ones; the settings come back."""
+    from types import SimpleNamespace
+
+    from tinygan.evaluate import _generated
+
+    for flags in (torch.backends.cudnn, torch.backends.cuda.matmul):
+        monkeypatch.setattr(flags, "allow_tf32", True)
+    seen = []
+
+    def G(z, y):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return torch.zeros(len(z), 3, 4, 4)
+    inp = SimpleNamespace(cfg=SimpleNamespace(batch_size=2, noise_seed=0, truncation=0.5), device=torch.device("cpu"),
+                          latent="biggan", z_dim=128)
+    out = list(_generated(G, np.array([1, 1, 2]), np.array([0, 1, 0]), inp))
+    assert [len(x) for x in out] == [2, 1] and seen == [(False, False)] * 2
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)

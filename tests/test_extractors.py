@@ -109,6 +109,26 @@ def test_inception_call_path(fake_inception):
         ext(imgs.to(torch.int32))
 
 
+def test_features_are_measured_in_ieee_float32(fake_inception, monkeypatch):
+    """Whatever the process allows (here: TF32 everywhere), the extractor runs with CUDA's TF32 off, as the
+    reference implementations' figures on CPU and the authors' GPU; the process's settings come back after."""
+    ext = load_extractor(fake_inception, "inception", sha256=sha256_file(fake_inception))
+    seen, module = [], ext.module
+
+    class Spy:
+        output = module.output
+
+        def __call__(self, *a, **k):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return module(*a, **k)
+    monkeypatch.setattr(ext, "module", Spy())
+    for flags in (torch.backends.cudnn, torch.backends.cuda.matmul):  # monkeypatch puts them back afterwards
+        monkeypatch.setattr(flags, "allow_tf32", True)
+    feats, _ = ext(_images(3))
+    assert seen and set(seen) == {(False, False)} and feats.shape == (3, 6)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+
+
 class NamedClassifier(FakeInception):
     """A judge-kind extractor (Inception's interface, its own class map) that names itself, or not."""
 

@@ -88,6 +88,43 @@ def test_precision_fp16_on_cpu_is_one_line(tiny_data, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def _tf32_flags() -> tuple[bool, bool]:
+    """(cuDNN convolutions, CUDA matrix products) may use TF32: the process-wide flags float32_math sets."""
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.fixture
+def torch_default_tf32():
+    """The flags as a fresh PyTorch process has them (TF32 convolutions, IEEE matrix products), restored after."""
+    before = _tf32_flags()
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_fp32_trains_in_ieee_float32_with_tf32_off(tiny_data, tmp_path, monkeypatch, torch_default_tf32):
+    """PyTorch computes float32 cuDNN convolutions in TF32 (10-bit mantissa products) on Ampere and later GPUs
+    unless told not to; the authors' 2080 Ti has no TF32, so precision fp32 turns it off for the run and puts the
+    process's settings back afterwards. (The flags are CUDA's; on a CPU the wiring is what can be checked.)"""
+    from tinygan.models import Generator
+
+    seen, real = [], Generator.forward
+    monkeypatch.setattr(Generator, "forward", lambda self, z, y=None: seen.append(_tf32_flags()) or real(self, z, y))
+    run(tiny_data, tmp_path, epochs=1)
+    assert seen and set(seen) == {(False, False)}
+    assert _tf32_flags() == (True, False)
+
+
+def test_tf32_only_when_asked_and_on_cuda_only(tiny_data, tmp_path, monkeypatch, torch_default_tf32):
+    with pytest.raises(TinyGANError, match="train.precision tf32 needs a CUDA device") as e:
+        run(tiny_data, tmp_path, epochs=1, precision="tf32")
+    assert "\n" not in str(e.value) and _tf32_flags() == (True, False)
+    seen = []
+    monkeypatch.setattr(train_mod, "_train", lambda *a, **k: seen.append(_tf32_flags()) or {})
+    run(tiny_data, tmp_path, epochs=1, precision="tf32")
+    assert seen == [(True, True)] and _tf32_flags() == (True, False)  # both TF32, for the run only
+
+
 def test_bf16_autocast_only_when_asked(tiny_data, monkeypatch):
     calls = _spy_generator(monkeypatch)
     run_, data, cfg = _setup(tiny_data, precision="bf16")
@@ -232,3 +269,13 @@ def test_embed_init_dep_must_name_the_file():
         params.validate(raw)
     raw["train"]["embed_init_dep"] = "./emb.npy"
     assert params.validate(raw)["train"]["embed_init"] == "emb.npy"
+
+
+def test_every_training_precision_is_a_param_value():
+    p = profiles.compose("demo", conf_dir=ROOT / "conf")
+    for precision in train_mod.PRECISIONS:
+        p["train"]["precision"] = precision
+        assert params.validate(p)["train"]["precision"] == precision
+    p["train"]["precision"] = "fp8"
+    with pytest.raises(TinyGANError, match="train.precision"):
+        params.validate(p)

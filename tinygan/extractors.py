@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinygan import runtime
 from tinygan.errors import TinyGANError
 from tinygan.io import sha256_file
 from tinygan.teacher import quantize
@@ -137,12 +138,15 @@ class Extractor:
         return t * self.unit[0] + self.unit[1]
 
     def _run(self, images: torch.Tensor, return_features: bool) -> torch.Tensor:
-        return self.module(images.to(self.device), return_features=return_features,
-                           no_output_bias=self.no_output_bias).float()
+        """The module on ``images``, in IEEE float32 on CUDA too (no TF32: ``runtime.float32_math``)."""
+        with runtime.float32_math():
+            return self.module(images.to(self.device), return_features=return_features,
+                               no_output_bias=self.no_output_bias).float()
 
     def _logits(self, feats: torch.Tensor) -> torch.Tensor:
         out = self.module.output
-        logits = feats @ out.weight.float().t()
+        with runtime.float32_math():
+            logits = feats @ out.weight.float().t()
         if not self.no_output_bias and getattr(out, "bias", None) is not None:
             logits = logits + out.bias.float()
         return logits

@@ -218,8 +218,10 @@ SCHEMA: dict[str, Any] = {
                                  "loaded only when lambda_dime > 0"),
         "dime_kernel": Choice("gaussian", "polynomial", help="L_DiME's MMD kernel: gaussian (median-heuristic "
                                                              "bandwidth) or polynomial (KID's cubic)"),
-        "precision": Choice("fp32", "bf16", "fp16", help="forward precision: fp32 (official) | bf16 autocast | "
-                                                         "fp16 autocast with loss scaling (CUDA only)"),
+        "precision": Choice("fp32", "tf32", "bf16", "fp16",
+                            help="fp32 (official: IEEE float32, TF32 off on CUDA) | tf32 (CUDA: float32 with "
+                                 "TensorFloat-32 convolutions and matrix products) | bf16 autocast | fp16 autocast "
+                                 "with loss scaling (CUDA only)"),
         "compile": Bool(help="torch.compile G and D (fused kernels: faster on CUDA, float results differ slightly)"),
         "g_calls": Choice("separate", "joint", help="separate: G runs once per batch (BatchNorm statistics over "
                                                     "batch_size images, official) | joint: teacher z and z' in one "

@@ -1,6 +1,10 @@
 """The runtime side of a run (params `runtime:`): which device a stage computes on. One choice for every stage:
-"auto" is CUDA when torch sees a GPU, else CPU; "cuda" without a visible GPU is a one-line error."""
+"auto" is CUDA when torch sees a GPU, else CPU; "cuda" without a visible GPU is a one-line error. And how float32
+convolutions and matrix products compute on CUDA (``float32_math``)."""
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -46,3 +50,22 @@ def keep_freed_memory(on: bool = True) -> bool:
     if not on:
         trim(0)
     return True
+
+
+@contextmanager
+def float32_math(tf32: bool = False) -> Iterator[None]:
+    """float32 convolutions and matrix products on CUDA for the block: IEEE float32 (``tf32=False``), as the
+    authors' GPU (a 2080 Ti, which has no TF32) computed them and as every metric is measured; or TensorFloat-32
+    tensor-core math (Ampere and later: float32 storage, 10-bit mantissa products; ``train.precision: tf32``).
+    PyTorch's own default is TF32 convolutions (cuDNN) with IEEE matrix products, so without this an fp32 run on a
+    recent GPU would silently round its convolutions. The settings from before come back afterwards. They concern
+    CUDA only: CPU results are the same either way."""
+    knobs = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    before = [k.allow_tf32 for k in knobs]
+    for k in knobs:
+        k.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        for k, v in zip(knobs, before):
+            k.allow_tf32 = v

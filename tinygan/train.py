@@ -7,7 +7,8 @@ Every iteration:
 Official schedule: G every iteration, adversarial G terms every 5th (`adv_every=5`, `g_every=1`).
 Paper text: one G update per 10 D updates (`g_every=10`, `adv_every=1`).
 As the official code: G runs once per batch (BatchNorm statistics over batch_size images, `g_calls=separate`),
-the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`). Unlike it, the student images
+the adversarial G terms use a fresh z' (`g_noise=fresh`), fp32 (`precision=fp32`: IEEE float32, with CUDA's TF32
+off for the run, as the authors' 2080 Ti computed; `tf32` asks for it). Unlike it, the student images
 of the teacher batch come from one G forward, used by the D step (detached) and the G step (README "Fidelity").
 
 Speed: G and D in channels_last (CPU and CUDA), images cross to the device as uint8 and become float there, no
@@ -73,7 +74,7 @@ class TrainConfig:
     snapshot_every: int  # keep G weights every N steps for FID-over-training (0 = off)
     dime_encoder: str  # L_DiME's frozen TorchScript encoder, loaded only when lambda_dime > 0
     dime_kernel: str  # gaussian | polynomial
-    precision: str  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler per optimiser, CUDA only)
+    precision: str  # fp32 (IEEE, TF32 off) | tf32 (CUDA) | bf16 | fp16 (autocast; fp16: a GradScaler per optimiser)
     compile: bool  # torch.compile the G and D forwards
     g_calls: str  # separate (one G call per batch, official) | joint (teacher z and z' in one call)
     g_noise: str  # fresh (a new z' for the adversarial G terms, official) | reuse (the D step's)
@@ -370,7 +371,7 @@ def train(teacher_dir: str, real_dir: str, ckpt_path: str, generator_out: str, l
           cfg: TrainConfig, snapshot_dir: str | None = None, progress: bool = True) -> dict:
     """Train a student; resume from ``ckpt_path`` if present. Returns a summary (held-out L1 before/after...)."""
     device, rank, world = _setup_device(cfg)
-    with _cpu_heap(device):
+    with _cpu_heap(device), runtime.float32_math(tf32=cfg.precision == "tf32"):
         return _train(teacher_dir, real_dir, ckpt_path, generator_out, live_dir, cfg, snapshot_dir, progress,
                       device, rank, world)
 
@@ -499,15 +500,16 @@ def step_loader(sources: dict, first: int, last: int, workers: int, pin_memory: 
 # speed only (results equal within float tolerance, tests/test_fidelity.py): conv nets run faster channels-last
 CHANNELS_LAST = True
 FAST_TRAINING = True  # G's training-mode fast path (models.set_fast_training): also float tolerance only
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype
+CUDA_ONLY = {"fp16": "its loss scaling is CUDA's", "tf32": "TensorFloat-32 is a CUDA tensor-core format"}
 
 
 def _build(cfg: TrainConfig, shape: dict, device: torch.device, rank: int, world: int) -> _Run:
     """Fresh G and D of the teacher's ``shape`` (seeded by the caller; the class embedding from
     ``train.embed_init`` when set), their Adam optimisers, the EMA of G, autocast and loss scalers."""
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise TinyGANError(f"train.precision fp16 needs a CUDA device (its loss scaling is CUDA's), but training "
-                           f"runs on {device.type}; use train.precision fp32 or bf16")
+    if cfg.precision in CUDA_ONLY and device.type != "cuda":
+        raise TinyGANError(f"train.precision {cfg.precision} needs a CUDA device ({CUDA_ONLY[cfg.precision]}), but "
+                           f"training runs on {device.type}; use train.precision fp32 or bf16")
     fmt = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
     G = Generator(cfg.variant, cfg.ch, shape["n_classes"], shape["z_dim"], resolution=shape["resolution"])
     if cfg.embed_init is not None:
