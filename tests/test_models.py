@@ -157,7 +157,6 @@ def test_fast_training_path_is_the_same_function_within_float_rounding(n_classes
     rounding: measured against the official order in float64, the fast path's float32 error is no larger than the
     official order's own float32 error. Eval mode keeps the official order bit for bit (export, sampling, MACs)."""
     z, y = torch.randn(4, 128, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 3, 7, 9])
-    weight = None
 
     def run(fast, dtype):
         G = set_fast_training(small_g(ch=4, n_classes=n_classes).to(dtype, memory_format=torch.channels_last), fast)

@@ -55,8 +55,8 @@ def vendor_files(vendor: str | Path) -> dict[str, bytes]:
     """The pinned onnxruntime-web files in ``vendor``, checked; one TinyGANError line if any is missing or
     differs."""
     vendor, out = Path(vendor), {}
-    how = (f"run `tinygan fetch-web-runtime` (needs npm; `.ci/install` runs it) or set export.page: false to "
-           f"export without the browser page")
+    how = ("run `tinygan fetch-web-runtime` (needs npm; `.ci/install` runs it) or set export.page: false to "
+           "export without the browser page")
     for name, want in ORT_FILES.items():
         path = vendor / name
         if not path.is_file():
