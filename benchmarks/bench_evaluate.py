@@ -26,6 +26,7 @@ ratio is what the metrics cost next to Inception. The memory runs use the judge.
 
     python benchmarks/bench_evaluate.py                           # N = 512; T = 128, 256
     python benchmarks/bench_evaluate.py --n 128 --images 64 128   # quicker
+    python benchmarks/bench_evaluate.py --device cuda             # extractor and student on the GPU
 
 Prints one JSON object.
 """
@@ -49,6 +50,11 @@ PR_SAMPLES = 1000      # the demo profile's evaluate.pr_samples
 EXTRACTORS = {"judge": ("judge", "judge.pt"),  # name -> (evaluate.extractor kind, file in the world)
               "inception_cost_stand_in": ("inception", "inception-2015-12-05.pt")}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+DEVICE_ENV = "TINYGAN_BENCH_DEVICE"  # --device, handed to the children: runtime.evaluate.device (cpu | cuda)
+
+
+def _device() -> str:
+    return os.environ.get(DEVICE_ENV, "cpu")
 
 
 def _peak_mib() -> float:
@@ -161,7 +167,7 @@ def _config(root: Path, extractor: str = "judge", **sizes):
     kind, file = EXTRACTORS[extractor]
     return EvalConfig(classes=CLASSES, truncation=0.5, seed=0, extractor_kind=kind, extractor_path=str(root / file),
                       extractor_sha256=sha256_file(root / file), protocol="stylegan2-ada", encoder=None, d_ch=None,
-                      device="cpu", batch_size=64, progress=False, curve_samples=16, teacher_samples="stored",
+                      device=_device(), batch_size=64, progress=False, curve_samples=16, teacher_samples="stored",
                       pr_samples=PR_SAMPLES, sheet_samples=2, **sizes)
 
 
@@ -212,7 +218,7 @@ def child_throughput(root: Path, n: int, extractor: str) -> dict:
     kid_subsets(real, feats, num_subsets=inp.cfg.kid_subsets, max_subset_size=KID_SUBSET)
     t_kid = time.perf_counter() - t
     t = time.perf_counter()
-    prdc(real[:PR_SAMPLES], feats[:PR_SAMPLES], device=torch.device("cpu"))
+    prdc(real[:PR_SAMPLES], feats[:PR_SAMPLES], device=inp.device)
     t_prdc = time.perf_counter() - t
     return {"extractor": extractor, "feature_dim": inp.ext.feature_dim, "images": len(images),
             "real_rows": len(real), "pr_samples": PR_SAMPLES, "kid_subsets": inp.cfg.kid_subsets,
@@ -230,11 +236,19 @@ def _run(root: Path, mode: str, n: int, extractor: str = "judge") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if _device().startswith("cuda") else "cpu"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512, help="n_samples of the smallest memory run (then 2N, 4N)")
     ap.add_argument("--images", type=int, nargs="+", default=[128, 256],
                     help="stored teacher images (T) of each throughput run, per extractor")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the extractor and student run (each child "
+                                                   "still has 1 CPU thread)")
     ap.add_argument("--child", nargs=4, metavar=("MODE", "ROOT", "N", "EXTRACTOR"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -246,6 +260,7 @@ def main() -> None:
                                                                                               extractor)
         print(json.dumps(out))
         return
+    os.environ[DEVICE_ENV] = a.device  # the children's evaluate device
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
         root = Path(tmp)
         # built in a child too: a child's ru_maxrss starts at its parent's peak (kept across fork and exec)
@@ -269,7 +284,7 @@ def main() -> None:
         "peak_ratio_4n_over_n": round(big["peak_rss_mib"] / small["peak_rss_mib"], 3),
         "growth_4n_minus_n_mib": round(big["growth_mib"] - small["growth_mib"], 1),
         "if_images_were_held_extra_mib": round((big["student_images"] - small["student_images"]) * image_mib, 1),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "device": _device_name()},
     }, indent=2))
 
 

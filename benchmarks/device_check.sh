@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU checks as one prepared run, for a CUDA machine (from the repository root; python3 with torch, numpy,
+# h5py, safetensors, pyyaml, tqdm, typer, scipy, pillow, onnx, onnxruntime and pytest; no TensorFlow, DVC or
+# OpenVINO needed):
+#
+#     OUT=<folder> bash benchmarks/device_check.sh
+#
+# writes into $OUT (8 files at most):
+#   steps.txt                 the GPU, driver and torch, then each step's exit status and seconds
+#   test_cuda.log             tests/test_cuda.py: CUDA vs CPU in IEEE float32, each train.precision, compile,
+#                             no host sync in a step, pinned worker batches (the train stage test needs dvclive)
+#   bench_train.json          ours vs the official iteration at each train.precision, eager, paper + demo
+#                             configs; the data path with 8 DataLoader workers
+#   bench_train_compile.json  fp32 and bf16 with torch.compile, paper config
+#   bench_evaluate.json       evaluate vs the bare extractor, extractor and student on the GPU
+#   bench_generate.json       every export format, with the CUDA rows (eager, TorchScript, onnxruntime CUDA)
+#   stderr.txt                every step's standard error, under its name
+# Each step has its own time limit (about 11 minutes in all at worst) and a failing step does not stop the next;
+# the exit status is the number of steps that failed.
+set -u
+OUT=${OUT:-device-check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL=2
+failed=0
+
+step() {  # step NAME LIMIT_SECONDS OUTPUT_FILE COMMAND...
+  local name=$1 limit=$2 out=$3 t0=$SECONDS rc
+  shift 3
+  echo "== $name" >> "$OUT/stderr.txt"
+  timeout "$limit" "$@" > "$OUT/$out" 2>> "$OUT/stderr.txt"
+  rc=$?
+  echo "$name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+  [ "$rc" -eq 0 ] || failed=$((failed + 1))
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))'
+} > "$OUT/steps.txt" 2>&1
+
+step test_cuda 180 test_cuda.log "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step bench_train 180 bench_train.json "$PY" benchmarks/bench_train.py --device cuda --configs paper,demo \
+  --steps 20 --compile off --loader 4096 --workers 8
+step bench_train_compile 150 bench_train_compile.json "$PY" benchmarks/bench_train.py --device cuda \
+  --configs paper --steps 20 --precisions fp32,bf16 --compile on --loader 0
+step bench_evaluate 90 bench_evaluate.json "$PY" benchmarks/bench_evaluate.py --device cuda --n 256 --images 256
+step bench_generate 90 bench_generate.json "$PY" benchmarks/bench_generate.py --ch 32 8 --rounds-1 10 --rounds-64 5
+echo "failed steps: $failed" | tee -a "$OUT/steps.txt"
+exit "$failed"
