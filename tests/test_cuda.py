@@ -67,7 +67,7 @@ def test_an_extractor_on_cuda_matches_the_cpu(tmp_path):
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 3, 20, 20), dtype=np.uint8))
     cpu, gpu = (load_extractor(path, "inception", sha256_file(path), device=d)(images) for d in ("cpu", "cuda"))
     for a, b in zip(cpu, gpu):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)  # IEEE float32 both; cuDNN may sum in another order
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
