@@ -199,3 +199,24 @@ def test_the_ninja_wheel_goes_on_path_when_ninja_is_not_there(monkeypatch):
     cbn_relu._ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/nowhere"]
     assert os.access(os.path.join(ninja.BIN_DIR, "ninja"), os.X_OK)
+
+
+def test_a_build_killed_midway_does_not_hang_the_next_run():
+    """torch's extension builder guards a build with a `lock` file, which a builder killed mid-build (kill -9 of a
+    train stage on a fresh machine) leaves behind, and then waits for forever, silently. The kernel's loader holds
+    an flock on the build directory instead (the OS releases it when a holder dies) and removes such a lock."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    stale = Path(_get_build_directory(cbn_relu._name(), verbose=False)) / "lock"
+    stale.touch()  # what the killed builder left
+    try:
+        out = subprocess.run([sys.executable, "-c", "from tinygan import cbn_relu; print(cbn_relu.kernel_status())"],
+                             capture_output=True, text=True, timeout=240)
+    finally:
+        stale.unlink(missing_ok=True)
+    assert out.stdout.strip() == "fused CPU kernel", out.stderr[-500:]
+    assert not stale.exists()

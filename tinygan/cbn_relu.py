@@ -15,10 +15,14 @@ import hashlib
 import os
 import platform
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+
+from tinygan.io import locked_dir
 
 SOURCE = "cbn_relu.cpp"
 ENABLED = True  # False: always the eager ops (benchmarks/bench_train.py compares the two)
@@ -54,9 +58,27 @@ def _load():
 
         _ninja_on_path()
         src = Path(__file__).with_name(SOURCE)
-        return load(_name(), [str(src)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False), None
+        with _build_lock():
+            return load(_name(), [str(src)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False), None
     except Exception as e:  # no compiler / ninja, a failed build: the eager ops do the same work
         return None, (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    """One process at a time builds (or checks) the kernel, under an flock on its build directory, which the OS
+    releases when the holder dies. Holding it, a torch ``lock`` file there is stale (left by a builder killed
+    mid-build, e.g. kill -9 of a train stage) and is removed: torch would wait for it forever, silently."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        build = Path(_get_build_directory(_name(), verbose=False))
+    except Exception:  # a private torch helper: if it moved, torch's own lock alone
+        yield
+        return
+    with locked_dir(build):
+        (build / "lock").unlink(missing_ok=True)
+        yield
 
 
 def _name() -> str:

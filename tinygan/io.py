@@ -81,6 +81,14 @@ def remove_stale_temps(directory: str | os.PathLike, of: str | None = None) -> b
 
 
 @contextlib.contextmanager
+def locked_dir(directory: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` for the block (waits for other holders; the OS releases it when
+    a holder dies, so a killed process never leaves it held)."""
+    with _dir_lock(Path(directory), fcntl.LOCK_EX):
+        yield
+
+
+@contextlib.contextmanager
 def _dir_lock(directory: Path, op: int) -> Iterator[bool]:
     """``flock(op)`` on ``directory`` for the block; yields False if a non-blocking ``op`` found it held by
     another writer, else True (also where the file system has no flock: one writer assumed)."""
