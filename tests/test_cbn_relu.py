@@ -220,3 +220,27 @@ def test_a_build_killed_midway_does_not_hang_the_next_run():
         stale.unlink(missing_ok=True)
     assert out.stdout.strip() == "fused CPU kernel", out.stderr[-500:]
     assert not stale.exists()
+
+
+def test_another_checkout_loads_the_same_build_without_rebuilding(tmp_path):
+    """A second checkout of the same source (a `dvc exp run` workspace, a CI clone) finds the library built from
+    the first and loads it as it is: torch's build rules name the source's path, so the kernel is compiled from a
+    copy in the build directory, the same path for every checkout (before, each new path rebuilt the library over
+    the file other processes had loaded)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    build = Path(_get_build_directory(cbn_relu._name(), verbose=False))
+    (library,) = build.glob("*.so")  # built by this process (the fixture)
+    before = library.stat().st_mtime_ns
+    shutil.copytree(Path(cbn_relu.__file__).parent, tmp_path / "tinygan", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from tinygan import cbn_relu; print(cbn_relu.__file__); print(cbn_relu.kernel_status())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    where, status = out.stdout.strip().splitlines()
+    assert Path(where).parent == tmp_path / "tinygan" and status == "fused CPU kernel", out.stderr[-500:]
+    assert library.stat().st_mtime_ns == before
+    assert str(build / cbn_relu.SOURCE) in (build / "build.ninja").read_text()

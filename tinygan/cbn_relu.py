@@ -29,15 +29,17 @@ ENABLED = True  # False: always the eager ops (benchmarks/bench_train.py compare
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 
 
-def _cpu_tag() -> str:
-    """The build's name holds the CPU's feature flags and torch's version: a cache shared by machines of other
-    CPUs (-march=native) or another torch never loads a library built for them."""
+def _build_tag() -> str:
+    """The build's name holds the CPU's feature flags, torch's version, the compiler flags and the source's
+    content: a cache shared by machines of other CPUs (-march=native) or another torch never loads a library built
+    for them, and another version of the source builds beside this one instead of over it."""
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
                      platform.processor())
     except OSError:
         flags = platform.processor()
-    return hashlib.sha1(f"{flags}|{torch.__version__}".encode()).hexdigest()[:12]
+    source = Path(__file__).with_name(SOURCE).read_bytes()
+    return hashlib.sha1(f"{flags}|{torch.__version__}|{FLAGS}|".encode() + source).hexdigest()[:12]
 
 
 def _ninja_on_path() -> None:
@@ -57,32 +59,48 @@ def _load():
         from torch.utils.cpp_extension import load
 
         _ninja_on_path()
-        src = Path(__file__).with_name(SOURCE)
-        with _build_lock():
+        with _build_lock() as build:
+            src = _stable_source(build)
             return load(_name(), [str(src)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False), None
     except Exception as e:  # no compiler / ninja, a failed build: the eager ops do the same work
         return None, (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
 
 
 @contextmanager
-def _build_lock() -> Iterator[None]:
-    """One process at a time builds (or checks) the kernel, under an flock on its build directory, which the OS
-    releases when the holder dies. Holding it, a torch ``lock`` file there is stale (left by a builder killed
-    mid-build, e.g. kill -9 of a train stage) and is removed: torch would wait for it forever, silently."""
+def _build_lock() -> Iterator[Path | None]:
+    """One process at a time builds (or checks) the kernel, under an flock on its build directory (yielded), which
+    the OS releases when the holder dies. Holding it, a torch ``lock`` file there is stale (left by a builder
+    killed mid-build, e.g. kill -9 of a train stage) and is removed: torch would wait for it forever, silently."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
         build = Path(_get_build_directory(_name(), verbose=False))
     except Exception:  # a private torch helper: if it moved, torch's own lock alone
-        yield
+        yield None
         return
     with locked_dir(build):
         (build / "lock").unlink(missing_ok=True)
-        yield
+        yield build
+
+
+def _stable_source(build: Path | None) -> Path:
+    """The source at one path for every checkout: a copy in the build directory (whose name holds its content).
+    torch's build rules name the source's path, so compiling each clone's own tinygan/cbn_relu.cpp (a `dvc exp
+    run` workspace, a CI clone) would rebuild the library at every new path, over the file other processes have
+    loaded. Written (atomically) by the lock's holder only."""
+    src = Path(__file__).with_name(SOURCE)
+    if build is None:
+        return src
+    dst, data = build / SOURCE, src.read_bytes()
+    if not dst.is_file() or dst.read_bytes() != data:
+        tmp = build / f".{SOURCE}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    return dst
 
 
 def _name() -> str:
-    return f"tinygan_cbn_relu_{_cpu_tag()}"
+    return f"tinygan_cbn_relu_{_build_tag()}"
 
 
 def built() -> bool:
