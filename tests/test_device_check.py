@@ -25,6 +25,11 @@ def test_every_benchmark_option_it_passes_exists():
     assert "tests/test_cuda.py" in text and (ROOT / "tests" / "test_cuda.py").is_file()
 
 
+def test_its_time_limits_fit_one_device_call():
+    limits = [int(x) for x in re.findall(r"^step \w+ (\d+) ", SCRIPT.read_text(), re.M)]
+    assert len(limits) == 5 and sum(limits) <= 570  # a device call runs 600 s at most; the rest is set-up
+
+
 def test_it_writes_at_most_eight_files():
     text = SCRIPT.read_text()
     outputs = set(re.findall(r'\$OUT/([\w.]+)', text)) | set(re.findall(r"^step \w+ \d+ ([\w.]+) ", text, re.M))
