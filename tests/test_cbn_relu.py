@@ -223,10 +223,10 @@ def test_a_build_killed_midway_does_not_hang_the_next_run():
 
 
 def test_another_checkout_loads_the_same_build_without_rebuilding(tmp_path):
-    """A second checkout of the same source (a `dvc exp run` workspace, a CI clone) finds the library built from
-    the first and loads it as it is: torch's build rules name the source's path, so the kernel is compiled from a
-    copy in the build directory, the same path for every checkout (before, each new path rebuilt the library over
-    the file other processes had loaded)."""
+    """A second checkout of the same source (a queued `dvc exp run`'s workspace, a CI clone) finds the library
+    built from the first and loads it as it is: torch's build rules name the source's path, so the kernel is
+    compiled from a copy in the build directory, the same path for every checkout (before, each new path rebuilt
+    the library over the file other processes had loaded)."""
     import subprocess
     import sys
     from pathlib import Path

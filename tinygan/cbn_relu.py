@@ -85,9 +85,9 @@ def _build_lock() -> Iterator[Path | None]:
 
 def _stable_source(build: Path | None) -> Path:
     """The source at one path for every checkout: a copy in the build directory (whose name holds its content).
-    torch's build rules name the source's path, so compiling each clone's own tinygan/cbn_relu.cpp (a `dvc exp
-    run` workspace, a CI clone) would rebuild the library at every new path, over the file other processes have
-    loaded. Written (atomically) by the lock's holder only."""
+    torch's build rules name the source's path, so compiling each clone's own tinygan/cbn_relu.cpp (a queued
+    `dvc exp run`'s workspace, a CI clone) would rebuild the library at every new path, over the file other
+    processes have loaded. Written (atomically) by the lock's holder only."""
     src = Path(__file__).with_name(SOURCE)
     if build is None:
         return src
