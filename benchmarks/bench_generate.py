@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -62,6 +63,7 @@ def openvino_fn(path: Path, threads: int):
     return lambda z, y: compiled({"z": z, "y": y})["image"]
 
 
+@functools.lru_cache(maxsize=None)
 def _have_openvino() -> bool:
     """Whether openvino imports (a GPU machine's image may lack it: its row is left out, and said so)."""
     try:

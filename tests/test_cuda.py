@@ -8,7 +8,8 @@ import torch
 
 from tinygan import runtime
 from tinygan.models import Discriminator, Generator
-from tinygan.train import PRECISIONS, _build, _iteration, _load_data, _set_lr, _When, heldout_l1, step_loader
+from tinygan.train import (PRECISIONS, _build, _iteration, _load_data, _set_lr, _When, _wrap_ddp, heldout_l1,
+                           step_loader)
 
 from test_train import config, run
 
@@ -84,7 +85,6 @@ def test_training_steps_learn_at_each_precision(tiny_data, precision):
 def test_a_compiled_step_stays_close_to_the_eager_one(tiny_data):
     eager, data, cfg = _setup(tiny_data)
     compiled, _, _ = _setup(tiny_data, compile=True)
-    from tinygan.train import _wrap_ddp
     _wrap_ddp(compiled)  # one process: compiles the forwards
     logs = [_steps(r, data, cfg, 0, 3) for r in (eager, compiled)]
     # same weights and batch: the first losses agree to float rounding; Adam's first updates are ~lr x sign(grad),

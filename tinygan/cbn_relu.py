@@ -29,6 +29,7 @@ ENABLED = True  # False: always the eager ops (benchmarks/bench_train.py compare
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 
 
+@functools.lru_cache(maxsize=None)
 def _build_tag() -> str:
     """The build's name holds the CPU's feature flags, torch's version, the compiler flags and the source's
     content: a cache shared by machines of other CPUs (-march=native) or another torch never loads a library built
