@@ -91,6 +91,32 @@ def test_quantize_in_range_takes_the_short_path_with_the_same_bytes():
     assert quantize(np.array([0.0, np.nan], np.float32)).tolist() == [128, 0]  # not asked: NaN -> 0
 
 
+def test_quantize_in_chunks_gives_the_bytes_of_one_pass(monkeypatch):
+    """quantize works chunk by chunk (in cache): the bytes are the floor formula's whatever the chunk size,
+    with a value out of range in a later chunk (after earlier chunks were written), a non-contiguous ``out``
+    and a small ``work``; ``finite`` still raises on a NaN in the last chunk."""
+    from tinygan import teacher as teacher_mod
+
+    x = np.random.default_rng(2).uniform(-1, 1, (7, 3, 50, 3)).astype(np.float32)  # 3,150 values
+    v = (x + np.float32(1)) * np.float32(127.5) + np.float32(0.5)
+    expect = np.minimum(np.floor(v), np.float32(255.0)).astype(np.uint8)
+    monkeypatch.setattr(teacher_mod, "_QUANTIZE_CHUNK", 1000)
+    np.testing.assert_array_equal(quantize(x, work=np.empty(1000, np.float32)), expect)
+    wide = np.zeros((7, 3, 100, 3), np.uint8)
+    assert quantize(x, out=wide[:, :, ::2]) is not None
+    np.testing.assert_array_equal(wide[:, :, ::2], expect)
+    far = x.copy()
+    far.reshape(-1)[2500] = 3.0  # in the third chunk: clipped to 255
+    expect_far = expect.copy()
+    expect_far.reshape(-1)[2500] = 255
+    np.testing.assert_array_equal(quantize(far, finite=True), expect_far)
+    far.reshape(-1)[3100] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        quantize(far, finite=True)
+    expect_far.reshape(-1)[3100] = 0
+    np.testing.assert_array_equal(quantize(far), expect_far)
+
+
 # ---- TF-Hub / SavedModel adapter ----
 
 def test_tfhub_savedmodel_roundtrip(tf_teacher):

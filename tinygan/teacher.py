@@ -207,32 +207,53 @@ def resolve_latent(latent: str, teacher: "Teacher") -> str:
     return latent
 
 
+_QUANTIZE_CHUNK = 1 << 17  # floats per pass of ``quantize`` (512 KB: each chunk's passes stay in the core's cache)
+
+
 def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray | None = None,
              finite: bool = False) -> np.ndarray:
     """Map [-1, 1] floats to uint8: ``floor((x + 1) * 127.5 + 0.5)`` clipped to [0, 255].
 
     That is round-half-up of (x + 1) * 127.5, computed in float32: -1 -> 0, 0 -> 128 (127.5 rounds up),
     1 -> 255. (The official TinyGAN code multiplies by 256, an off-by-one we do not copy.) NaN maps to 0.
-    ``out`` (uint8, the shape of ``images``) receives the result; ``work`` (float32, same shape) is reused for
-    the intermediate instead of a fresh array (both speed only: the sample stage quantises every teacher batch).
+    ``out`` (uint8, the shape of ``images``) receives the result; ``work`` (float32, at least
+    ``_QUANTIZE_CHUNK`` elements or the size of ``images``) is reused for the intermediate instead of a fresh
+    array (both speed only: the sample stage quantises every teacher batch).
     ``finite``: raise ``ValueError`` if ``images`` holds NaN or inf.
     """
-    v = np.add(images, np.float32(1.0), dtype=np.float32, out=work)
-    v *= np.float32(127.5)
-    v += np.float32(0.5)
-    # Usually every value is in [0, 256) (a tanh output): the cast alone then truncates to floor, and NaN/inf
-    # cannot be there. Only otherwise are the clip, the NaN pass and the finiteness check paid for.
-    if not (v.size == 0 or (v.min() >= 0 and v.max() < 256)):
-        if finite and not np.isfinite(images).all():
-            raise ValueError("quantize: the images hold NaN or inf")
-        np.clip(v, np.float32(0.0), np.float32(255.0), out=v)
-        nan = np.isnan(v)
-        if nan.any():
-            v[nan] = 0.0
+    images = np.asarray(images)
     if out is None:
-        return v.astype(np.uint8)
+        out = np.empty(images.shape, np.uint8)
+    if out.flags.c_contiguous:  # so out.reshape(-1) is a view: the chunks write into ``out`` itself
+        flat_x, flat_out = images.reshape(-1), out.reshape(-1)
+        n = flat_x.size
+        if work is None or work.size < min(n, _QUANTIZE_CHUNK) or not work.flags.c_contiguous:
+            work = np.empty(min(n, _QUANTIZE_CHUNK), np.float32)
+        # Usually every value is in [0, 256) (a tanh output): the cast alone then truncates to floor, and
+        # NaN/inf cannot be there. Chunk by chunk (in cache); the first chunk outside sends it all the long way.
+        w = work.reshape(-1)
+        for s in range(0, n, _QUANTIZE_CHUNK):
+            v = _scaled(flat_x[s:s + _QUANTIZE_CHUNK], w[:min(n - s, _QUANTIZE_CHUNK)])
+            if not (v.min() >= 0 and v.max() < 256):
+                break
+            np.copyto(flat_out[s:s + len(v)], v, casting="unsafe")
+        else:
+            return out
+    v = _scaled(images, None)
+    if finite and not np.isfinite(images).all():
+        raise ValueError("quantize: the images hold NaN or inf")
+    np.clip(v, np.float32(0.0), np.float32(255.0), out=v)
+    v[np.isnan(v)] = 0.0
     np.copyto(out, v, casting="unsafe")
     return out
+
+
+def _scaled(x: np.ndarray, work: np.ndarray | None) -> np.ndarray:
+    """(x + 1) * 127.5 + 0.5 in float32, into ``work`` when given."""
+    v = np.add(x, np.float32(1.0), dtype=np.float32, out=work)
+    v *= np.float32(127.5)
+    v += np.float32(0.5)
+    return v
 
 
 # ---- the Teacher interface ----------------------------------------------------------------------------
