@@ -26,7 +26,7 @@ ratio is what the metrics cost next to Inception. The memory runs use the judge.
 
     python benchmarks/bench_evaluate.py                           # N = 512; T = 128, 256
     python benchmarks/bench_evaluate.py --n 128 --images 64 128   # quicker
-    python benchmarks/bench_evaluate.py --device cuda             # extractor and student on the GPU
+    python benchmarks/bench_evaluate.py --device cuda             # extractor, student, reference stats on the GPU
 
 Prints one JSON object.
 """
@@ -151,7 +151,7 @@ def build_world(root: Path, real_per_class: int, teacher_per_class: int) -> int:
     macs = save_stand_in(root / "inception-2015-12-05.pt")
     for name, (kind, file) in EXTRACTORS.items():
         reference_stats(root / "real", root / file, kind, root / f"refstats-{name}", progress=False,
-                        sha256=sha256_file(root / file), pr_samples=PR_SAMPLES)
+                        sha256=sha256_file(root / file), pr_samples=PR_SAMPLES, device=_device())
     torch.manual_seed(0)
     save_generator(Generator(variant="dw", ch=4).eval(), root / "generator.safetensors")
     return macs
