@@ -180,6 +180,23 @@ def test_a_failed_build_falls_back_to_the_eager_ops_and_says_why(monkeypatch):
     assert cbn_relu.kernel_status() == "fused CPU kernel"
 
 
+def test_eval_mode_never_loads_the_kernel(monkeypatch):
+    """Inference (generate, export, evaluation, a CPU reference on a GPU machine) never needs the kernel, so it
+    never loads it, nor builds it on a machine that has not yet: the eager ops in eval mode, as BatchNorm2d."""
+    calls = []
+    monkeypatch.setattr(cbn_relu, "_load", lambda: calls.append(1) or (None, "not loaded"))
+    x, gain, bias, _ = _inputs((2, 3, 4, 4))
+    bn = torch.nn.BatchNorm2d(3, affine=False)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.eval()
+    want = _eager(bn)(x, gain, bias)
+    torch.testing.assert_close(cbn_relu.norm_relu(bn, x, gain, bias), want)
+    assert calls == []
+    cbn_relu.norm_relu(bn.train(), x, gain, bias)
+    assert calls  # training mode asks for it
+
+
 def test_built_says_whether_a_first_run_will_build(monkeypatch, tmp_path):
     assert cbn_relu.built()  # (the fixture has loaded it)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))

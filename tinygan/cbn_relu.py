@@ -167,8 +167,10 @@ def norm_relu(bn: torch.nn.BatchNorm2d, x: torch.Tensor, gain: torch.Tensor | No
         with torch.autocast("cpu", enabled=False):
             return norm_relu(bn, x.float(), None if gain is None else gain.float(),
                              None if bias is None else bias.float())
-    ext = _fused(x, gain if gain is not None else x)
-    if ext is None or not bn.training or bn.momentum is None or not bn.track_running_stats:
+    # in eval mode (generate, export, evaluation) the kernel is never loaded, so never built
+    fusable = bn.training and bn.momentum is not None and bn.track_running_stats
+    ext = _fused(x, gain if gain is not None else x) if fusable else None
+    if ext is None:
         h = bn(x) if gain is None else torch.addcmul(bias[:, :, None, None], bn(x), gain[:, :, None, None])
         return F.relu(h, inplace=True)
     if gain is None:  # the layer's own affine (or identity), the same for every sample
