@@ -93,8 +93,8 @@ def test_quantize_in_range_takes_the_short_path_with_the_same_bytes():
 
 def test_quantize_in_chunks_gives_the_bytes_of_one_pass(monkeypatch):
     """quantize works chunk by chunk (in cache): the bytes are the floor formula's whatever the chunk size,
-    with a value out of range in a later chunk (after earlier chunks were written), a non-contiguous ``out``
-    and a small ``work``; ``finite`` still raises on a NaN in the last chunk."""
+    with a value out of range in a later chunk (after earlier chunks were written), a non-contiguous ``out`` or
+    ``images`` and a small ``work``; ``finite`` still raises on a NaN in the last chunk."""
     from tinygan import teacher as teacher_mod
 
     x = np.random.default_rng(2).uniform(-1, 1, (7, 3, 50, 3)).astype(np.float32)  # 3,150 values
@@ -105,6 +105,8 @@ def test_quantize_in_chunks_gives_the_bytes_of_one_pass(monkeypatch):
     wide = np.zeros((7, 3, 100, 3), np.uint8)
     assert quantize(x, out=wide[:, :, ::2]) is not None
     np.testing.assert_array_equal(wide[:, :, ::2], expect)
+    np.testing.assert_array_equal(quantize(np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)),
+                                  expect)  # strided images (generate's NCHW -> NHWC view)
     far = x.copy()
     far.reshape(-1)[2500] = 3.0  # in the third chunk: clipped to 255
     expect_far = expect.copy()

@@ -224,7 +224,7 @@ def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray
     images = np.asarray(images)
     if out is None:
         out = np.empty(images.shape, np.uint8)
-    if out.flags.c_contiguous:  # so out.reshape(-1) is a view: the chunks write into ``out`` itself
+    if out.flags.c_contiguous and images.flags.c_contiguous:  # flat views: the chunks read and write in place
         flat_x, flat_out = images.reshape(-1), out.reshape(-1)
         n = flat_x.size
         if work is None or work.size < min(n, _QUANTIZE_CHUNK) or not work.flags.c_contiguous:
