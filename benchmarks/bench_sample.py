@@ -171,12 +171,12 @@ def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float,
     z = draw_z("biggan", 0, y, idx, 0.5, teacher.z_dim)
     x = np.concatenate([teacher(z[s:s + a.batch_size], y[s:s + a.batch_size], 0.5)
                         for s in range(0, len(y), a.batch_size)])
-    images, work = np.empty(x.shape, np.uint8), np.empty((a.batch_size,) + x.shape[1:], np.float32)
+    images = np.empty(x.shape, np.uint8)
 
     def quantize_all():
         for s in range(0, len(x), a.batch_size):
             batch = x[s:s + a.batch_size]
-            quantize(batch, out=images[s:s + len(batch)], work=work[:len(batch)], finite=True)
+            quantize(batch, out=images[s:s + len(batch)], finite=True)
 
     def best(f) -> float:
         times = []

@@ -20,7 +20,7 @@
 #   bench_train.json          ours vs the official iteration at each train.precision, eager, paper + demo
 #                             configs; the data path with 8 DataLoader workers
 #   bench_train_compile.json  fp32 and bf16 with torch.compile, paper config
-#   bench_evaluate.json       evaluate vs the bare extractor, extractor and student on the GPU
+#   bench_evaluate.json       evaluate vs the bare extractor; extractor, student and reference stats on the GPU
 #   bench_generate.json       every export format, with the CUDA rows (eager, TorchScript, onnxruntime CUDA)
 #   stderr.txt                every step's standard error, under its name
 # Each step has its own time limit (555 s in all at worst: one device call may run 600 s), a failing step does

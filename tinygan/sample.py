@@ -165,17 +165,15 @@ class _ShardWriter:
         self._put(("end", k, arrays, attrs))
 
     def _run(self) -> None:
-        images, work = None, None
+        images = None
         while (item := self.queue.get()) is not None:
             try:
                 if item[0] == "batch":
                     _, k, n_k, start, x = item
                     if images is None:
                         images = np.empty((n_k, self.resolution, self.resolution, 3), dtype=np.uint8)
-                    if work is None or work.shape != x.shape:
-                        work = np.empty(x.shape, np.float32)
                     try:  # checks finiteness too (in the same passes, as a rule)
-                        quantize(x, out=images[start:start + len(x)], work=work, finite=True)
+                        quantize(x, out=images[start:start + len(x)], finite=True)
                     except ValueError:
                         _check_finite(self.handle, k, start, x)  # raises, saying where
                         raise

@@ -217,8 +217,8 @@ def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray
     That is round-half-up of (x + 1) * 127.5, computed in float32: -1 -> 0, 0 -> 128 (127.5 rounds up),
     1 -> 255. (The official TinyGAN code multiplies by 256, an off-by-one we do not copy.) NaN maps to 0.
     ``out`` (uint8, the shape of ``images``) receives the result; ``work`` (float32, at least
-    ``_QUANTIZE_CHUNK`` elements or the size of ``images``) is reused for the intermediate instead of a fresh
-    array (both speed only: the sample stage quantises every teacher batch).
+    ``_QUANTIZE_CHUNK`` elements or the size of ``images``) is used for the intermediate instead of a fresh
+    chunk-sized array (speed only, and little: the chunk is small).
     ``finite``: raise ``ValueError`` if ``images`` holds NaN or inf.
     """
     images = np.asarray(images)
