@@ -67,6 +67,18 @@ def test_missing_teacher(healthy, tmp_path):
     _one(doctor.check(healthy), "nope.pt", "does not exist", "SavedModel dir")
 
 
+def test_demo_world_paths_pass_until_the_demo_stage_has_built_them(healthy, tmp_path):
+    healthy["sample"].update(teacher="data/demo/teacher", format="tfhub")  # cwd is tmp_path: nothing built yet
+    healthy["prepare"]["imagenet_train"] = "data/demo/imagenet/../imagenet/train"
+    assert doctor.check(healthy) == []
+    passed = [ok for ok, _ in doctor.run_checks(healthy)]
+    assert sum("the demo stage builds it (its world under data/demo)" in ok for ok in passed) == 2
+    (tmp_path / "data/demo/imagenet/train").mkdir(parents=True)  # built (here: badly): checked as usual
+    _one(doctor.check(healthy), "prepare.imagenet_train", "no images")
+    healthy["demo"] = {}  # no demo world (the paper profiles): a missing teacher is a problem
+    assert any("data/demo/teacher" in line and "does not exist" in line for line in doctor.check(healthy))
+
+
 def test_tfhub_url_must_be_pre_placed(healthy, tmp_path, monkeypatch):
     pytest.importorskip("tensorflow_hub")
     cache = tmp_path / "hubcache"

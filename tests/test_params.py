@@ -34,6 +34,18 @@ def test_shipped_profiles_are_valid():
     assert paper["sample"]["teacher_dep"] == "conf/teacher/biggan-deep-128.yaml"
 
 
+def test_demo_long_is_the_demo_with_three_times_the_passes():
+    demo, long = (profiles.compose(name, conf_dir=ROOT / "conf") for name in ("demo", "demo-long"))
+    params.validate(long)
+    d, t = demo.pop("train"), long.pop("train")
+    assert long == demo  # the same world, teacher pairs, evaluation and export
+    changed = {k for k in d if d[k] != t[k]}
+    assert changed == {"epochs", "lr_decay_start", "snapshot_every"}
+    assert t["epochs"] == 3 * d["epochs"]
+    for k in ("lr_decay_start", "snapshot_every"):  # the same schedule shape: decay over the second half,
+        assert t[k] * d["epochs"] == d[k] * t["epochs"]  # 4 snapshots
+
+
 def test_loss_weights_are_top_level_and_official():
     p = params.load(ROOT / "params.yaml")
     assert (p["lambda_pix"], p["lambda_pix_decay"], p["lambda_kd_s"], p["lambda_gan_s"], p["lambda_gan_d"]) == \
