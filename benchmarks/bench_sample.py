@@ -197,7 +197,7 @@ def overhead_per_shard(teacher, classes: list[int], a, tmp: Path, bare_s: float,
             "ratio_if_shared": round(cpu / (cpu + total), 3)}
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, default=4, help="number of classes (the demo's first ones)")
     ap.add_argument("--per-class", type=int, default=32, help="N = classes * per_class images per timed run")
@@ -210,14 +210,47 @@ def main() -> None:
     ap.add_argument("--sim-shard", type=int, default=512)
     ap.add_argument("--child", nargs=2, metavar=("HANDLE", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--teacher-only", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def interleaved(handle: str, teacher, batches: list, classes: list[int], a, tmp: Path) -> dict:
+    """Wall and CPU seconds of the bare teacher loop and of sample() on the same batches, alternating, per repeat."""
+    from tinygan.sample import sample
+
+    t = {"bare_s": [], "sample_s": [], "bare_cpu": [], "sample_cpu": []}
+    for r in range(a.repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for z, y in batches:
+            teacher(z, y, 0.5)
+        t["bare_s"].append(time.perf_counter() - t0)
+        t["bare_cpu"].append(time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        sample(handle, "tfhub", str(tmp / f"out{r}"), classes=classes, per_class=a.per_class, truncation=0.5,
+               seed=0, batch_size=a.batch_size, shard_size=a.shard_size, progress=False, teacher=teacher)
+        t["sample_s"].append(time.perf_counter() - t0)
+        t["sample_cpu"].append(time.process_time() - c0)
+        shutil.rmtree(tmp / f"out{r}")  # (untimed) its page cache is free for the next repeat's shards
+    return t
+
+
+def memory(handle: str, a, n: int, tmp: Path) -> dict:
+    """Peak RSS of a child that only runs the teacher, and of sample() children at N and 4N images."""
+    rss = {"teacher_only": measure_child(["--child", handle, str(tmp / "rss0"), "--teacher-only",
+                                          "--classes", str(a.classes), "--batch-size", str(a.batch_size)])}
+    for mult in (1, 4):
+        rss[f"N={n * mult}"] = measure_child(["--child", handle, str(tmp / f"rss{mult}"),
+                                            "--classes", str(a.classes), "--per-class", str(a.per_class * mult),
+                                            "--batch-size", str(a.batch_size), "--shard-size", str(a.shard_size)])
+    return rss
+
+
+def main() -> None:
+    a = _args()
     classes = [1, 9, 130, 207, 281, 291, 323, 388][:a.classes] if a.classes <= 8 else list(range(a.classes))
     if a.child:
         child(a.child[0], a.child[1], classes, a.per_class, a.batch_size, a.shard_size, a.teacher_only)
         return
-
-
-    from tinygan.sample import _Plan, sample
+    from tinygan.sample import _Plan
     from tinygan.teacher import load_teacher, truncated_z_batch
 
     with tempfile.TemporaryDirectory(prefix="bench_sample_") as tmp:
@@ -232,44 +265,23 @@ def main() -> None:
             z = truncated_z_batch(0, y, idx, 0.5)
             batches += [(z[s:s + a.batch_size], y[s:s + a.batch_size]) for s in range(0, len(y), a.batch_size)]
         teacher(*batches[0], 0.5)  # warm-up
-
-        bare_s, sample_s, bare_cpu, sample_cpu = [], [], [], []
-        for r in range(a.repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            for z, y in batches:
-                teacher(z, y, 0.5)
-            bare_s.append(time.perf_counter() - t0)
-            bare_cpu.append(time.process_time() - c0)
-            t0, c0 = time.perf_counter(), time.process_time()
-            sample(handle, "tfhub", str(tmp / f"out{r}"), classes=classes, per_class=a.per_class, truncation=0.5,
-                   seed=0, batch_size=a.batch_size, shard_size=a.shard_size, progress=False, teacher=teacher)
-            sample_s.append(time.perf_counter() - t0)
-            sample_cpu.append(time.process_time() - c0)
-            shutil.rmtree(tmp / f"out{r}")  # (untimed) its page cache is free for the next repeat's shards
+        t = interleaved(handle, teacher, batches, classes, a, tmp)
         n = plan.n
-        bare, samp = n / min(bare_s), n / min(sample_s)
+        bare, samp = n / min(t["bare_s"]), n / min(t["sample_s"])
         sim = accelerator_like(handle, teacher, classes, a, tmp) if a.sim_ms > 0 else None
-        over = overhead_per_shard(teacher, classes, a, tmp, min(bare_s), min(bare_cpu), plan.n_shards)
-
-        rss = {"teacher_only": measure_child(["--child", handle, str(tmp / "rss0"), "--teacher-only",
-                                            "--classes", str(a.classes), "--batch-size", str(a.batch_size)])}
-        for mult in (1, 4):
-            rss[f"N={n * mult}"] = measure_child(["--child", handle, str(tmp / f"rss{mult}"),
-                                                "--classes", str(a.classes), "--per-class", str(a.per_class * mult),
-                                                "--batch-size", str(a.batch_size),
-                                                "--shard-size", str(a.shard_size)])
+        over = overhead_per_shard(teacher, classes, a, tmp, min(t["bare_s"]), min(t["bare_cpu"]), plan.n_shards)
+        rss = memory(handle, a, n, tmp)
 
     print(json.dumps({
         "benchmark": "sample", "teacher": source, "n_images": n, "classes": len(classes),
         "batch_size": a.batch_size, "shard_size": a.shard_size, "repeats": a.repeats,
         "bare_img_s": round(bare, 2), "sample_img_s": round(samp, 2), "ratio": round(samp / bare, 3),
-        "ratio_cpu": round(min(bare_cpu) / min(sample_cpu), 3),
-        "ratio_paired_median": round(statistics.median(b / s for b, s in zip(bare_s, sample_s)), 3),
-        "bare_s": [round(t, 3) for t in bare_s], "sample_s": [round(t, 3) for t in sample_s],
+        "ratio_cpu": round(min(t["bare_cpu"]) / min(t["sample_cpu"]), 3),
+        "ratio_paired_median": round(statistics.median(b / s for b, s in zip(t["bare_s"], t["sample_s"])), 3),
+        "bare_s": [round(x, 3) for x in t["bare_s"]], "sample_s": [round(x, 3) for x in t["sample_s"]],
         "overhead_per_shard": over, "accelerator_like": sim, "memory": rss, "cpus": os.cpu_count(),
         "machine": platform.machine(),
     }, indent=2))
-
 
 if __name__ == "__main__":
     main()
