@@ -48,8 +48,8 @@ def _steps(run, data, cfg, n):
 @pytest.mark.parametrize("profile", profiles.names(ROOT / "conf"))
 def test_every_profile_defaults_to_the_official_step(profile):
     t = params.validate(profiles.compose(profile, conf_dir=ROOT / "conf"))["train"]
-    assert (t["precision"], t["g_calls"], t["g_noise"], t["compile"], t["embed_init"]) == \
-        ("fp32", "separate", "fresh", False, None)
+    assert (t["precision"], t["g_calls"], t["g_noise"], t["batches"], t["compile"], t["embed_init"]) == \
+        ("fp32", "separate", "fresh", "shuffled", False, None)
 
 
 def test_g_runs_once_per_batch_of_batch_size_in_fp32(tiny_data, tmp_path, monkeypatch):
@@ -80,6 +80,44 @@ def test_the_g_step_draws_a_fresh_deterministic_z(tiny_data, tmp_path, monkeypat
     drawn.clear()
     run(tiny_data, tmp_path / "reuse", epochs=3, g_noise="reuse")
     assert {stream for *_, stream in drawn} == {D_NOISE}
+
+
+def test_balanced_batches_give_each_rank_every_class_equally(tiny_data, tmp_path):
+    from tinygan import shards
+    from tinygan.train import StepBatches
+
+    ds = shards.ShardDataset(tiny_data / "teacher")  # 3 classes x 10 pairs
+    idx = np.arange(len(ds))
+    ranks = [StepBatches(ds, idx, 3, rank, 2, seed=0, stream=1, labels=ds.labels()) for rank in (0, 1)]
+    assert ranks[0].steps_per_epoch == 5  # 30 pairs / (3 x 2 processes)
+    for step in range(7):  # into the second epoch
+        ys = [r.get(step)["y"].tolist() for r in ranks]
+        assert sorted(ys[0]) == sorted(ys[1]) == [1, 9, 130]
+    shuffled = StepBatches(ds, idx, 3, 0, 1, seed=0, stream=1)
+    assert any(len(set(shuffled.get(s)["y"].tolist())) < 3 for s in range(10))  # the official order is not
+    s = run(tiny_data, tmp_path, epochs=1, batches="balanced")  # 24 training pairs, 8 per class, batch 6
+    assert s["steps"] == 4
+    unequal = _unequal_pairs(tmp_path / "unequal", tiny_data)  # 8, 8 and 2 training pairs per class
+    with pytest.raises(TinyGANError, match="train.batches balanced") as e:
+        run(unequal, tmp_path / "big", epochs=1, batches="balanced", batch_size=7)  # 3 x 2 < 7
+    assert "\n" not in str(e.value)
+
+
+def _unequal_pairs(root: Path, tiny_data: Path) -> Path:
+    """tiny_data with class 130 cut to 4 teacher pairs (the others keep 10)."""
+    from conftest import pair_arrays
+    from tinygan import shards
+
+    z, y, images = pair_arrays((1, 9, 130), 10, 0)
+    keep = np.arange(24)  # pairs are in class order: 10 + 10 + the first 4 of class 130
+    (root / "teacher").mkdir(parents=True)
+    info = shards.write_shard(str(root / "teacher" / "teacher-00000.h5"),
+                              {"z": z[keep], "y": y[keep], "images": images[keep]},
+                              {"kind": "teacher", "fingerprint": "test", "shard": 0})
+    shards.write_manifest(str(root / "teacher"), "teacher", [info], {1: 10, 9: 10, 130: 4}, None,
+                          fingerprint="test", resolution=128)
+    (root / "real").symlink_to(tiny_data / "real")
+    return root
 
 
 def test_precision_fp16_on_cpu_is_one_line(tiny_data, tmp_path):

@@ -174,6 +174,31 @@ def test_verify_catches_wrong_layout(tmp_path):
         shards.verify(tmp_path)
 
 
+def test_balanced_epoch_batches_hold_every_class_equally():
+    labels = np.array([0] * 5 + [1] * 7 + [2] * 6)  # unequal classes: 5 of each used per epoch
+
+    def epoch(e, batch=3, seed=3):
+        return [b.tolist() for b in shards.balanced_epoch_batches(labels, batch, seed=seed, epoch=e)]
+
+    epoch0 = epoch(0)
+    assert len(epoch0) == 5 and all(sorted(labels[b].tolist()) == [0, 1, 2] for b in epoch0)
+    used = sum(epoch0, [])
+    assert len(set(used)) == 15 and np.bincount(labels[used]).tolist() == [5, 5, 5]
+    assert epoch(0) == epoch0 and epoch(1) != epoch0 and epoch(0, seed=4) != epoch0
+    # a larger class leaves out a different random remainder each epoch
+    left_out = {frozenset(set(np.flatnonzero(labels == 1)) - set(sum(epoch(e), []))) for e in range(6)}
+    assert len(left_out) > 1
+    # a batch that the classes do not divide: each class once or twice; 15 // 4 = 3 batches
+    for b in epoch(0, batch=4):
+        counts = np.bincount(labels[b], minlength=3)
+        assert len(b) == 4 and counts.max() - counts.min() <= 1
+    # each rank's consecutive slice of a global batch (6 = 2 ranks x 3) holds every class once
+    for b in epoch(0, batch=6):
+        assert sorted(labels[b[:3]].tolist()) == sorted(labels[b[3:]].tolist()) == [0, 1, 2]
+    with pytest.raises(TinyGANError, match="batch size"):
+        shards.balanced_epoch_batches(labels, 0, seed=0, epoch=0)
+
+
 def test_epoch_batches_cover_every_sample_once_and_are_deterministic(tmp_path):
     def epoch(seed, e, batch=4):
         return [b.tolist() for b in shards.epoch_batches(16, batch, seed=seed, epoch=e)]

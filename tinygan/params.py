@@ -228,6 +228,9 @@ SCHEMA: dict[str, Any] = {
                                                     "call (statistics over both)"),
         "g_noise": Choice("fresh", "reuse", help="z' of the adversarial G terms: fresh (a new draw, official) | "
                                                  "reuse (the D step's z' and its student images)"),
+        "batches": Choice("shuffled", "balanced", help="the teacher pairs' batches: shuffled (a random order cut "
+                                                       "into batches, official) | balanced (every class equally often "
+                                                       "in each batch: shards.balanced_epoch_batches)"),
         "embed_init": Str(optional=True, help=".npy [classes, 128] initialising the student's class embedding "
                                                "(row i = class i; the authors' cls_weight_reduce.npy); null = "
                                                "random init"),

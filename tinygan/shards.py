@@ -916,3 +916,26 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.nda
     perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
     stop = (n // batch_size) * batch_size
     return [np.sort(perm[a:a + batch_size]) for a in range(0, stop, batch_size)]
+
+
+def balanced_epoch_batches(labels: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Index batches (positions into ``labels``) of one epoch in which every class is equally represented.
+
+    Each class's positions are put in a random order from (seed, epoch) and cut to the smallest class's count
+    (a larger class leaves out a different random remainder each epoch); they are dealt one per class in turn,
+    the classes in a random order fixed for the epoch, and the dealt sequence is cut into batches. So any run of
+    ``k`` consecutive positions holds ``k // n_classes`` or one more of each class: a batch holds exactly
+    ``batch_size / n_classes`` of each when that divides, and so does each rank's consecutive slice of a
+    global batch. Batches are returned in dealt order (not sorted), for that slicing. The final incomplete batch
+    is left out.
+    """
+    if batch_size < 1:
+        raise TinyGANError(f"batch size must be >= 1, got {batch_size}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    m = min((len(p) for p in per_class), default=0)
+    dealt = np.stack([per_class[i][:m] for i in rng.permutation(len(per_class))], axis=1).reshape(-1) \
+        if m else np.zeros(0, np.int64)
+    stop = (len(dealt) // batch_size) * batch_size
+    return [dealt[a:a + batch_size] for a in range(0, stop, batch_size)]

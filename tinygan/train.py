@@ -77,6 +77,7 @@ class TrainConfig:
     precision: str  # fp32 (IEEE, TF32 off) | tf32 (CUDA) | bf16 | fp16 (autocast; fp16: a GradScaler per optimiser)
     compile: bool  # torch.compile the G and D forwards
     g_calls: str  # separate (one G call per batch, official) | joint (teacher z and z' in one call)
+    batches: str  # shuffled (a random order cut into batches, official) | balanced (each class equally per batch)
     g_noise: str  # fresh (a new z' for the adversarial G terms, official) | reuse (the D step's)
     embed_init: str | None  # .npy [n_classes, emb_dim] starting the student's class embedding (None: random)
     embed_init_dep: str  # what DVC tracks for embed_init (unused here)
@@ -129,19 +130,26 @@ def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
 
 class StepBatches:
     """The epoch plan of ``shards.epoch_batches`` over ``indices`` in global batches (batch x world), sliced
-    per rank. ``get(step)`` returns this rank's batch of that step. ``stream`` keeps the teacher and real
-    permutations independent under one seed."""
+    per rank; with ``labels`` (the class of each of ``indices``), ``shards.balanced_epoch_batches``' plan, in
+    which every class is equally represented. ``get(step)`` returns this rank's batch of that step. ``stream``
+    keeps the teacher and real permutations independent under one seed."""
 
-    def __init__(self, dataset, indices: np.ndarray, batch: int, rank: int, world: int, seed: int, stream: int):
+    def __init__(self, dataset, indices: np.ndarray, batch: int, rank: int, world: int, seed: int, stream: int,
+                 labels: np.ndarray | None = None):
         self.ds, self.indices, self.batch, self.rank, self.world = dataset, indices, batch, rank, world
+        self.labels = labels
         self.seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-        self.steps_per_epoch = len(indices) // (batch * world)
+        usable = len(indices) if labels is None else \
+            min(np.unique(labels, return_counts=True)[1]) * len(np.unique(labels))
+        self.steps_per_epoch = usable // (batch * world)
         self._plan_epoch, self._plan = -1, None
 
     def get(self, step: int) -> dict:
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch != self._plan_epoch:
-            self._plan = shards.epoch_batches(len(self.indices), self.batch * self.world, self.seed, epoch)
+            gb = self.batch * self.world
+            self._plan = (shards.epoch_batches(len(self.indices), gb, self.seed, epoch) if self.labels is None
+                          else shards.balanced_epoch_batches(self.labels, gb, self.seed, epoch))
             self._plan_epoch = epoch
         mine = np.sort(self.indices[self._plan[k][self.rank * self.batch:(self.rank + 1) * self.batch]])
         # as stored (images uint8 NHWC: a quarter of the bytes to pin and copy); floats on the device (_to_device)
@@ -444,7 +452,12 @@ def _load_data(teacher_dir: str, real_dir: str, cfg: TrainConfig, rank: int, wor
         raise TinyGANError(f"train.batch_size {cfg.batch_size} x {world} process(es) is larger than the "
                            f"{len(train_idx)} training teacher pairs in {teacher_dir}; lower train.batch_size or "
                            f"raise sample.per_class")
-    teacher_batches = StepBatches(tds, train_idx, cfg.batch_size, rank, world, cfg.seed, stream=1)
+    labels = tds.labels()[train_idx] if cfg.batches == "balanced" else None
+    teacher_batches = StepBatches(tds, train_idx, cfg.batch_size, rank, world, cfg.seed, stream=1, labels=labels)
+    if teacher_batches.steps_per_epoch == 0:
+        raise TinyGANError(f"train.batches balanced: the smallest class has too few training teacher pairs in "
+                           f"{teacher_dir} for one global batch of {need}; raise sample.per_class or set "
+                           f"train.batches: shuffled")
     sources = {"t": teacher_batches} if cfg.uses_teacher else {}  # the L_GAN-only baseline reads no pairs
     if cfg.uses_real:
         rds = shards.ShardDataset(real_dir, fields=("images", "y"))
