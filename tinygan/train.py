@@ -139,8 +139,8 @@ class StepBatches:
         self.ds, self.indices, self.batch, self.rank, self.world = dataset, indices, batch, rank, world
         self.labels = labels
         self.seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-        usable = len(indices) if labels is None else \
-            min(np.unique(labels, return_counts=True)[1]) * len(np.unique(labels))
+        counts = None if labels is None else np.unique(labels, return_counts=True)[1]  # pairs per class
+        usable = len(indices) if counts is None else int(counts.min()) * len(counts)  # balanced: as the smallest
         self.steps_per_epoch = usable // (batch * world)
         self._plan_epoch, self._plan = -1, None
 
