@@ -283,5 +283,6 @@ def main() -> None:
         "machine": platform.machine(),
     }, indent=2))
 
+
 if __name__ == "__main__":
     main()

@@ -57,7 +57,7 @@ def test_quantize_edges():
 def test_quantize_matches_the_floor_formula_at_every_rounding_edge():
     """The fast path (clip, then the cast truncates) gives the bytes of floor((x + 1) * 127.5 + 0.5) clipped,
     computed step by step in float32, on random values and on the floats either side of every rounding edge;
-    ``out``/``work`` give the same bytes."""
+    ``out`` gives the same bytes."""
     edges = (np.arange(256, dtype=np.float32) + np.float32(0.5)) / np.float32(127.5) - np.float32(1)
     special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 1e30, -1e30], np.float32)
     x = np.concatenate([np.random.default_rng(0).uniform(-1.2, 1.2, 100_000).astype(np.float32),
@@ -68,8 +68,8 @@ def test_quantize_matches_the_floor_formula_at_every_rounding_edge():
         v += np.float32(0.5)
         expect = np.minimum(np.fmax(np.floor(v), np.float32(0.0)), np.float32(255.0)).astype(np.uint8)
         np.testing.assert_array_equal(quantize(x), expect)
-        out, work = np.full(x.shape, 7, np.uint8), np.empty(x.shape, np.float32)
-        assert quantize(x, out=out, work=work) is out
+        out = np.full(x.shape, 7, np.uint8)
+        assert quantize(x, out=out) is out
     np.testing.assert_array_equal(out, expect)
 
 
@@ -94,14 +94,14 @@ def test_quantize_in_range_takes_the_short_path_with_the_same_bytes():
 def test_quantize_in_chunks_gives_the_bytes_of_one_pass(monkeypatch):
     """quantize works chunk by chunk (in cache): the bytes are the floor formula's whatever the chunk size,
     with a value out of range in a later chunk (after earlier chunks were written), a non-contiguous ``out`` or
-    ``images`` and a small ``work``; ``finite`` still raises on a NaN in the last chunk."""
+    ``images``; ``finite`` still raises on a NaN in the last chunk."""
     from tinygan import teacher as teacher_mod
 
     x = np.random.default_rng(2).uniform(-1, 1, (7, 3, 50, 3)).astype(np.float32)  # 3,150 values
     v = (x + np.float32(1)) * np.float32(127.5) + np.float32(0.5)
     expect = np.minimum(np.floor(v), np.float32(255.0)).astype(np.uint8)
     monkeypatch.setattr(teacher_mod, "_QUANTIZE_CHUNK", 1000)
-    np.testing.assert_array_equal(quantize(x, work=np.empty(1000, np.float32)), expect)
+    np.testing.assert_array_equal(quantize(x), expect)
     wide = np.zeros((7, 3, 100, 3), np.uint8)
     assert quantize(x, out=wide[:, :, ::2]) is not None
     np.testing.assert_array_equal(wide[:, :, ::2], expect)

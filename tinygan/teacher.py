@@ -210,15 +210,12 @@ def resolve_latent(latent: str, teacher: "Teacher") -> str:
 _QUANTIZE_CHUNK = 1 << 17  # floats per pass of ``quantize`` (512 KB: each chunk's passes stay in the core's cache)
 
 
-def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray | None = None,
-             finite: bool = False) -> np.ndarray:
+def quantize(images: np.ndarray, out: np.ndarray | None = None, finite: bool = False) -> np.ndarray:
     """Map [-1, 1] floats to uint8: ``floor((x + 1) * 127.5 + 0.5)`` clipped to [0, 255].
 
     That is round-half-up of (x + 1) * 127.5, computed in float32: -1 -> 0, 0 -> 128 (127.5 rounds up),
     1 -> 255. (The official TinyGAN code multiplies by 256, an off-by-one we do not copy.) NaN maps to 0.
-    ``out`` (uint8, the shape of ``images``) receives the result; ``work`` (float32, at least
-    ``_QUANTIZE_CHUNK`` elements or the size of ``images``) is used for the intermediate instead of a fresh
-    chunk-sized array (speed only, and little: the chunk is small).
+    ``out`` (uint8, the shape of ``images``) receives the result.
     ``finite``: raise ``ValueError`` if ``images`` holds NaN or inf.
     """
     images = np.asarray(images)
@@ -227,11 +224,9 @@ def quantize(images: np.ndarray, out: np.ndarray | None = None, work: np.ndarray
     if out.flags.c_contiguous and images.flags.c_contiguous:  # flat views: the chunks read and write in place
         flat_x, flat_out = images.reshape(-1), out.reshape(-1)
         n = flat_x.size
-        if work is None or work.size < min(n, _QUANTIZE_CHUNK) or not work.flags.c_contiguous:
-            work = np.empty(min(n, _QUANTIZE_CHUNK), np.float32)
+        w = np.empty(min(n, _QUANTIZE_CHUNK), np.float32)  # one chunk's intermediate, reused
         # Usually every value is in [0, 256) (a tanh output): the cast alone then truncates to floor, and
         # NaN/inf cannot be there. Chunk by chunk (in cache); the first chunk outside sends it all the long way.
-        w = work.reshape(-1)
         for s in range(0, n, _QUANTIZE_CHUNK):
             v = _scaled(flat_x[s:s + _QUANTIZE_CHUNK], w[:min(n - s, _QUANTIZE_CHUNK)])
             if not (v.min() >= 0 and v.max() < 256):
